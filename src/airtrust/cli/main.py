@@ -1,0 +1,595 @@
+"""The airtrust command line (also installed as ``kubectl-airtrust``).
+
+Only this package prints or sets exit codes. Heavy modules (cryptography,
+rich, pydantic) are imported inside the commands so ``airtrust --help``
+starts fast. Exit codes: 0 ok, 1 a check failed, 2 bad input or usage,
+3 environment unreachable, 4 changes pending.
+"""
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
+from airtrust.errors import AirtrustError, InputError, VerificationFailed
+
+if TYPE_CHECKING:
+    from airtrust.pki.keys import KeyType
+
+app = typer.Typer(
+    name="airtrust",
+    help="Make a private CA work across an air-gapped Kubernetes AI platform, and prove it.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+ca_app = typer.Typer(help="Create certificate authorities.", no_args_is_help=True)
+cert_app = typer.Typer(help="Issue certificates from a local CA.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Build CA bundles and truststores.", no_args_is_help=True)
+app.add_typer(ca_app, name="ca")
+app.add_typer(cert_app, name="cert")
+app.add_typer(bundle_app, name="bundle")
+
+OutputOpt = Annotated[
+    Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+PassEnvOpt = Annotated[
+    str | None,
+    typer.Option("--passphrase-env", metavar="VAR", help="Read the key passphrase from $VAR."),
+]
+PassFileOpt = Annotated[
+    str | None,
+    typer.Option("--passphrase-file", metavar="FILE", help="Read the key passphrase from FILE."),
+]
+KEY_TYPES = ["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"]
+KeyTypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--key-type",
+        help="Key algorithm: ec-p256 (default: small, fast, accepted by every client), "
+        "ec-p384, rsa-2048, rsa-3072, rsa-4096.",
+    ),
+]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _key_type(text: str) -> "KeyType":
+    from airtrust.pki.keys import KeyType
+
+    try:
+        return KeyType(text.lower())
+    except ValueError:
+        raise InputError(
+            f"unknown key type '{text}'", hint=f"use one of {', '.join(KEY_TYPES)}"
+        ) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"airtrust {version('airtrust')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="Plain output.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    """Make a private CA work across an air-gapped Kubernetes AI platform, and prove it."""
+    settings.quiet, settings.color, settings.debug = quiet, not no_color, debug
+
+
+# --- ca -------------------------------------------------------------------------------
+
+
+@ca_app.command("create")
+def ca_create(
+    out: Annotated[Path, typer.Option("--out", help="Folder for ca.crt, ca.key, chain.pem.")],
+    name: Annotated[str, typer.Option("--name", help="Common name.")] = "airtrust local root CA",
+    organization: Annotated[str | None, typer.Option("--org", help="Organization.")] = None,
+    key_type: KeyTypeOpt = "ec-p256",
+    days: Annotated[int, typer.Option("--days", help="Validity; default 10 years.")] = 3650,
+    path_length: Annotated[
+        int | None,
+        typer.Option(
+            "--path-length", help="Max intermediates below (root: unlimited, intermediate: 0)."
+        ),
+    ] = None,
+    permit_dns: Annotated[
+        list[str] | None,
+        typer.Option("--permit-dns", help="Name constraint: permitted DNS subtree."),
+    ] = None,
+    permit_ip: Annotated[
+        list[str] | None, typer.Option("--permit-ip", help="Name constraint: permitted CIDR.")
+    ] = None,
+    intermediate: Annotated[
+        bool, typer.Option("--intermediate", help="Create an intermediate signed by --parent.")
+    ] = False,
+    parent: Annotated[
+        Path | None, typer.Option("--parent", help="CA folder of the parent (with --intermediate).")
+    ] = None,
+    parent_passphrase_env: Annotated[
+        str | None, typer.Option("--parent-passphrase-env", metavar="VAR")
+    ] = None,
+    parent_passphrase_file: Annotated[
+        str | None, typer.Option("--parent-passphrase-file", metavar="FILE")
+    ] = None,
+    encrypt_key: Annotated[
+        bool, typer.Option("--encrypt-key", help="Encrypt ca.key (asks for a passphrase).")
+    ] = False,
+    passphrase_env: PassEnvOpt = None,
+    passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Create a root CA, or an intermediate with --intermediate --parent DIR.
+
+    The key is written 0600; every CA is checked by airtrust's verifier before
+    anything is written.
+    """
+    from airtrust.files import read_secret
+    from airtrust.pki import authority, names
+    from airtrust.pki.bundle import fingerprint
+    from airtrust.workspace import create_ca, load_authority
+
+    if intermediate != (parent is not None):
+        raise InputError(
+            "--intermediate and --parent go together",
+            hint="give both to make an intermediate, or neither for a root",
+        )
+    passphrase = read_secret(env=passphrase_env, file=passphrase_file)
+    if encrypt_key and passphrase is None:
+        passphrase = typer.prompt(
+            "Passphrase for ca.key", hide_input=True, confirmation_prompt=True
+        ).encode()
+    parent_ca = None
+    if parent is not None:
+        parent_ca = load_authority(
+            parent, passphrase=read_secret(env=parent_passphrase_env, file=parent_passphrase_file)
+        )
+    spec = authority.CASpec(
+        common_name=name,
+        organization=organization,
+        days=days,
+        path_length=path_length,
+        permitted_dns=tuple(permit_dns or ()),
+        permitted_ip=tuple(names.parse_network(n) for n in permit_ip or ()),
+    )
+    result = create_ca(
+        out,
+        spec,
+        _key_type(key_type),
+        now=_now(),
+        parent=parent_ca,
+        passphrase=passphrase,
+        force=force,
+    )
+    written = result.outputs.commit()
+    for w in result.warnings:
+        warn(w)
+    cert = result.authority.certificate
+    data: dict[str, Any] = {
+        "subject": cert.subject.rfc4514_string(),
+        "sha256": fingerprint(cert),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "files": [str(p) for p in written],
+        "key_encrypted": passphrase is not None,
+    }
+    emit(
+        data,
+        output,
+        table=lambda c: c.print(
+            f"created CA [bold]{data['subject']}[/bold]\n  sha256 {data['sha256']}\n"
+            f"  valid until {data['not_after']}\n  files: {', '.join(data['files'])}"
+        ),
+    )
+
+
+# --- cert -----------------------------------------------------------------------------
+
+
+@cert_app.command("issue")
+def cert_issue(
+    domain: Annotated[str, typer.Option("--domain", help="Server DNS name (CN and first SAN).")],
+    ca_dir: Annotated[Path, typer.Option("--ca-dir", help="CA folder (ca.crt, ca.key).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for tls.crt (with chain) and tls.key.")
+    ],
+    san: Annotated[list[str] | None, typer.Option("--san", help="Extra DNS name.")] = None,
+    ip: Annotated[list[str] | None, typer.Option("--ip", help="IP address SAN.")] = None,
+    days: Annotated[int, typer.Option("--days", help="Validity; default 397 days.")] = 397,
+    key_type: KeyTypeOpt = "ec-p256",
+    passphrase_env: PassEnvOpt = None,
+    passphrase_file: PassFileOpt = None,
+    force: ForceOpt = False,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Issue a TLS server certificate, ready for a kubernetes.io/tls Secret."""
+    from airtrust.files import read_secret
+    from airtrust.pki import authority, names
+    from airtrust.pki.bundle import fingerprint
+    from airtrust.workspace import issue_server_files, load_authority
+
+    ca = load_authority(ca_dir, passphrase=read_secret(env=passphrase_env, file=passphrase_file))
+    spec = authority.ServerSpec(
+        domain=names.normalise_dns_name(domain),
+        dns_names=tuple(names.normalise_dns_name(s) for s in san or ()),
+        ips=tuple(names.parse_ip(i) for i in ip or ()),
+        days=days,
+    )
+    result = issue_server_files(ca, spec, _key_type(key_type), out=out, now=_now(), force=force)
+    written = result.outputs.commit()
+    for w in result.warnings:
+        warn(w)
+    cert = result.certificate
+    data: dict[str, Any] = {
+        "subject": cert.subject.rfc4514_string(),
+        "names": [*spec.all_dns(), *map(str, spec.ips)],
+        "sha256": fingerprint(cert),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "files": [str(p) for p in written],
+    }
+    emit(
+        data,
+        output,
+        table=lambda c: c.print(
+            f"issued [bold]{data['subject']}[/bold] for {', '.join(data['names'])}\n"
+            f"  valid until {data['not_after']}\n  files: {', '.join(data['files'])}"
+        ),
+    )
+
+
+# --- inspect / verify -----------------------------------------------------------------
+
+
+def _load_target(target: str, connect_to: str | None) -> tuple[list[Any], str]:
+    """Certificates of a file, '-' or https:// endpoint, and a label for messages."""
+    if target.startswith("https://"):
+        import dataclasses
+
+        from airtrust.tlsprobe import fetch_chain, parse_endpoint
+
+        endpoint = dataclasses.replace(parse_endpoint(target), connect_to=connect_to)
+        chain = fetch_chain(endpoint)
+        if not chain:
+            raise AirtrustError(
+                f"{endpoint} sent no certificate", hint="check the server's TLS setup"
+            )
+        return chain, str(endpoint)
+    from airtrust.files import read_input
+    from airtrust.pki.bundle import read_certificates
+
+    return [a.certificate for a in read_certificates(read_input(target), target)], target
+
+
+ConnectToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--connect-to", metavar="ADDR", help="Connect to ADDR instead of resolving the URL's host."
+    ),
+]
+
+
+@app.command("inspect")
+def inspect_cmd(
+    target: Annotated[
+        str, typer.Argument(help="PEM/DER/PKCS#7 file, '-' for stdin, or https://HOST:PORT.")
+    ],
+    connect_to: ConnectToOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Show every certificate of a bundle, chain or live endpoint, with warnings."""
+    from airtrust.pki.inspect import describe_chain
+
+    certs, label = _load_target(target, connect_to)
+    reports = describe_chain(certs, now=_now())
+    data = {"source": label, "certificates": [r.to_dict() for r in reports]}
+
+    def table(console: Any) -> None:
+        for r in reports:
+            rows = [
+                ("subject", r.subject),
+                ("issuer", r.issuer),
+                ("serial", r.serial),
+                ("sha256", r.sha256),
+                ("validity", f"{r.not_before} .. {r.not_after} ({r.days_left} days left)"),
+                ("ca", f"yes, path length {r.path_length}" if r.is_ca else "no"),
+                ("key", f"{r.key_type} {r.key_bits} bits, signed with {r.signature_hash}"),
+            ]
+            if r.subject_alt_names:
+                rows.append(("SAN", ", ".join(r.subject_alt_names)))
+            if r.key_usage:
+                rows.append(("key usage", ", ".join(r.key_usage)))
+            if r.extended_key_usage:
+                rows.append(("ext key usage", ", ".join(r.extended_key_usage)))
+            for kind, subtrees in r.name_constraints.items():
+                rows.append((f"{kind} names", ", ".join(subtrees)))
+            for w in r.warnings:
+                rows.append(("warning", w))
+            console.print(rows_table(f"[{r.index}] {label}", ["field", "value"], rows))
+
+    emit(data, output, table=table)
+
+
+@app.command("verify")
+def verify_cmd(
+    target: Annotated[
+        str, typer.Argument(help="Certificate file (leaf first) or https://HOST:PORT.")
+    ],
+    ca: Annotated[list[str], typer.Option("--ca", help="CA bundle file(s) to trust.")],
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Name to check (default: the URL's host).")
+    ] = None,
+    untrusted: Annotated[
+        list[str] | None, typer.Option("--untrusted", help="Extra intermediates file.")
+    ] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", help="strict (web PKI) or relaxed (see --help-profiles).")
+    ] = "strict",
+    at: Annotated[
+        str | None, typer.Option("--at", help="Validate at this ISO time instead of now.")
+    ] = None,
+    connect_to: ConnectToOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Path validation of a certificate or live endpoint against a CA bundle.
+
+    The relaxed profile accepts exactly: basicConstraints non-critical on CAs;
+    CAs without SKI/AKI; servers without AKI; servers without extendedKeyUsage
+    or with anyExtendedKeyUsage; CAs with extendedKeyUsage.
+    """
+    from airtrust.files import read_input
+    from airtrust.pki.bundle import fingerprint, read_certificates
+    from airtrust.pki.verify import RELAXATIONS, Profile, verify_server
+
+    try:
+        chosen = Profile(profile)
+    except ValueError:
+        raise InputError(f"unknown profile '{profile}'", hint="use strict or relaxed") from None
+    now = _now()
+    if at is not None:
+        try:
+            now = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise InputError(
+                f"'{at}' is not an ISO time", hint="e.g. 2027-01-31T12:00:00Z"
+            ) from None
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=dt.UTC)
+    anchors = [a.certificate for name in ca for a in read_certificates(read_input(name), name)]
+    certs, label = _load_target(target, connect_to)
+    extra = [a.certificate for n in untrusted or () for a in read_certificates(read_input(n), n)]
+    if hostname is None and target.startswith("https://"):
+        from airtrust.tlsprobe import parse_endpoint
+
+        hostname = parse_endpoint(target).host
+    try:
+        result = verify_server(
+            certs[0],
+            anchors=anchors,
+            intermediates=[*certs[1:], *extra],
+            hostname=hostname,
+            now=now,
+            profile=chosen,
+        )
+    except VerificationFailed as exc:
+        if output is not Format.TABLE:
+            emit(
+                {
+                    "source": label,
+                    "verified": False,
+                    "reason": exc.reason,
+                    "message": exc.message,
+                    "hint": exc.hint,
+                },
+                output,
+            )
+        raise
+    data: dict[str, Any] = {
+        "source": label,
+        "verified": True,
+        "hostname": result.hostname,
+        "profile": str(result.profile),
+        "relaxed": list(RELAXATIONS) if chosen is Profile.RELAXED else [],
+        "chain": [
+            {"subject": c.subject.rfc4514_string(), "sha256": fingerprint(c)} for c in result.chain
+        ],
+    }
+    if chosen is Profile.RELAXED:
+        warn("relaxed profile: accepted " + "; ".join(RELAXATIONS))
+    emit(
+        data,
+        output,
+        table=lambda c: c.print(
+            f"[green]OK[/green] {label} is trusted for {result.hostname} "
+            f"({result.profile} profile)\n"
+            + "\n".join(f"  {i}: {x['subject']}" for i, x in enumerate(data["chain"]))
+        ),
+    )
+
+
+# --- bundle ---------------------------------------------------------------------------
+
+
+@bundle_app.command("build")
+def bundle_build(
+    inputs: Annotated[list[str], typer.Argument(help="PEM, DER or PKCS#7 files ('-' for stdin).")],
+    out: Annotated[Path, typer.Option("--out", help="Output file (a folder for hashdir).")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="pem, pkcs12, jks or hashdir.")
+    ] = "pem",
+    allow_leaf: Annotated[
+        bool, typer.Option("--allow-leaf", help="Keep non-CA certificates.")
+    ] = False,
+    allow_expired: Annotated[
+        bool, typer.Option("--allow-expired", help="Keep expired CAs.")
+    ] = False,
+    comments: Annotated[
+        bool, typer.Option("--comments", help="Write '# subject' above each PEM block.")
+    ] = False,
+    store_password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--store-password-env", metavar="VAR", help="Truststore password (default changeit)."
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Merge CA certificates into one canonical bundle or truststore."""
+    from airtrust.files import OutputSet, read_input, read_secret
+    from airtrust.pki import truststore
+    from airtrust.pki.bundle import parse_bundle
+
+    formats = ("pem", "pkcs12", "jks", "hashdir")
+    if fmt not in formats:
+        raise InputError(f"unknown format '{fmt}'", hint=f"use one of {', '.join(formats)}")
+    password = read_secret(env=store_password_env)
+    store_password = password.decode() if password else truststore.DEFAULT_STORE_PASSWORD
+    bundle = parse_bundle(
+        [(name, read_input(name)) for name in inputs],
+        now=_now(),
+        allow_leaf=allow_leaf,
+        allow_expired=allow_expired,
+    )
+    outputs = OutputSet(force=force)
+    if fmt == "pem":
+        outputs.add(out, bundle.to_pem(comments=comments))
+    elif fmt == "pkcs12":
+        outputs.add(out, truststore.to_pkcs12(bundle, store_password))
+    elif fmt == "jks":
+        outputs.add(out, truststore.to_jks(bundle, store_password))
+    else:
+        outputs.add_tree(out, truststore.hash_dir_entries(bundle))
+    outputs.commit()
+    data: dict[str, Any] = {
+        "out": str(out),
+        "format": fmt,
+        "digest": bundle.digest,
+        "certificates": [
+            {"subject": a.subject, "sha256": a.fingerprint, "from": a.origin}
+            for a in bundle.anchors
+        ],
+    }
+    emit(
+        data,
+        output,
+        table=lambda c: c.print(
+            rows_table(
+                f"{out} ({fmt}, {len(bundle.anchors)} CA certificates)",
+                ["subject", "sha256", "from"],
+                [(a.subject, a.fingerprint[:16], a.origin) for a in bundle.anchors],
+            )
+        ),
+    )
+
+
+# --- quickstart -----------------------------------------------------------------------
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    domain: Annotated[str, typer.Option("--domain", help="Control-plane DNS name.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the CA, bundle and TLS files.")],
+    san: Annotated[list[str] | None, typer.Option("--san", help="Extra DNS name.")] = None,
+    ip: Annotated[list[str] | None, typer.Option("--ip", help="IP address SAN.")] = None,
+    ca_dir: Annotated[
+        Path | None, typer.Option("--ca-dir", help="Use this CA instead of creating one.")
+    ] = None,
+    key_type: KeyTypeOpt = "ec-p256",
+    passphrase_env: PassEnvOpt = None,
+    passphrase_file: PassFileOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Create or reuse a CA, the control-plane certificate and the bundle in one go.
+
+    Idempotent: a second run reuses what the folder holds.
+    """
+    from airtrust.files import read_secret
+    from airtrust.pki import names
+    from airtrust.workspace import quickstart
+
+    report = quickstart(
+        out,
+        domain,
+        now=_now(),
+        sans=[names.normalise_dns_name(s) for s in san or ()],
+        ips=[names.parse_ip(i) for i in ip or ()],
+        ca_folder=ca_dir,
+        key_type=_key_type(key_type),
+        passphrase=read_secret(env=passphrase_env, file=passphrase_file),
+    )
+    for w in report.warnings:
+        warn(w)
+    data: dict[str, Any] = {
+        "folder": report.folder,
+        "domain": report.domain,
+        "steps": report.steps,
+        "next_steps": report.next_steps,
+    }
+
+    def table(console: Any) -> None:
+        console.print(
+            rows_table(
+                f"quickstart {report.domain} -> {report.folder}",
+                ["step", "action", "detail"],
+                [(s["step"], s["action"], s["detail"]) for s in report.steps],
+            )
+        )
+        console.print("Next steps:")
+        for step in report.next_steps:
+            console.print(f"  {step}", markup=False)
+
+    emit(data, output, table=table)
+
+
+# --- entry point ----------------------------------------------------------------------
+
+
+def _exit(code: int) -> NoReturn:
+    sys.stdout.flush()
+    raise SystemExit(code)
+
+
+def run(argv: list[str] | None = None) -> NoReturn:
+    """Console entry point: one line per error, documented exit codes."""
+    try:
+        app(args=argv, prog_name="airtrust", standalone_mode=False)
+    except AirtrustError as exc:
+        if settings.debug:
+            raise
+        error(exc.one_line())
+        _exit(exc.exit_code)
+    except typer.Exit as exc:
+        _exit(exc.exit_code)
+    except typer.Abort:
+        error("aborted")
+        _exit(130)
+    except KeyboardInterrupt:
+        error("interrupted")
+        _exit(130)
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            # click usage errors (typer vendors click): bad option, missing argument.
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            error(f"{exc.format_message()}{where} [usage]")
+            _exit(2 if exc.exit_code == 2 else int(exc.exit_code))
+        if settings.debug:
+            raise
+        error(f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it")
+        _exit(70)
+    _exit(0)

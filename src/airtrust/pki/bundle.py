@@ -1,0 +1,351 @@
+"""CA bundles: read anything people call a CA file, write one canonical form.
+
+A bundle is the set of trust anchors that goes into ``runai-ca.pem``, into
+image trust stores and into clients. Reading is strict because a bundle is
+copied everywhere: a private key pasted into it would be distributed to every
+namespace, so any key block is refused by name (never echoed), and so is text
+that is neither a PEM block nor a ``#`` comment. Only header-free
+CERTIFICATE blocks are accepted, as trust-manager does.
+
+Writing is canonical: deduplicated by SHA-256 fingerprint, sorted by subject
+then fingerprint, each block ending in a newline. The same set of
+certificates always gives the same bytes, whatever the input order, so hashes
+of bundles can be compared across clusters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from airtrust.errors import BundleError
+
+#: Kubernetes rejects a Secret whose data exceeds 1 MiB; a bundle that cannot
+#: be stored in ``runai-ca-cert`` is of no use to the platform.
+MAX_BUNDLE_BYTES = 1024 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+_BEGIN = re.compile(r"^-----BEGIN ([A-Z0-9 #]+)-----\s*$")
+_END = re.compile(r"^-----END ([A-Z0-9 #]+)-----\s*$")
+_CERT_TYPES = {"CERTIFICATE", "X509 CERTIFICATE"}
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One certificate of a bundle, with where it came from (for messages)."""
+
+    certificate: x509.Certificate
+    origin: str
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.certificate)
+
+    @property
+    def subject(self) -> str:
+        return self.certificate.subject.rfc4514_string()
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER encoding, lower-case hex (what ``openssl x509 -fingerprint`` shows)."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def certificate_to_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def read_certificates(data: bytes, origin: str) -> list[Anchor]:
+    """Parse PEM (any mix of blocks), DER or PKCS#7 bytes into certificates.
+
+    Raises :class:`BundleError` for everything else; never returns a key.
+    """
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    if not data.strip():
+        raise BundleError(
+            f"{origin} is empty", hint="give a file with at least one PEM CERTIFICATE block"
+        )
+    if b"-----BEGIN" in data:
+        return _read_pem(data, origin)
+    if data[:1] == b"\x30":
+        return _read_der(data, origin)
+    raise BundleError(
+        f"{origin} is not PEM, DER or PKCS#7",
+        hint="give the CA certificate as PEM (-----BEGIN CERTIFICATE-----), DER or .p7b",
+        reference="not-a-certificate",
+    )
+
+
+def _key_error(origin: str, where: str, kind: str) -> BundleError:
+    return BundleError(
+        f"{origin} {where} is a private key ({kind}); a CA bundle must hold public "
+        "certificates only",
+        hint="remove the key block from the file (keep the key apart, mode 0600)",
+        reference="private-key-in-bundle",
+    )
+
+
+def _read_der(data: bytes, origin: str) -> list[Anchor]:
+    try:
+        return [Anchor(x509.load_der_x509_certificate(data), origin)]
+    except ValueError:
+        pass
+    try:
+        certs = pkcs7.load_der_pkcs7_certificates(data)
+    except ValueError:
+        certs = None
+    if certs:
+        return [Anchor(c, f"{origin} (PKCS#7 #{i + 1})") for i, c in enumerate(certs)]
+    if _looks_like_der_key(data):
+        raise _key_error(origin, "", "DER")
+    raise BundleError(
+        f"{origin} is not a DER certificate or PKCS#7 bundle (truncated or corrupt?)",
+        hint="check the file, or export the CA again as PEM",
+        reference="not-a-certificate",
+    )
+
+
+def _looks_like_der_key(data: bytes) -> bool:
+    try:
+        serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        return True  # encrypted PKCS#8: still a key
+    except Exception:  # any other parse failure means "not a key"
+        return False
+    return True
+
+
+def _read_pem(data: bytes, origin: str) -> list[Anchor]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(
+            f"{origin} mixes PEM with binary data",
+            hint="a PEM bundle is plain text; check the file was not corrupted",
+            reference="garbage-in-bundle",
+        ) from exc
+    anchors: list[Anchor] = []
+    block_type: str | None = None
+    body: list[str] = []
+    start = 0
+    block_no = 0
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if block_type is None:
+            if not line or line.startswith("#"):
+                continue
+            m = _BEGIN.match(line)
+            if m is None:
+                raise BundleError(
+                    f"{origin} line {lineno}: text outside a PEM block",
+                    hint="remove it, or make it a comment starting with '#'",
+                    reference="garbage-in-bundle",
+                )
+            block_type, body, start = m.group(1), [], lineno
+            block_no += 1
+            if "PRIVATE KEY" in block_type:
+                raise _key_error(origin, f"block {block_no} (line {lineno})", block_type)
+            continue
+        m = _END.match(line)
+        if m is None:
+            if _BEGIN.match(line):
+                raise BundleError(
+                    f"{origin} line {start}: {block_type} block has no END line",
+                    hint="the file is truncated or two blocks are fused; export it again",
+                    reference="truncated-pem",
+                )
+            if ":" in line:
+                raise BundleError(
+                    f"{origin} line {lineno}: PEM headers are not allowed in a CA bundle",
+                    hint="give plain CERTIFICATE blocks (openssl x509 -in F -out F2 strips them)",
+                    reference="garbage-in-bundle",
+                )
+            body.append(line)
+            continue
+        if m.group(1) != block_type:
+            raise BundleError(
+                f"{origin} line {lineno}: END {m.group(1)} closes BEGIN {block_type}",
+                hint="the file is corrupt; export it again",
+                reference="truncated-pem",
+            )
+        anchors.extend(_decode_block(block_type, "".join(body), origin, block_no, start))
+        block_type = None
+    if block_type is not None:
+        raise BundleError(
+            f"{origin} line {start}: {block_type} block has no END line",
+            hint="the file is truncated; export it again",
+            reference="truncated-pem",
+        )
+    if not anchors:
+        raise BundleError(f"{origin} holds no certificate", hint="give a PEM CERTIFICATE block")
+    return anchors
+
+
+def _decode_block(block_type: str, b64: str, origin: str, block_no: int, line: int) -> list[Anchor]:
+    where = f"{origin} block {block_no} (line {line})"
+    try:
+        der = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BundleError(
+            f"{where}: {block_type} body is not valid base64",
+            hint="the block is corrupt or truncated; export it again",
+            reference="truncated-pem",
+        ) from exc
+    if block_type in _CERT_TYPES:
+        try:
+            return [Anchor(x509.load_der_x509_certificate(der), where)]
+        except ValueError as exc:
+            raise BundleError(
+                f"{where}: not a valid X.509 certificate ({exc})",
+                hint="the block is corrupt or truncated; export it again",
+                reference="not-a-certificate",
+            ) from exc
+    if block_type == "PKCS7":
+        try:
+            certs = pkcs7.load_der_pkcs7_certificates(der)
+        except ValueError as exc:
+            raise BundleError(
+                f"{where}: not a valid PKCS#7 certificate bundle",
+                hint="export it again, or convert with openssl pkcs7 -print_certs",
+                reference="not-a-certificate",
+            ) from exc
+        return [Anchor(c, f"{where} #{i + 1}") for i, c in enumerate(certs)]
+    if block_type == "TRUSTED CERTIFICATE":
+        raise BundleError(
+            f"{where}: OpenSSL TRUSTED CERTIFICATE blocks carry trust settings airtrust "
+            "cannot carry over",
+            hint="convert with 'openssl x509 -in FILE -out CA.pem' and give CA.pem",
+            reference="unsupported-block",
+        )
+    raise BundleError(
+        f"{where}: a {block_type} block does not belong in a CA bundle",
+        hint="keep only CERTIFICATE blocks",
+        reference="unsupported-block",
+    )
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """basicConstraints CA:TRUE, or a self-issued v1 root (which predates extensions)."""
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return cert.version is x509.Version.v1 and cert.subject == cert.issuer
+    return bc.ca
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated, deduplicated, canonically ordered set of CA certificates."""
+
+    anchors: tuple[Anchor, ...]
+
+    @property
+    def certificates(self) -> tuple[x509.Certificate, ...]:
+        return tuple(a.certificate for a in self.anchors)
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(a.fingerprint for a in self.anchors)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over the ordered fingerprints: equal bundles, equal digest."""
+        return hashlib.sha256("\n".join(self.fingerprints).encode()).hexdigest()
+
+    def to_pem(self, *, comments: bool = False) -> bytes:
+        out = []
+        for a in self.anchors:
+            if comments:
+                subject = a.subject.replace("\n", " ")
+                out.append(f"# {subject}\n".encode())
+            out.append(certificate_to_pem(a.certificate))
+        return b"".join(out)
+
+    def earliest_expiry(self) -> dt.datetime:
+        return min(c.not_valid_after_utc for c in self.certificates)
+
+
+def _sort_key(anchor: Anchor) -> tuple[str, str]:
+    return (anchor.subject, anchor.fingerprint)
+
+
+def build_bundle(
+    anchors: Iterable[Anchor],
+    *,
+    now: dt.datetime,
+    allow_leaf: bool = False,
+    allow_expired: bool = False,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+) -> Bundle:
+    """Validate, deduplicate and sort; raise on the first certificate that must not be trusted."""
+    unique: dict[str, Anchor] = {}
+    for anchor in anchors:
+        try:
+            fp = anchor.fingerprint
+            ca = is_ca(anchor.certificate)
+            subject = anchor.subject
+            expires = anchor.certificate.not_valid_after_utc
+        except ValueError as exc:
+            raise BundleError(
+                f"{anchor.origin}: certificate has a malformed field ({exc})",
+                hint="remove or re-export this certificate",
+                reference="not-a-certificate",
+            ) from exc
+        if fp in unique:
+            continue
+        if not ca and not allow_leaf:
+            raise BundleError(
+                f"{anchor.origin}: '{subject}' is not a CA certificate",
+                hint="give the CA that issued it, or pass --allow-leaf to trust it directly",
+                reference="leaf-in-bundle",
+            )
+        if expires < now and not allow_expired:
+            raise BundleError(
+                f"{anchor.origin}: CA '{subject}' expired on {expires:%Y-%m-%d}",
+                hint="remove it, or pass --allow-expired to keep it",
+                reference="expired-ca",
+            )
+        unique[fp] = anchor
+    if not unique:
+        raise BundleError("no certificates given", hint="name at least one CA file")
+    bundle = Bundle(tuple(sorted(unique.values(), key=_sort_key)))
+    size = len(bundle.to_pem())
+    if size > max_bytes:
+        raise BundleError(
+            f"the bundle is {size} bytes ({len(unique)} certificates), over the "
+            f"{max_bytes}-byte limit of a Kubernetes Secret",
+            hint="keep only the CAs the platform must trust",
+            reference="bundle-too-large",
+        )
+    return bundle
+
+
+def parse_bundle(
+    sources: Sequence[tuple[str, bytes]],
+    *,
+    now: dt.datetime,
+    allow_leaf: bool = False,
+    allow_expired: bool = False,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+) -> Bundle:
+    """``sources`` are (name, bytes) pairs; names appear in error messages."""
+    anchors: list[Anchor] = []
+    for origin, data in sources:
+        anchors.extend(read_certificates(data, origin))
+    return build_bundle(
+        anchors, now=now, allow_leaf=allow_leaf, allow_expired=allow_expired, max_bytes=max_bytes
+    )

@@ -1,0 +1,172 @@
+"""What a person needs to know about each certificate of a bundle or chain.
+
+Reports are plain data (for ``--output json``); warnings name problems that
+do not stop a handshake today but will, or that some clients refuse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from airtrust.pki.bundle import fingerprint, is_ca
+from airtrust.pki.keys import describe_public_key
+
+EXPIRY_WARNING_DAYS = 30
+_WEAK_HASHES = {"sha1", "md5"}
+
+
+@dataclass(frozen=True)
+class CertificateReport:
+    index: int
+    subject: str
+    issuer: str
+    serial: str
+    sha256: str
+    not_before: str
+    not_after: str
+    days_left: int
+    is_ca: bool
+    path_length: int | None
+    self_signed: bool
+    key_type: str
+    key_bits: int
+    signature_hash: str
+    subject_alt_names: list[str] = field(default_factory=list)
+    key_usage: list[str] = field(default_factory=list)
+    extended_key_usage: list[str] = field(default_factory=list)
+    name_constraints: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_KEY_USAGE_FIELDS = (
+    ("digital_signature", "digitalSignature"),
+    ("content_commitment", "contentCommitment"),
+    ("key_encipherment", "keyEncipherment"),
+    ("data_encipherment", "dataEncipherment"),
+    ("key_agreement", "keyAgreement"),
+    ("key_cert_sign", "keyCertSign"),
+    ("crl_sign", "cRLSign"),
+)
+
+
+def _get(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Extension[Any] | None:
+    try:
+        return cert.extensions.get_extension_for_class(cls)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def describe(cert: x509.Certificate, *, now: dt.datetime, index: int = 0) -> CertificateReport:
+    warnings: list[str] = []
+    try:
+        extensions_ok = True
+        bc = _get(cert, x509.BasicConstraints)
+        ku = _get(cert, x509.KeyUsage)
+        eku = _get(cert, x509.ExtendedKeyUsage)
+        san = _get(cert, x509.SubjectAlternativeName)
+        nc = _get(cert, x509.NameConstraints)
+        ski = _get(cert, x509.SubjectKeyIdentifier)
+        aki = _get(cert, x509.AuthorityKeyIdentifier)
+    except (ValueError, x509.DuplicateExtension) as exc:
+        extensions_ok = False
+        bc = ku = eku = san = nc = ski = aki = None
+        warnings.append(f"malformed extensions: {exc}")
+    ca = is_ca(cert) if extensions_ok else False
+    self_signed = cert.subject == cert.issuer
+    key_type, key_bits = describe_public_key(cert.public_key())
+    algo = cert.signature_hash_algorithm
+    signature_hash = algo.name if algo is not None else cert.signature_algorithm_oid._name
+    days_left = (cert.not_valid_after_utc - now).days
+
+    if now > cert.not_valid_after_utc:
+        warnings.append(f"expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+    elif days_left < EXPIRY_WARNING_DAYS:
+        warnings.append(f"expires in {days_left} days")
+    if now < cert.not_valid_before_utc:
+        warnings.append(f"not valid before {cert.not_valid_before_utc:%Y-%m-%d}")
+    if isinstance(cert.public_key(), rsa.RSAPublicKey) and key_bits < 2048:
+        warnings.append(f"RSA key of {key_bits} bits; clients require 2048 or more")
+    if signature_hash in _WEAK_HASHES and not self_signed:
+        warnings.append(f"signed with {signature_hash.upper()}, which clients reject")
+    if cert.version is x509.Version.v1:
+        warnings.append("X.509 v1 certificate (no extensions)")
+    if ca:
+        if bc is not None and not bc.critical:
+            warnings.append("basicConstraints is not critical (strict verifiers reject this CA)")
+        if ku is not None and not ku.value.key_cert_sign:
+            warnings.append("keyUsage lacks keyCertSign: this CA cannot sign certificates")
+        if ski is None:
+            warnings.append("no subjectKeyIdentifier")
+        if aki is None and not self_signed:
+            warnings.append("no authorityKeyIdentifier")
+    else:
+        if san is None:
+            warnings.append("no subjectAltName: Go, Chrome and Python ignore the common name")
+        lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
+        if lifetime > 398:
+            warnings.append(f"valid for {lifetime} days; browsers cap server certificates at 398")
+        if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH not in list(eku.value):
+            warnings.append("extendedKeyUsage lacks serverAuth: not usable as a TLS server")
+        if aki is None:
+            warnings.append("no authorityKeyIdentifier")
+
+    constraints: dict[str, list[str]] = {}
+    if nc is not None:
+        for kind, subtrees in (
+            ("permitted", nc.value.permitted_subtrees),
+            ("excluded", nc.value.excluded_subtrees),
+        ):
+            if subtrees:
+                constraints[kind] = [str(g.value) for g in subtrees]
+    return CertificateReport(
+        index=index,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=f"{cert.serial_number:x}",
+        sha256=fingerprint(cert),
+        not_before=cert.not_valid_before_utc.isoformat(),
+        not_after=cert.not_valid_after_utc.isoformat(),
+        days_left=days_left,
+        is_ca=ca,
+        path_length=bc.value.path_length if bc is not None else None,
+        self_signed=self_signed,
+        key_type=key_type,
+        key_bits=key_bits,
+        signature_hash=signature_hash,
+        subject_alt_names=[str(g.value) for g in san.value] if san is not None else [],
+        key_usage=[label for attr, label in _KEY_USAGE_FIELDS if ku and getattr(ku.value, attr)],
+        extended_key_usage=[
+            getattr(oid, "_name", oid.dotted_string) for oid in (eku.value if eku else [])
+        ],
+        name_constraints=constraints,
+        warnings=warnings,
+    )
+
+
+def describe_chain(
+    certs: Sequence[x509.Certificate], *, now: dt.datetime
+) -> list[CertificateReport]:
+    """Reports for a presented chain, with warnings about order and lifetimes."""
+    reports = [describe(c, now=now, index=i) for i, c in enumerate(certs)]
+    for i in range(len(certs) - 1):
+        child, parent = certs[i], certs[i + 1]
+        if child.issuer != parent.subject:
+            reports[i].warnings.append(
+                f"the next certificate ('{parent.subject.rfc4514_string()}') did not issue this "
+                "one: chain out of order or missing an intermediate"
+            )
+        elif child.not_valid_after_utc > parent.not_valid_after_utc:
+            reports[i].warnings.append(
+                "outlives its issuer; clients reject it once the issuer expires"
+            )
+    return reports
