@@ -123,7 +123,7 @@ def create_ca(
         cert, warnings = issued.certificate, issued.warnings
         chain = (cert, *parent.chain)
     result = Authority(cert, key, chain)
-    _self_test(result, spec, now=now)
+    _self_test(result, now=now)
     outputs = OutputSet(force=force)
     outputs.add(out / CA_CERT, certificate_to_pem(cert))
     outputs.add(out / CA_CHAIN, chain_pem(chain))
@@ -131,14 +131,13 @@ def create_ca(
     return CAResult(result, outputs, warnings)
 
 
-def _self_test(ca: Authority, spec: authority.CASpec, *, now: dt.datetime) -> None:
-    probe_name = spec.permitted_dns[0] if spec.permitted_dns else "airtrust-self-test.invalid"
+def _self_test(ca: Authority, *, now: dt.datetime) -> None:
+    """Issue a throw-away leaf inside every constraint of the chain and verify it."""
+    constraints = [c for c in map(names.Constraints.of, ca.chain) if c is not None]
+    dns = next((d for c in constraints for d in c.permitted_dns), "airtrust-self-test.invalid")
+    ips = next(((n.network_address,) for c in constraints for n in c.permitted_ip), ())
     probe = authority.issue_server(
-        authority.ServerSpec(
-            "self-test." + probe_name.lstrip("."),
-            days=1,
-            ips=(spec.permitted_ip[0].network_address,) if spec.permitted_ip else (),
-        ),
+        authority.ServerSpec("self-test." + dns.lstrip("."), days=1, ips=ips),
         keys.generate_key(keys.KeyType.EC_P256).public_key(),
         issuer_chain=ca.chain,
         issuer_key=ca.key,

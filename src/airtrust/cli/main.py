@@ -8,6 +8,7 @@ starts fast. Exit codes: 0 ok, 1 a check failed, 2 bad input or usage,
 
 import datetime as dt
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -25,6 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
+    # Plain rich help: the markdown renderer alone costs ~30 ms of start-up.
+    rich_markup_mode=None,
 )
 ca_app = typer.Typer(help="Create certificate authorities.", no_args_is_help=True)
 cert_app = typer.Typer(help="Issue certificates from a local CA.", no_args_is_help=True)
@@ -98,7 +101,10 @@ def main(
 @ca_app.command("create")
 def ca_create(
     out: Annotated[Path, typer.Option("--out", help="Folder for ca.crt, ca.key, chain.pem.")],
-    name: Annotated[str, typer.Option("--name", help="Common name.")] = "airtrust local root CA",
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Common name (default: airtrust local root/intermediate CA)."),
+    ] = None,
     organization: Annotated[str | None, typer.Option("--org", help="Organization.")] = None,
     key_type: KeyTypeOpt = "ec-p256",
     days: Annotated[int, typer.Option("--days", help="Validity; default 10 years.")] = 3650,
@@ -160,8 +166,9 @@ def ca_create(
         parent_ca = load_authority(
             parent, passphrase=read_secret(env=parent_passphrase_env, file=parent_passphrase_file)
         )
+    default_name = "airtrust local intermediate CA" if intermediate else "airtrust local root CA"
     spec = authority.CASpec(
-        common_name=name,
+        common_name=name or default_name,
         organization=organization,
         days=days,
         path_length=path_length,
@@ -295,10 +302,32 @@ def inspect_cmd(
     from airtrust.pki.inspect import describe_chain
 
     certs, label = _load_target(target, connect_to)
-    reports = describe_chain(certs, now=_now())
+    presented = True if label.startswith("https://") else None
+    reports = describe_chain(certs, now=_now(), presented=presented)
     data = {"source": label, "certificates": [r.to_dict() for r in reports]}
 
     def table(console: Any) -> None:
+        if len(reports) > 5:  # a bundle: one row per certificate reads better than N tables
+            console.print(
+                rows_table(
+                    f"{label} ({len(reports)} certificates)",
+                    ["#", "subject", "not after", "days", "CA", "key", "sha256", "warnings"],
+                    [
+                        (
+                            r.index,
+                            r.subject,
+                            r.not_after[:10],
+                            r.days_left,
+                            "yes" if r.is_ca else "no",
+                            f"{r.key_type} {r.key_bits}",
+                            r.sha256[:16],
+                            "; ".join(r.warnings),
+                        )
+                        for r in reports
+                    ],
+                )
+            )
+            return
         for r in reports:
             rows = [
                 ("subject", r.subject),
@@ -564,10 +593,25 @@ def _exit(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+_GLOBAL_FLAGS = {"--quiet", "-q", "--no-color", "--debug"}
+
+
+def _hoist_global_flags(argv: list[str]) -> list[str]:
+    """Let --quiet/--no-color/--debug stand anywhere, as kubectl users expect."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in _GLOBAL_FLAGS]
+    rest = [a for a in argv[:end] if a not in _GLOBAL_FLAGS]
+    return [*flags, *rest, *argv[end:]]
+
+
 def run(argv: list[str] | None = None) -> NoReturn:
     """Console entry point: one line per error, documented exit codes."""
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    # pyca warns when it parses a non-positive serial (old roots have them);
+    # inspect reports that itself, so the Python warning is only noise.
+    warnings.filterwarnings("ignore", message="Parsed a serial number")
     try:
-        app(args=argv, prog_name="airtrust", standalone_mode=False)
+        app(args=args, prog_name="airtrust", standalone_mode=False)
     except AirtrustError as exc:
         if settings.debug:
             raise

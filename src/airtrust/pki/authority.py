@@ -210,6 +210,14 @@ def create_intermediate(
             hint="sign the intermediate with the root, or recreate the parent with a larger "
             "--path-length",
         )
+    subject = _name(spec.common_name, spec.organization)
+    if any(ca.subject == subject for ca in issuer_chain):
+        raise CertificateError(
+            "the intermediate would have the same name as its issuer "
+            f"('{subject.rfc4514_string()}')",
+            hint="give the intermediate its own --name; clients cannot build paths through "
+            "same-named CAs",
+        )
     if spec.path_length is None:
         # An intermediate issues leaves only unless asked otherwise.
         spec = dataclasses.replace(spec, path_length=0)
@@ -219,12 +227,13 @@ def create_intermediate(
                 raise CertificateError(why, hint="narrow --permit-dns to the parent's subtrees")
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(spec.common_name, spec.organization))
+        .subject_name(subject)
         .issuer_name(issuer_cert.subject)
         .public_key(key.public_key())
         .serial_number(serial or x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + dt.timedelta(days=spec.days))
+        # An intermediate never outlives its parent: it would be useless after that.
+        .not_valid_after(min(now + dt.timedelta(days=spec.days), issuer_cert.not_valid_after_utc))
     )
     builder = _ca_extensions(builder, spec, key.public_key(), issuer_key.public_key())
     cert = builder.sign(issuer_key, _hash_for(issuer_key))

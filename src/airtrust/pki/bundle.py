@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from airtrust.errors import BundleError
 
@@ -92,8 +91,8 @@ def read_certificates(data: bytes, origin: str) -> list[Anchor]:
 
 def _key_error(origin: str, where: str, kind: str) -> BundleError:
     return BundleError(
-        f"{origin} {where} is a private key ({kind}); a CA bundle must hold public "
-        "certificates only",
+        f"{' '.join(filter(None, (origin, where)))} is a private key ({kind}); a CA bundle "
+        "must hold public certificates only",
         hint="remove the key block from the file (keep the key apart, mode 0600)",
         reference="private-key-in-bundle",
     )
@@ -104,6 +103,8 @@ def _read_der(data: bytes, origin: str) -> list[Anchor]:
         return [Anchor(x509.load_der_x509_certificate(data), origin)]
     except ValueError:
         pass
+    from cryptography.hazmat.primitives.serialization import pkcs7  # rare; costs start-up
+
     try:
         certs = pkcs7.load_der_pkcs7_certificates(data)
     except ValueError:
@@ -215,6 +216,8 @@ def _decode_block(block_type: str, b64: str, origin: str, block_no: int, line: i
                 reference="not-a-certificate",
             ) from exc
     if block_type == "PKCS7":
+        from cryptography.hazmat.primitives.serialization import pkcs7
+
         try:
             certs = pkcs7.load_der_pkcs7_certificates(der)
         except ValueError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cryptography import x509
@@ -45,7 +45,8 @@ class CertificateReport:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: asdict() deep-copies and doubles inspect's run time.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _KEY_USAGE_FIELDS = (
@@ -98,6 +99,8 @@ def describe(cert: x509.Certificate, *, now: dt.datetime, index: int = 0) -> Cer
         warnings.append(f"RSA key of {key_bits} bits; clients require 2048 or more")
     if signature_hash in _WEAK_HASHES and not self_signed:
         warnings.append(f"signed with {signature_hash.upper()}, which clients reject")
+    if cert.serial_number <= 0:
+        warnings.append("serial number is not positive (RFC 5280 forbids it)")
     if cert.version is x509.Version.v1:
         warnings.append("X.509 v1 certificate (no extensions)")
     if ca:
@@ -154,11 +157,17 @@ def describe(cert: x509.Certificate, *, now: dt.datetime, index: int = 0) -> Cer
 
 
 def describe_chain(
-    certs: Sequence[x509.Certificate], *, now: dt.datetime
+    certs: Sequence[x509.Certificate], *, now: dt.datetime, presented: bool | None = None
 ) -> list[CertificateReport]:
-    """Reports for a presented chain, with warnings about order and lifetimes."""
+    """Reports for each certificate; for a presented chain also order and lifetimes.
+
+    ``presented`` defaults to "starts with a non-CA certificate": a served
+    chain or tls.crt, as opposed to a CA bundle, whose order means nothing.
+    """
     reports = [describe(c, now=now, index=i) for i, c in enumerate(certs)]
-    for i in range(len(certs) - 1):
+    if presented is None:
+        presented = bool(reports) and not reports[0].is_ca
+    for i in range(len(certs) - 1 if presented else 0):
         child, parent = certs[i], certs[i + 1]
         if child.issuer != parent.subject:
             reports[i].warnings.append(

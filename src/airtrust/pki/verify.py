@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509 import verification as v
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
@@ -210,12 +211,12 @@ def _strict_extras(chain: Sequence[x509.Certificate]) -> None:
             raise _fail("profile", f"{who} has a serial number that is not positive", relaxed_hint)
         aki = _ext(cert, x509.AuthorityKeyIdentifier)
         ski = _ext(cert, x509.SubjectKeyIdentifier)
-        self_signed = cert.issuer == cert.subject
+        self_signed = _self_signed(cert)
         if aki is None and not (is_root and self_signed):
             raise _fail("profile", f"{who} lacks authorityKeyIdentifier", relaxed_hint)
         if index > 0 and ski is None:
             raise _fail("profile", f"CA {who} lacks subjectKeyIdentifier", relaxed_hint)
-        if is_root and aki is not None:
+        if is_root and self_signed and aki is not None:
             value = aki.value
             assert isinstance(value, x509.AuthorityKeyIdentifier)
             own = ski.value.digest if ski is not None else None  # type: ignore[attr-defined]
@@ -234,7 +235,7 @@ def _strict_extras(chain: Sequence[x509.Certificate]) -> None:
                     relaxed_hint,
                 )
         eku = _ext(cert, x509.ExtendedKeyUsage)
-        if is_root and index > 0 and eku is not None:
+        if is_root and self_signed and index > 0 and eku is not None:
             raise _fail("profile", f"root {who} carries extendedKeyUsage", relaxed_hint)
     leaf = chain[0]
     who = f"'{_subject(leaf)}'"
@@ -284,6 +285,23 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         cert.verify_directly_issued_by(issuer)
     except Exception:  # bad signature, mismatched or unsupported algorithm: not its issuer
         return False
+    return True
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    """Same name and its own signature; a same-named CA with another key is not.
+
+    Old roots signed with SHA-1 cannot be checked here (pyca refuses the
+    algorithm); their self-signature is irrelevant to trust, so they count.
+    """
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except InvalidSignature:
+        return False
+    except Exception:  # unsupported signature algorithm on an old root
+        return True
     return True
 
 
@@ -377,6 +395,8 @@ def _diagnose(
                 f"CA {signer_who} is not valid before {signer.not_valid_before_utc:%Y-%m-%d}",
                 "check the clock of the machine that created the CA",
             )
+        if current is not leaf and not (current.issuer == current.subject):
+            below += 1  # self-issued certificates do not count (RFC 5280 6.1.4 (l))
         bc = _ext(signer, x509.BasicConstraints)
         if bc is not None:
             path_length = bc.value.path_length  # type: ignore[attr-defined]
@@ -396,9 +416,7 @@ def _diagnose(
                         why,
                         "issue the certificate for a name inside the CA's constraints",
                     )
-        if current is not leaf and current.issuer != current.subject:
-            below += 1
-        self_signed = signer.issuer == signer.subject and _signed_by(signer, signer)
+        self_signed = _self_signed(signer)
         if self_signed and fingerprint(signer) not in anchor_fps:
             return _fail(
                 "unknown-issuer",

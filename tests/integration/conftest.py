@@ -1,0 +1,179 @@
+"""Real peers for integration tests: TLS servers and clients, built or started here.
+
+Nothing is faked: a missing tool fails the test with the reason and the fix,
+it is never skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+CACHE = Path(os.environ.get("AIRTRUST_CACHE", Path.home() / ".cache" / "airtrust"))
+TOOLS = ROOT / "tests" / "tools"
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed; run .ci/run (or apt-get install it) first")
+    return path
+
+
+def _source_key(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def go_tlsclient() -> Path:
+    """tests/tools/tlsclient built with the machine's Go, cached by source hash."""
+    require("go")
+    src = TOOLS / "tlsclient"
+    out = CACHE / "test-tools" / _source_key(*src.iterdir()) / "tlsclient"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            ["go", "build", "-o", str(out), "."],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"},
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"building the Go TLS client failed: {proc.stderr}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def java_tlsclient() -> Path:
+    """Folder holding the compiled TlsClient.class."""
+    require("javac")
+    src = TOOLS / "TlsClient.java"
+    out = CACHE / "test-tools" / _source_key(src) / "java"
+    if not (out / "TlsClient.class").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            ["javac", "-d", str(out), str(src)], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"compiling the Java TLS client failed: {proc.stderr}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 15
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"server exited early ({proc.returncode}): {out}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass(frozen=True)
+class Server:
+    kind: str
+    port: int
+
+
+@contextlib.contextmanager
+def openssl_server(cert: Path, key: Path, *, extra: tuple[str, ...] = ()) -> Iterator[Server]:
+    """``openssl s_server`` on 127.0.0.1 serving ``cert`` (leaf + chain) with ``-www``."""
+    require("openssl")
+    port = free_port()
+    # s_server sends only the first certificate of -cert; the rest goes in -cert_chain.
+    blocks = cert.read_text().split("-----END CERTIFICATE-----")
+    chain_args: list[str] = []
+    if len(blocks) > 2:
+        chain = cert.with_name(cert.name + ".chain-only.pem")
+        chain.write_text("-----END CERTIFICATE-----".join(blocks[1:]).lstrip())
+        chain_args = ["-cert_chain", str(chain)]
+    proc = subprocess.Popen(
+        [
+            "openssl",
+            "s_server",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-cert",
+            str(cert),
+            *chain_args,
+            "-key",
+            str(key),
+            "-www",
+            "-quiet",
+            *extra,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield Server("openssl", port)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def python_server(cert: Path, key: Path) -> Iterator[Server]:
+    """A Python ``ssl`` HTTPS server in a thread on 127.0.0.1."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Server("python", int(httpd.server_address[1]))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextlib.contextmanager
+def tls_server(kind: str, cert: Path, key: Path) -> Iterator[Server]:
+    factory = openssl_server if kind == "openssl" else python_server
+    with factory(cert, key) as server:
+        yield server

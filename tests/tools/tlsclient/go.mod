@@ -1,0 +1,3 @@
+module airtrust.test/tlsclient
+
+go 1.22

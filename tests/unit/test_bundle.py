@@ -1,0 +1,154 @@
+"""Bundle reading and canonical writing (pure code, no servers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airtrust.errors import AirtrustError, BundleError
+from airtrust.pki.bundle import Bundle, build_bundle, parse_bundle, read_certificates
+from tests.conftest import DATA
+from tests.helpers.certs import make
+
+CORPUS = DATA / "bad-input"
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)  # inside every corpus CA's validity
+
+OK_FILES = {
+    "ok-root.pem": 1,
+    "ok-two-cas.pem": 2,
+    "ok-duplicates.pem": 2,
+    "ok-crlf.pem": 1,
+    "ok-bom.pem": 1,
+    "ok-comments.pem": 2,
+    "ok-root.der": 1,
+    "ok-two-cas.p7b": 2,
+    "ok-two-cas.p7c.pem": 2,
+}
+
+BAD_FILES = {
+    "empty.pem": "bad-bundle",
+    "whitespace.pem": "bad-bundle",
+    "truncated.pem": "truncated-pem",
+    "truncated.der": "not-a-certificate",
+    "junk.bin": "not-a-certificate",
+    "key-in-bundle.pem": "private-key-in-bundle",
+    "key-only.der": "private-key-in-bundle",
+    "encrypted-key.pem": "private-key-in-bundle",
+    "leaf-only.pem": "leaf-in-bundle",
+    "expired-ca.pem": "expired-ca",
+    "garbage-between.pem": "garbage-in-bundle",
+    "pem-headers.pem": "garbage-in-bundle",
+    "mismatched-end.pem": "truncated-pem",
+    "bad-base64.pem": "truncated-pem",
+    "certificate-request.pem": "unsupported-block",
+}
+
+
+def _parse(name: str, **kw: bool) -> Bundle:
+    return parse_bundle([(name, (CORPUS / name).read_bytes())], now=NOW, **kw)
+
+
+@pytest.mark.parametrize(("name", "count"), sorted(OK_FILES.items()))
+def test_accepted_inputs(name: str, count: int) -> None:
+    bundle = _parse(name)
+    assert len(bundle.anchors) == count
+    assert bundle.to_pem().count(b"-----BEGIN CERTIFICATE-----") == count
+
+
+@pytest.mark.parametrize(("name", "reference"), sorted(BAD_FILES.items()))
+def test_rejected_inputs(name: str, reference: str) -> None:
+    with pytest.raises(BundleError) as info:
+        _parse(name)
+    assert info.value.reference == reference
+    assert name in info.value.message
+    assert info.value.hint
+
+
+def test_key_error_never_echoes_key_material() -> None:
+    data = (CORPUS / "key-in-bundle.pem").read_bytes()
+    key_body = data.split(b"-----BEGIN PRIVATE KEY-----")[1].split(b"-----END")[0].strip()
+    with pytest.raises(BundleError) as info:
+        _parse("key-in-bundle.pem")
+    text = info.value.one_line()
+    assert "block 2" in text
+    for line in key_body.splitlines():
+        assert line.decode() not in text
+
+
+def test_escape_hatches() -> None:
+    assert len(_parse("leaf-only.pem", allow_leaf=True).anchors) == 1
+    assert len(_parse("expired-ca.pem", allow_expired=True).anchors) == 1
+
+
+def test_same_set_same_bytes_whatever_the_order() -> None:
+    cas = [make(f"CA {i}") for i in range(4)]
+    outputs = set()
+    for perm in itertools.permutations(cas):
+        anchors = [a for m in perm for a in read_certificates(m.pem, "x")]
+        outputs.add(build_bundle(anchors, now=dt.datetime.now(dt.UTC)).to_pem())
+    assert len(outputs) == 1
+
+
+def test_comments_and_trailing_newlines() -> None:
+    cas = [make("Alpha CA"), make("Beta CA")]
+    data = b"".join(m.pem.rstrip(b"\n") + b"\n\n" for m in cas)
+    bundle = parse_bundle([("in", data)], now=dt.datetime.now(dt.UTC))
+    pem = bundle.to_pem(comments=True)
+    assert pem.startswith(b"# CN=Alpha CA\n-----BEGIN CERTIFICATE-----")
+    assert pem.endswith(b"-----END CERTIFICATE-----\n")
+    assert b"-----\n# CN=Beta CA\n" in pem
+
+
+def test_size_limit_names_the_fix() -> None:
+    cas = [make(f"CA {i}") for i in range(3)]
+    anchors = [a for m in cas for a in read_certificates(m.pem, "x")]
+    with pytest.raises(BundleError) as info:
+        build_bundle(anchors, now=dt.datetime.now(dt.UTC), max_bytes=1000)
+    assert info.value.reference == "bundle-too-large"
+
+
+_VALID = [make(f"Hypothesis CA {i}") for i in range(3)]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2048))
+def test_any_bytes_give_a_bundle_or_our_error(data: bytes) -> None:
+    try:
+        parse_bundle([("fuzz", data)], now=dt.datetime.now(dt.UTC))
+    except AirtrustError:
+        pass
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(range(3)), min_size=1, max_size=5),
+    st.integers(min_value=0, max_value=4000),
+    st.binary(max_size=8),
+    st.booleans(),
+)
+def test_mangled_pem_gives_a_bundle_or_our_error(
+    picks: list[int], cut: int, noise: bytes, crlf: bool
+) -> None:
+    data = b"".join(_VALID[i].pem for i in picks)
+    data = data[:cut] + noise + data[cut:]
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    try:
+        parse_bundle([("fuzz", data)], now=dt.datetime.now(dt.UTC))
+    except AirtrustError:
+        pass
+
+
+@settings(max_examples=50)
+@given(st.lists(st.sampled_from(range(3)), min_size=1, max_size=6), st.booleans())
+def test_build_read_build_is_a_fixed_point(picks: list[int], comments: bool) -> None:
+    now = dt.datetime.now(dt.UTC)
+    data = b"".join(_VALID[i].pem for i in picks)
+    first = parse_bundle([("a", data)], now=now).to_pem(comments=comments)
+    second = parse_bundle([("b", first)], now=now).to_pem(comments=comments)
+    assert first == second
+    assert len(set(picks)) == first.count(b"BEGIN CERTIFICATE")
