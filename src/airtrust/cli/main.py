@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from airtrust.cli import cluster
 from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
-from airtrust.errors import AirtrustError, InputError, VerificationFailed
+from airtrust.errors import AirtrustError, CheckFailed, InputError, VerificationFailed
 
 if TYPE_CHECKING:
     from airtrust.pki.keys import KeyType
@@ -35,6 +36,7 @@ bundle_app = typer.Typer(help="Build CA bundles and truststores.", no_args_is_he
 app.add_typer(ca_app, name="ca")
 app.add_typer(cert_app, name="cert")
 app.add_typer(bundle_app, name="bundle")
+cluster.register(app)
 
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
@@ -541,11 +543,24 @@ def quickstart_cmd(
     key_type: KeyTypeOpt = "ec-p256",
     passphrase_env: PassEnvOpt = None,
     passphrase_file: PassFileOpt = None,
+    context: Annotated[
+        str | None,
+        typer.Option("--context", help="Also set up this control-plane kube context."),
+    ] = None,
+    cluster_context: Annotated[
+        list[str] | None,
+        typer.Option("--cluster-context", help="GPU cluster context (default: --context)."),
+    ] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option("--kubeconfig", help="kubeconfig (default: $KUBECONFIG).")
+    ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Create or reuse a CA, the control-plane certificate and the bundle in one go.
 
-    Idempotent: a second run reuses what the folder holds.
+    With --context it also writes DIR/airtrust.yaml and applies it (init + plan
+    + apply). Idempotent: a second run reuses what the folder holds and changes
+    nothing on the clusters.
     """
     from airtrust.files import read_secret
     from airtrust.pki import names
@@ -569,6 +584,27 @@ def quickstart_cmd(
         "steps": report.steps,
         "next_steps": report.next_steps,
     }
+    applied = None
+    if context is not None:
+        applied = cluster.quickstart_cluster(
+            out,
+            domain=report.domain,
+            context=context,
+            clusters=list(cluster_context or ()),
+            kubeconfig=kubeconfig,
+            output=output,
+        )
+        data["apply"] = cluster.report_data(applied)
+        report.step(
+            "clusters",
+            "applied" if applied.writes else "unchanged",
+            f"{applied.writes} write(s) via {out / 'airtrust.yaml'}",
+        )
+        report.next_steps = [
+            f"airtrust plan -c {out / 'airtrust.yaml'}   (shows no changes now)",
+            f"airtrust helm -c {out / 'airtrust.yaml'}   (the Helm commands with the custom CA)",
+        ]
+        data["next_steps"] = report.next_steps
 
     def table(console: Any) -> None:
         console.print(
@@ -583,6 +619,12 @@ def quickstart_cmd(
             console.print(f"  {step}", markup=False)
 
     emit(data, output, table=table)
+    if applied is not None and applied.failed:
+        raise CheckFailed(
+            f"{len(applied.failed)} object(s) not applied; first: {applied.failed[0].message}",
+            hint="fix the cause and rerun quickstart (it converges)",
+            reference="apply-incomplete",
+        )
 
 
 # --- entry point ----------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Platform profiles: the names, namespaces and Helm values of one platform, as data.
 
 A profile is the only place where a platform's objects are named, so
-supporting another platform means adding a TOML file, not code paths.
+supporting another platform means adding a TOML file, not code paths. Facts
+that changed between platform versions carry a ``since`` version; the
+methods here answer "what applies to version X".
 """
 
 from __future__ import annotations
@@ -17,6 +19,20 @@ from airtrust.errors import ConfigError
 DEFAULT_PROFILE = "runai"
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    """'2.18' -> (2, 18); raises ConfigError for anything else."""
+    try:
+        return tuple(int(p) for p in version.strip().lstrip("v").split("."))
+    except ValueError:
+        raise ConfigError(
+            f"'{version}' is not a version number", hint="give it as MAJOR.MINOR, e.g. 2.20"
+        ) from None
+
+
+def _applies(since: str | None, version: str) -> bool:
+    return since is None or version_key(version) >= version_key(since)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -27,6 +43,9 @@ class SecretTarget(_Model):
     labels: dict[str, str] = {}
     labels_since: str | None = None
     openshift_only: bool = False
+
+    def labels_for(self, version: str) -> dict[str, str]:
+        return dict(self.labels) if _applies(self.labels_since, version) else {}
 
 
 class CASecret(_Model):
@@ -41,6 +60,14 @@ class TLSSecret(_Model):
     helm_value: str | None = None
 
 
+class ClusterTLS(_Model):
+    kind: str
+    namespace: str
+    name: str
+    names: tuple[str, ...]
+    since: str | None = None
+
+
 class HelmRelease(_Model):
     role: str
     chart: str
@@ -49,12 +76,83 @@ class HelmRelease(_Model):
     set: dict[str, str] = {}
 
 
+class SidecarValues(_Model):
+    since: str
+    role: str
+    set: dict[str, str]
+
+
+class ClusterConfig(_Model):
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespace: str
+    name: str
+
+
+class Sidecar(_Model):
+    role: str
+    repository: str
+    tag: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class OpenShift(_Model):
+    detect_group: str
+
+
 class Profile(_Model):
     name: str
     description: str
+    default_version: str
     ca_secret: CASecret
     tls_secret: TLSSecret
+    cluster_tls: tuple[ClusterTLS, ...] = ()
     helm: tuple[HelmRelease, ...] = ()
+    sidecar_ca_values: SidecarValues | None = None
+    cluster_config: ClusterConfig | None = None
+    sidecars: tuple[Sidecar, ...] = ()
+    openshift: OpenShift | None = None
+
+    def ca_targets(self, role: str, *, openshift: bool) -> list[SecretTarget]:
+        return [
+            t
+            for t in self.ca_secret.targets
+            if t.role == role and (openshift or not t.openshift_only)
+        ]
+
+    def cluster_tls_for(self, version: str) -> list[ClusterTLS]:
+        return [c for c in self.cluster_tls if _applies(c.since, version)]
+
+    def sidecar_values_supported(self, version: str) -> bool:
+        return self.sidecar_ca_values is not None and _applies(
+            self.sidecar_ca_values.since, version
+        )
+
+    def helm_values(self, role: str, version: str, *, sidecar_values: bool) -> dict[str, str]:
+        """The --set values a release of this role needs, flattened."""
+        values: dict[str, str] = {}
+        for release in self.helm:
+            if release.role == role:
+                values.update(release.set)
+        extra = self.sidecar_ca_values
+        if sidecar_values and extra is not None and extra.role == role:
+            if not _applies(extra.since, version):
+                raise ConfigError(
+                    f"{self.name} {version} has no Git/S3 CA values "
+                    f"(they arrived in {extra.since})",
+                    hint="set images.strategy to 'patch' to rebuild the sidecar images instead",
+                )
+            for key, value in extra.set.items():
+                values[key] = value.format(ca_secret=self.ca_secret.name)
+        return values
+
+    def release(self, role: str) -> HelmRelease | None:
+        return next((r for r in self.helm if r.role == role), None)
 
     def manual_steps(self, *, bundle: Path, cert: Path, key: Path) -> list[str]:
         """The documented kubectl/helm commands, for people who apply by hand."""
@@ -84,7 +182,7 @@ def load_profile(name: str = DEFAULT_PROFILE) -> Profile:
     try:
         text = resources.files(__package__).joinpath(f"{name}.toml").read_text()
     except FileNotFoundError as exc:
-        raise ConfigError(f"no profile named '{name}'", hint="use --profile runai") from exc
+        raise ConfigError(f"no profile named '{name}'", hint="use profile: runai") from exc
     try:
         return Profile.model_validate(tomllib.loads(text))
     except (tomllib.TOMLDecodeError, ValidationError) as exc:

@@ -1,0 +1,412 @@
+"""Cluster commands: init, plan, apply, render, helm (registered on the main app)."""
+
+import datetime as dt
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from airtrust.cli.output import Format, emit, info, rows_table, settings, warn
+from airtrust.errors import CheckFailed, InputError
+
+if TYPE_CHECKING:
+    from airtrust.controller.reconcile import ApplyReport, Session
+    from airtrust.plan.model import Plan
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The airtrust.yaml to use.")]
+KubeconfigOpt = Annotated[
+    Path | None,
+    typer.Option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
+]
+OutputOpt = Annotated[
+    Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
+]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _session(config_path: Path, kubeconfig: Path | None, *, connect: bool = True) -> "Session":
+    from airtrust.config import load_config
+    from airtrust.controller.reconcile import open_session
+
+    return open_session(
+        load_config(config_path), now=_now(), kubeconfig=kubeconfig, connect=connect
+    )
+
+
+def plan_data(plan: "Plan") -> dict[str, Any]:
+    return {
+        "changes": [
+            {
+                "context": c.context,
+                "kind": c.desired.kind,
+                "namespace": c.desired.namespace,
+                "name": c.desired.name,
+                "purpose": c.desired.purpose,
+                "action": str(c.action),
+                "reasons": list(c.reasons),
+                "foreign_managers": list(c.foreign_managers),
+            }
+            for c in plan.changes
+        ],
+        "pending": len(plan.pending),
+        "warnings": list(plan.warnings),
+    }
+
+
+def _plan_table(plan: "Plan") -> Any:
+    def draw(console: Any) -> None:
+        contexts = sorted({c.context for c in plan.changes})
+        for context in contexts:
+            rows = []
+            for c in plan.for_context(context):
+                note = "; ".join(c.reasons)
+                if c.foreign_managers:
+                    note += f" [owned by {', '.join(c.foreign_managers)}: needs --force-conflicts]"
+                rows.append((str(c.action), c.desired.ref, c.desired.purpose, note))
+            console.print(
+                rows_table(f"context {context}", ["action", "object", "for", "why"], rows)
+            )
+        for w in plan.warnings:
+            console.print(f"warning: {w}", markup=False)
+        console.print(
+            f"{len(plan.pending)} change(s) pending"
+            if plan.has_changes
+            else "No changes: the clusters match the configuration."
+        )
+
+    return draw
+
+
+def init_cmd(
+    domain: Annotated[str, typer.Option("--domain", help="Control-plane FQDN.")],
+    context: Annotated[str, typer.Option("--context", help="Control-plane kube context.")],
+    out: Annotated[Path, typer.Option("--out", help="File to write.")] = Path("airtrust.yaml"),
+    cluster_context: Annotated[
+        list[str] | None, typer.Option("--cluster-context", help="GPU cluster context (repeat).")
+    ] = None,
+    bundle: Annotated[str, typer.Option("--bundle", help="CA bundle file.")] = "ca-bundle.pem",
+    cert: Annotated[str, typer.Option("--cert", help="Control-plane tls.crt.")] = "tls.crt",
+    key: Annotated[str, typer.Option("--key", help="Control-plane tls.key.")] = "tls.key",
+    version: Annotated[str | None, typer.Option("--version", help="Run:ai version.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite.")] = False,
+) -> None:
+    """Write a commented airtrust.yaml."""
+    from airtrust.files import OutputSet
+
+    text = render_config_text(
+        domain=domain,
+        context=context,
+        clusters=cluster_context or [context],
+        bundle=bundle,
+        cert=cert,
+        key=key,
+        version=version,
+    )
+    outputs = OutputSet(force=force)
+    outputs.add(out, text.encode())
+    outputs.commit()
+    info(f"wrote {out}; next: airtrust plan -c {out}")
+
+
+def render_config_text(
+    *,
+    domain: str,
+    context: str,
+    clusters: list[str],
+    bundle: str,
+    cert: str,
+    key: str,
+    version: str | None,
+    kubeconfig: str | None = None,
+) -> str:
+    """The commented config, validated by parsing it back before anyone sees it."""
+    from airtrust.config import TEMPLATE, parse_config
+    from airtrust.pki.names import normalise_dns_name
+    from airtrust.profiles import load_profile
+
+    profile = load_profile()
+
+    def quote(value: str) -> str:
+        return shlex.quote(value) if value != shlex.quote(value) else value
+
+    text = TEMPLATE.format(
+        version=version or profile.default_version,
+        domain=normalise_dns_name(domain),
+        bundle=quote(bundle),
+        cert=quote(cert),
+        key=quote(key),
+        context=quote(context),
+        clusters="\n".join(f"  - context: {quote(c)}" for c in clusters),
+        kubeconfig_line=f"kubeconfig: {quote(kubeconfig)}"
+        if kubeconfig
+        else "# kubeconfig: ~/.kube/config",
+        ca_secret=profile.ca_secret.name,
+        ca_key=profile.ca_secret.key,
+        tls_secret=profile.tls_secret.name,
+    )
+    parse_config(text, source="generated config", base=Path.cwd())
+    return text
+
+
+def plan_cmd(
+    config: ConfigOpt = Path("airtrust.yaml"),
+    kubeconfig: KubeconfigOpt = None,
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 4 when changes are pending.")
+    ] = False,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Show what apply would change on every context (never shows key material)."""
+    from airtrust.controller.reconcile import make_plan
+
+    session = _session(config, kubeconfig)
+    try:
+        plan = make_plan(session)
+    finally:
+        session.close()
+    emit(plan_data(plan), output, table=_plan_table(plan))
+    if exit_code and plan.has_changes:
+        raise typer.Exit(4)
+
+
+def _progress_bar() -> Any:
+    """A rich progress bar on stderr, or None when quiet or not a terminal."""
+    if settings.quiet or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def run_apply(session: "Session", *, force: bool, dry_run: bool) -> tuple["Plan", "ApplyReport"]:
+    from airtrust.controller.reconcile import execute, make_plan, preflight
+
+    plan = make_plan(session)
+    preflight(session, plan)
+    bar = _progress_bar()
+    if bar is None:
+        return plan, execute(session, plan, force=force, dry_run=dry_run)
+    with bar:
+        task = bar.add_task("applying", total=len(plan.changes))
+        report = execute(
+            session, plan, force=force, dry_run=dry_run, progress=lambda _msg: bar.advance(task)
+        )
+    return plan, report
+
+
+def report_data(report: "ApplyReport") -> dict[str, Any]:
+    return {
+        "dry_run": report.dry_run,
+        "writes": report.writes,
+        "results": [
+            {
+                "context": o.change.context,
+                "object": o.change.desired.ref,
+                "action": str(o.change.action),
+                "status": o.status,
+                "message": o.message,
+                "backup": o.backup,
+            }
+            for o in report.outcomes
+        ],
+    }
+
+
+def apply_cmd(
+    config: ConfigOpt = Path("airtrust.yaml"),
+    kubeconfig: KubeconfigOpt = None,
+    force_conflicts: Annotated[
+        bool, typer.Option("--force-conflicts", help="Take over fields other managers own.")
+    ] = False,
+    dry_run: Annotated[
+        str, typer.Option("--dry-run", help="'server': let the apiserver check without storing.")
+    ] = "none",
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Make the clusters match the config: namespaces, secrets, cluster configuration."""
+    if dry_run not in ("none", "server"):
+        raise InputError(f"--dry-run={dry_run} is not supported", hint="use --dry-run=server")
+    session = _session(config, kubeconfig)
+    try:
+        _, report = run_apply(session, force=force_conflicts, dry_run=dry_run == "server")
+    finally:
+        session.close()
+    show_report(report, output)
+
+
+def show_report(report: "ApplyReport", output: Format) -> None:
+    data = report_data(report)
+
+    def table(console: Any) -> None:
+        rows = [
+            (r["status"], r["context"], r["object"], r["message"] or r["backup"] or "")
+            for r in data["results"]
+            if r["status"] != "unchanged"
+        ]
+        if rows:
+            console.print(
+                rows_table(
+                    "apply" + (" (server dry run)" if report.dry_run else ""),
+                    ["status", "context", "object", "note"],
+                    rows,
+                )
+            )
+        console.print(f"{report.writes} write(s); {len(report.failed)} failure(s)")
+
+    emit(data, output, table=table)
+    for o in report.outcomes:
+        if o.backup:
+            warn(f"backed up the old data of {o.change.desired.ref} to {o.backup}")
+    if report.failed:
+        first = report.failed[0]
+        raise CheckFailed(
+            f"{len(report.failed)} object(s) not applied; first: {first.message}",
+            hint="fix the cause and rerun apply (it converges)",
+            reference="apply-incomplete",
+        )
+
+
+def render_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for manifests and values.")],
+    config: ConfigOpt = Path("airtrust.yaml"),
+    kubeconfig: KubeconfigOpt = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Do not read the clusters (openshift=auto means no).")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Write everything apply would send, as manifests with a kustomization.yaml."""
+    from airtrust.controller.render import render
+
+    session = _session(config, kubeconfig, connect=not offline)
+    try:
+        files = render(session, out, force=force, offline=offline)
+    finally:
+        session.close()
+    emit(
+        {"out": str(out), "files": [str(f) for f in files]},
+        output,
+        table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
+    )
+
+
+def helm_cmd(
+    config: ConfigOpt = Path("airtrust.yaml"),
+    kubeconfig: KubeconfigOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write values fragments here.")] = None,
+    run: Annotated[bool, typer.Option("--run", help="Run the helm commands.")] = False,
+    chart: Annotated[
+        list[str] | None,
+        typer.Option("--chart", help="CHART=ARCHIVE for --run, e.g. control-plane=./cp-2.20.tgz."),
+    ] = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Helm commands that enable the custom CA, and whether releases have it."""
+    from airtrust.controller.helmsteps import helm_steps, run_step, write_fragments
+
+    session = _session(config, kubeconfig)
+    try:
+        steps = helm_steps(session, kubeconfig=kubeconfig)
+        files = write_fragments(steps, out) if out is not None else []
+        charts = dict(_split_chart(c) for c in chart or ())
+        results = []
+        if run:
+            for step in steps:
+                results.append(run_step(step, charts))
+            steps = helm_steps(session, kubeconfig=kubeconfig)
+    finally:
+        session.close()
+    data = {
+        "releases": [s.to_dict() for s in steps],
+        "files": [str(f) for f in files],
+        "ran": results,
+    }
+
+    def table(console: Any) -> None:
+        console.print(
+            rows_table(
+                "helm releases",
+                ["context", "release", "installed", "customCA"],
+                [
+                    (
+                        s.context,
+                        f"{s.namespace}/{s.release}",
+                        s.installed or "no",
+                        "yes" if s.enabled else "no",
+                    )
+                    for s in steps
+                ],
+            )
+        )
+        for s in steps:
+            console.print(s.command(), markup=False, soft_wrap=True)
+
+    emit(data, output, table=table)
+
+
+def _split_chart(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not path:
+        raise InputError(
+            f"--chart {text} is not CHART=ARCHIVE",
+            hint="e.g. --chart runai-cluster=./runai-cluster-2.20.tgz",
+        )
+    return name, Path(path)
+
+
+def quickstart_cluster(
+    folder: Path,
+    *,
+    domain: str,
+    context: str,
+    clusters: list[str],
+    kubeconfig: Path | None,
+    output: Format,
+) -> "ApplyReport":
+    """The cluster half of quickstart: write DIR/airtrust.yaml, then plan + apply."""
+    from airtrust.config import load_config
+    from airtrust.controller.reconcile import open_session
+    from airtrust.files import OutputSet
+
+    path = folder / "airtrust.yaml"
+    text = render_config_text(
+        domain=domain,
+        context=context,
+        clusters=clusters or [context],
+        bundle="ca-bundle.pem",
+        cert="tls.crt",
+        key="tls.key",
+        version=None,
+        kubeconfig=str(kubeconfig.resolve()) if kubeconfig else None,
+    )
+    if not path.exists() or path.read_text() != text:
+        outputs = OutputSet(force=True)
+        outputs.add(path, text.encode())
+        outputs.commit()
+    session = open_session(load_config(path), now=_now(), kubeconfig=kubeconfig)
+    try:
+        _, report = run_apply(session, force=False, dry_run=False)
+    finally:
+        session.close()
+    return report
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init_cmd)
+    app.command("plan")(plan_cmd)
+    app.command("apply")(apply_cmd)
+    app.command("render")(render_cmd)
+    app.command("helm")(helm_cmd)

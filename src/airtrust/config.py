@@ -1,0 +1,218 @@
+"""``airtrust.yaml``: what airtrust should make true on which clusters.
+
+Validated with pydantic; every error names the offending key and the file.
+Relative paths are relative to the config file, so a folder with the config,
+the bundle and the certificates can be moved or committed as a whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from airtrust.errors import ConfigError
+
+DEFAULT_FILE = "airtrust.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CASource(_Model):
+    bundle: tuple[Path, ...] = Field(min_length=1)
+
+
+class TLSSource(_Model):
+    cert: Path
+    key: Path
+    secret_name: str | None = None
+
+
+class ControlPlane(_Model):
+    context: str
+
+
+class Cluster(_Model):
+    context: str
+    openshift: Literal["auto", "true", "false"] = "auto"
+    domain: str | None = None
+    inference_domain: str | None = None
+
+    @field_validator("openshift", mode="before")
+    @classmethod
+    def _bool_words(cls, value: object) -> object:
+        return str(value).lower() if isinstance(value, bool) else value
+
+
+class Workloads(_Model):
+    namespaces: tuple[str, ...] = ()
+    selector: str | None = None
+
+
+class Backup(_Model):
+    mode: Literal["secret", "file", "none"] = "secret"
+    dir: Path = Path("backups")
+
+
+class Images(_Model):
+    strategy: Literal["patch", "helm-values"] = "patch"
+    #: source repository -> patched image reference (written by ``image patch --sidecars``).
+    references: dict[str, str] = {}
+
+
+class ClusterConfigPaths(_Model):
+    #: JSON pointers into the cluster config object to patch, instead of searching.
+    image_paths: tuple[str, ...] = ()
+
+
+class Config(_Model):
+    profile: str = "runai"
+    version: str | None = None
+    domain: str
+    ca: CASource
+    tls: TLSSource | None = None
+    kubeconfig: Path | None = None
+    control_plane: ControlPlane | None = None
+    clusters: tuple[Cluster, ...] = ()
+    issue_from: Path | None = None
+    workloads: Workloads = Workloads()
+    backup: Backup = Backup()
+    images: Images = Images()
+    cluster_config: ClusterConfigPaths = ClusterConfigPaths()
+
+    def contexts(self) -> list[str]:
+        seen: dict[str, None] = {}
+        if self.control_plane is not None:
+            seen[self.control_plane.context] = None
+        for cluster in self.clusters:
+            seen.setdefault(cluster.context, None)
+        return list(seen)
+
+
+def _resolve(config: Config, base: Path) -> Config:
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p)
+
+    update: dict[str, object] = {
+        "ca": CASource(bundle=tuple(fix(p) or p for p in config.ca.bundle)),
+        "kubeconfig": fix(config.kubeconfig),
+        "issue_from": fix(config.issue_from),
+        "backup": Backup(mode=config.backup.mode, dir=fix(config.backup.dir) or Path()),
+    }
+    if config.tls is not None:
+        update["tls"] = TLSSource(
+            cert=fix(config.tls.cert) or config.tls.cert,
+            key=fix(config.tls.key) or config.tls.key,
+            secret_name=config.tls.secret_name,
+        )
+    return config.model_copy(update=update)
+
+
+def parse_config(text: str, *, source: str, base: Path) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{source}{where} is not valid YAML", hint="fix the syntax (indentation, quotes)"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} is not a mapping", hint="start from 'airtrust init'")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            f"{source}: {key}: {first['msg']}{more}",
+            hint=f"fix '{key}' in {source} (see the comments 'airtrust init' writes)",
+        ) from None
+    if config.control_plane is None and not config.clusters:
+        raise ConfigError(
+            f"{source} names no cluster",
+            hint="set control_plane.context and/or clusters[].context",
+        )
+    return _resolve(config, base)
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} does not exist", hint="write one with 'airtrust init' or pass -c FILE"
+        ) from None
+    return parse_config(text, source=str(path), base=path.resolve().parent)
+
+
+TEMPLATE = """\
+# airtrust.yaml: what airtrust makes true on your clusters.
+# Paths are relative to this file. Docs: airtrust --help, README.md.
+
+# Platform profile and its version (selects version-dependent objects and labels).
+profile: runai
+version: "{version}"
+
+# Control-plane FQDN (CN/SAN of the control plane's TLS certificate).
+domain: {domain}
+
+# The CA bundle distributed as {ca_secret}/{ca_key}: public certificates only.
+# PEM, DER or PKCS#7 files; a quickstart folder's ca-bundle.pem fits.
+ca:
+  bundle:
+    - {bundle}
+
+# The control plane's TLS certificate (leaf + intermediates) and key, for the
+# kubernetes.io/tls Secret {tls_secret}. Remove on OpenShift (router certificate).
+tls:
+  cert: {cert}
+  key: {key}
+  # secret_name: {tls_secret}   # if the chart's global.ingress.tlsSecretName differs
+
+# kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config).
+{kubeconfig_line}
+
+# Context of the control-plane cluster.
+control_plane:
+  context: {context}
+
+# GPU clusters (any number). The control-plane context doubles as a cluster
+# when it also runs the cluster operator.
+clusters:
+{clusters}
+#  - context: gpu-2
+#    openshift: auto            # auto | true | false
+#    domain: gpu-2.example.com  # issue the cluster TLS secrets from issue_from
+#    inference_domain: runai-inference.example.com
+
+# CA folder used to issue cluster TLS certificates (cluster domain, wildcard, inference).
+# issue_from: ./ca
+
+# Extra namespaces whose workloads need the bundle (names or a label selector).
+workloads:
+  namespaces: []
+  # selector: airtrust.io/ca=true
+
+# Before overwriting data airtrust did not write: copy it to a Secret in the
+# same namespace (secret), to a 0600 file under dir (file), or not at all (none).
+backup:
+  mode: secret
+  dir: backups
+
+# Git/S3 sidecars: patch = rebuilt images (airtrust image patch --sidecars);
+# helm-values = the chart's customCAGit/customCAS3 values (newer versions only).
+images:
+  strategy: patch
+  references: {{}}
+
+# Pin the cluster-config fields that name the sidecar images (JSON pointers),
+# instead of letting airtrust find them.
+cluster_config:
+  image_paths: []
+"""

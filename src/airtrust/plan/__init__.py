@@ -1,0 +1,1 @@
+"""Desired state, its difference from the live clusters, and views of it (all pure)."""

@@ -1,0 +1,122 @@
+"""Compare a desired object with the live one (pure).
+
+Secret data is compared by meaning, not bytes alone: CA bundles and
+certificate chains by SHA-256 fingerprints (which are shown), keys by a
+digest that is never shown. Ownership comes from ``managedFields``: data
+that another field manager wrote is "foreign", and overwriting it needs
+``--force-conflicts`` and gets a backup first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Any
+
+from airtrust.errors import AirtrustError
+from airtrust.plan.model import FIELD_MANAGER, Action, Change, Desired, JsonObj
+
+
+def _decode(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def pem_fingerprints(data: bytes | None) -> list[str] | None:
+    """Fingerprints of the certificates in PEM data, or None if it is not a PEM bundle."""
+    if not data:
+        return None
+    from airtrust.pki.bundle import read_certificates
+
+    try:
+        return [a.fingerprint for a in read_certificates(data, "live")]
+    except AirtrustError:
+        return None
+
+
+def _short(fps: list[str] | None) -> str:
+    if fps is None:
+        return "not a PEM bundle"
+    return "{" + ", ".join(fp[:12] for fp in fps) + "}"
+
+
+def foreign_managers(live: JsonObj, data_keys: list[str]) -> tuple[str, ...]:
+    """Managers other than airtrust that own ``.data.<key>`` or ``.type`` of the live object."""
+    owners = set()
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        manager = entry.get("manager", "")
+        if manager == FIELD_MANAGER:
+            continue
+        fields: Any = entry.get("fieldsV1") or {}
+        owned_data = fields.get("f:data", {})
+        if any(f"f:{k}" in owned_data for k in data_keys) or "f:type" in fields:
+            owners.add(manager)
+    return tuple(sorted(owners))
+
+
+def diff(desired: Desired, live: JsonObj | None) -> Change:
+    if desired.kind == "Namespace":
+        return Change(desired, Action.CREATE if live is None else Action.UNCHANGED)
+    if desired.manifest is None:  # cluster-config patch
+        if not desired.patches:
+            return Change(desired, Action.UNCHANGED)
+        reasons = tuple(f"{p}: {old} -> {new}" for p, old, new in desired.patches)
+        version = (live or {}).get("metadata", {}).get("resourceVersion")
+        return Change(desired, Action.UPDATE, reasons, live_resource_version=version)
+    if live is None:
+        return Change(desired, Action.CREATE, ("does not exist",))
+    return _diff_secret(desired, live)
+
+
+def _diff_secret(desired: Desired, live: JsonObj) -> Change:
+    manifest = desired.manifest
+    assert manifest is not None
+    reasons: list[str] = []
+    if live.get("type", "Opaque") != manifest["type"]:
+        reasons.append(f"type is {live.get('type')}, must be {manifest['type']}")
+    live_data: dict[str, str] = live.get("data") or {}
+    changed_keys = []
+    for key, value in manifest["data"].items():
+        if live_data.get(key) == value:
+            continue
+        changed_keys.append(key)
+        want, have = _decode(value), _decode(live_data.get(key))
+        if have is None:
+            reasons.append(f"data key {key} is missing")
+        elif key in (desired.bundle_key, desired.cert_key):
+            want_fps, have_fps = pem_fingerprints(want), pem_fingerprints(have)
+            if want_fps is not None and have_fps is not None and set(want_fps) == set(have_fps):
+                reasons.append(f"{key}: same certificates, different encoding or order")
+            else:
+                reasons.append(f"{key}: certificates {_short(have_fps)} -> {_short(want_fps)}")
+        elif key.endswith(".key"):
+            reasons.append(f"{key}: a different private key (contents not shown)")
+        else:
+            reasons.append(f"{key} differs (sha256 {hashlib.sha256(have).hexdigest()[:12]})")
+    meta = live.get("metadata", {})
+    for field in ("labels", "annotations"):
+        want_map = manifest["metadata"].get(field) or {}
+        have_map = meta.get(field) or {}
+        for k, v in sorted(want_map.items()):
+            if have_map.get(k) != v:
+                reasons.append(
+                    f"{field[:-1]} {k}={v} missing"
+                    if k not in have_map
+                    else f"{field[:-1]} {k} is {have_map[k]!r}, must be {v!r}"
+                )
+    if not reasons:
+        return Change(desired, Action.UNCHANGED, live_resource_version=meta.get("resourceVersion"))
+    owners = foreign_managers(live, changed_keys) if changed_keys else ()
+    return Change(
+        desired,
+        Action.UPDATE,
+        tuple(reasons),
+        foreign_managers=owners,
+        overwrites_foreign_data=bool(changed_keys) and bool(owners),
+        live_resource_version=meta.get("resourceVersion"),
+    )
