@@ -177,3 +177,20 @@ def tls_server(kind: str, cert: Path, key: Path) -> Iterator[Server]:
     factory = openssl_server if kind == "openssl" else python_server
     with factory(cert, key) as server:
         yield server
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A fresh real kube-apiserver + etcd on 127.0.0.1 (context 'admin')."""
+    from tests.integration.kube import started_cluster
+
+    with started_cluster(tmp_path_factory.mktemp("cluster")) as c:
+        yield c
+
+
+@pytest.fixture
+def second_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from tests.integration.kube import started_cluster
+
+    with started_cluster(tmp_path_factory.mktemp("cluster2")) as c:
+        yield c

@@ -653,7 +653,9 @@ def run(argv: list[str] | None = None) -> NoReturn:
     # inspect reports that itself, so the Python warning is only noise.
     warnings.filterwarnings("ignore", message="Parsed a serial number")
     try:
-        app(args=args, prog_name="airtrust", standalone_mode=False)
+        code = app(args=args, prog_name="airtrust", standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns typer.Exit codes here
+            _exit(code)
     except AirtrustError as exc:
         if settings.debug:
             raise

@@ -159,8 +159,17 @@ def _read_needs(session: Session, context: str, namespaces: Iterable[str]) -> li
     needs = [Need("get", "namespaces"), Need("list", "namespaces")]
     needs += [Need("get", "secrets", ns) for ns in namespaces]
     cc = session.profile.cluster_config
-    if cc is not None and CLUSTER in _roles(session.config).get(context, set()):
+    roles = _roles(session.config).get(context, set())
+    if cc is not None and CLUSTER in roles and session.config.images.references:
         needs.append(Need("get", cc.plural, cc.namespace, cc.group))
+    return needs
+
+
+def _possible_write_needs(namespaces: Iterable[str]) -> list[Need]:
+    """Everything apply may write, listed when reads already fail (plan is impossible)."""
+    needs = [Need("create", "namespaces")]
+    for ns in namespaces:
+        needs += [Need("create", "secrets", ns), Need("patch", "secrets", ns)]
     return needs
 
 
@@ -212,15 +221,13 @@ def _facts(session: Session, context: str) -> ClusterFacts:
         openshift = group is not None and group in api.api_groups()
     else:
         openshift = setting == "true"
-    workloads: list[str] = []
-    if CLUSTER in roles:
-        workloads = list(config.workloads.namespaces)
-        if config.workloads.selector:
-            workloads += api.namespaces(config.workloads.selector)
-    needs = _read_needs(
-        session, context, _target_namespaces(session, context, openshift, workloads)
-    )
-    _raise_missing({context: check_permissions(api, needs)})
+    workloads: list[str] = list(config.workloads.namespaces) if CLUSTER in roles else []
+    targets = _target_namespaces(session, context, openshift, workloads)
+    missing = check_permissions(api, _read_needs(session, context, targets))
+    if missing:
+        _raise_missing({context: missing + check_permissions(api, _possible_write_needs(targets))})
+    if CLUSTER in roles and config.workloads.selector:
+        workloads += api.namespaces(config.workloads.selector)
     cluster_config = None
     cc = session.profile.cluster_config
     if CLUSTER in roles and cc is not None and config.images.references:
@@ -483,13 +490,27 @@ def _backup(session: Session, change: Change, *, dry_run: bool) -> str | None:
     return str(path)
 
 
-def _apply_one(session: Session, change: Change, *, force: bool, dry_run: bool) -> Outcome:
+def _apply_one(
+    session: Session,
+    change: Change,
+    *,
+    force: bool,
+    dry_run: bool,
+    pending_namespaces: frozenset[str] = frozenset(),
+) -> Outcome:
     from airtrust.kube.api import Conflict
 
     d = change.desired
     api = session.apis[d.context]
     if change.action is Action.UNCHANGED:
         return Outcome(change, "unchanged")
+    if dry_run and d.kind != "Namespace" and d.namespace in pending_namespaces:
+        return Outcome(
+            change,
+            "skipped",
+            f"namespace {d.namespace} would be created first; a server dry run "
+            "cannot check objects inside it",
+        )
     backup = None
     try:
         if d.kind == "Namespace":
@@ -533,7 +554,15 @@ def execute(
         rest = [c for c in changes if c.desired.kind != "Namespace"]
         done: list[Outcome] = []
         for group in (namespaces, rest):
-            apply = functools.partial(_apply_one, session, force=force, dry_run=dry_run)
+            apply = functools.partial(
+                _apply_one,
+                session,
+                force=force,
+                dry_run=dry_run,
+                pending_namespaces=frozenset(
+                    c.desired.name for c in namespaces if c.action is Action.CREATE
+                ),
+            )
             for result in _parallel(group, apply):
                 done.append(result)
                 if progress and result.status != "unchanged":

@@ -95,6 +95,10 @@ class KubeAPI:
         from lightkube.config.kubeconfig import KubeConfig
 
         path = kubeconfig_path(kubeconfig)
+        if not path.exists():
+            raise ConfigError(
+                f"kubeconfig {path} does not exist", hint="pass --kubeconfig FILE or set KUBECONFIG"
+            )
         try:
             config = KubeConfig.from_file(path)
         except FileNotFoundError:

@@ -1,0 +1,131 @@
+"""Real kube-apiservers for tests, started by scripts/testcluster (never a fake).
+
+Namespaces cannot be deleted on these clusters (there is no controller
+manager to finalize them), so every test that changes a cluster gets a fresh
+one; starting one takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import DATA, ROOT
+from tests.integration.conftest import CACHE
+
+BIN = CACHE / "bin"
+
+
+def kubectl_path() -> Path:
+    path = BIN / "kubectl"
+    if not path.exists():
+        pytest.fail(f"{path} is missing; run scripts/build-testbins (scripts/test does)")
+    return path
+
+
+@dataclass
+class KubeCluster:
+    folder: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.folder / "kubeconfig"
+
+    def kubectl(
+        self,
+        *args: str | Path,
+        check: bool = True,
+        stdin: bytes | None = None,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run(
+            [
+                str(kubectl_path()),
+                "--kubeconfig",
+                str(kubeconfig or self.kubeconfig),
+                *map(str, args),
+            ],
+            input=stdin,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(f"kubectl {' '.join(map(str, args))} failed: {proc.stderr.decode()}")
+        return proc
+
+    def get(self, *args: str) -> Any:
+        return yaml.safe_load(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def exists(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl("get", kind, name, *ns, check=False).returncode == 0
+
+    def install_crd(self, name: str) -> None:
+        self.kubectl("apply", "-f", DATA / "crds" / name)
+        crd = yaml.safe_load((DATA / "crds" / name).read_text())["metadata"]["name"]
+        self.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        # Discovery and the REST mapping follow a moment after Established.
+        deadline = time.monotonic() + 30
+        group = crd.split(".", 1)[1]
+        while time.monotonic() < deadline:
+            if group in self.kubectl("api-versions").stdout.decode():
+                return
+            time.sleep(0.2)
+        pytest.fail(f"API group {group} not served after 30 s")
+
+    def user(self, name: str) -> Path:
+        run_script("user", self.folder, name)
+        return self.folder / f"{name}.kubeconfig"
+
+
+def run_script(*args: str | Path) -> None:
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "testcluster"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"scripts/testcluster {' '.join(map(str, args))} failed: {proc.stderr or proc.stdout}"
+        )
+    assert proc.stdout == "", f"testcluster printed on success: {proc.stdout!r}"
+
+
+@contextlib.contextmanager
+def started_cluster(folder: Path) -> Iterator[KubeCluster]:
+    run_script("up", folder)
+    try:
+        yield KubeCluster(folder)
+    finally:
+        run_script("down", folder)
+
+
+def merged_kubeconfig(path: Path, clusters: dict[str, KubeCluster]) -> Path:
+    """One kubeconfig whose contexts are named by ``clusters``' keys."""
+    merged: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [],
+        "users": [],
+        "contexts": [],
+    }
+    for name, cluster in clusters.items():
+        cfg = yaml.safe_load(cluster.kubeconfig.read_text())
+        merged["clusters"].append({"name": name, "cluster": cfg["clusters"][0]["cluster"]})
+        merged["users"].append({"name": name, "user": cfg["users"][0]["user"]})
+        merged["contexts"].append({"name": name, "context": {"cluster": name, "user": name}})
+    merged["current-context"] = next(iter(clusters))
+    path.write_text(yaml.safe_dump(merged))
+    path.chmod(0o600)
+    return path

@@ -1,0 +1,516 @@
+"""plan / apply / render / helm against real kube-apiservers (scripts/testcluster)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import DATA, assert_one_line_error, run_cli
+from tests.integration.conftest import CACHE
+from tests.integration.kube import KubeCluster, merged_kubeconfig
+
+pytestmark = pytest.mark.integration
+DOMAIN = "runai.example.test"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki") / "qs"
+    result = run_cli("quickstart", "--domain", DOMAIN, "--out", folder)
+    assert result.code == 0, result.err
+    return folder
+
+
+def write_config(folder: Path, pki: Path, kubeconfig: Path, **extra: Any) -> Path:
+    config: dict[str, Any] = {
+        "profile": "runai",
+        "version": "2.20",
+        "domain": DOMAIN,
+        "ca": {"bundle": [str(pki / "ca-bundle.pem")]},
+        "tls": {"cert": str(pki / "tls.crt"), "key": str(pki / "tls.key")},
+        "kubeconfig": str(kubeconfig),
+        "control_plane": {"context": "admin"},
+        "clusters": [{"context": "admin"}],
+    }
+    config.update(extra)
+    path = folder / "airtrust.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def secrets(cluster: KubeCluster) -> dict[tuple[str, str], dict[str, Any]]:
+    items = cluster.get("secrets", "-A")["items"]
+    return {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in items}
+
+
+def versions(cluster: KubeCluster) -> dict[tuple[str, str], str]:
+    return {k: v["metadata"]["resourceVersion"] for k, v in secrets(cluster).items()}
+
+
+def test_apply_creates_what_the_documented_kubectl_commands_create(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    plan = run_cli("plan", "-c", config, "--exit-code", "-o", "json")
+    assert plan.code == 4, plan.err
+    actions = {
+        (c["kind"], c["namespace"], c["name"]): c["action"] for c in json.loads(plan.out)["changes"]
+    }
+    assert actions[("Namespace", None, "runai")] == "create"
+    assert actions[("Secret", "runai", "runai-ca-cert")] == "create"
+    assert not any(ns == "openshift-monitoring" for _, ns, _ in actions)
+
+    applied = run_cli("apply", "-c", config, "-o", "json")
+    assert applied.code == 0, applied.err
+    live = secrets(cluster)
+    reference = json.loads(
+        cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "runai-ca-cert",
+            f"--from-file=runai-ca.pem={pki / 'ca-bundle.pem'}",
+            "--dry-run=client",
+            "-o",
+            "json",
+        ).stdout
+    )
+    for namespace in ("runai-backend", "runai"):
+        secret = live[(namespace, "runai-ca-cert")]
+        assert secret["data"] == reference["data"]
+        assert secret["type"] == "Opaque"
+        assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "airtrust"
+    labels = live[("runai", "runai-ca-cert")]["metadata"]["labels"]
+    assert labels["run.ai/cluster-wide"] == "true" and labels["run.ai/name"] == "runai-ca-cert"
+    assert "run.ai/name" not in live[("runai-backend", "runai-ca-cert")]["metadata"]["labels"]
+    tls_reference = json.loads(
+        cluster.kubectl(
+            "create",
+            "secret",
+            "tls",
+            "runai-backend-tls",
+            f"--cert={pki / 'tls.crt'}",
+            f"--key={pki / 'tls.key'}",
+            "--dry-run=client",
+            "-o",
+            "json",
+        ).stdout
+    )
+    tls = live[("runai-backend", "runai-backend-tls")]
+    assert tls["type"] == "kubernetes.io/tls" and tls["data"] == tls_reference["data"]
+    key_pem = base64.b64decode(live[("runai", "runai-ca-cert")]["data"]["runai-ca.pem"])
+    assert b"PRIVATE KEY" not in key_pem
+
+    # Re-apply: nothing is written, no resourceVersion moves, plan is clean.
+    before = versions(cluster)
+    again = run_cli("apply", "-c", config, "-o", "json")
+    assert again.code == 0 and json.loads(again.out)["writes"] == 0
+    assert versions(cluster) == before
+    assert run_cli("plan", "-c", config, "--exit-code").code == 0
+
+
+def test_older_version_has_no_labels_and_dry_run_stores_nothing(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, pki, cluster.kubeconfig, version="2.17")
+    dry = run_cli("apply", "-c", config, "--dry-run=server", "-o", "json")
+    assert dry.code == 0, dry.err
+    assert json.loads(dry.out)["dry_run"] is True
+    assert not cluster.exists("namespace", "runai")
+    assert run_cli("apply", "-c", config).code == 0
+    labels = secrets(cluster)[("runai", "runai-ca-cert")]["metadata"]["labels"]
+    assert "run.ai/cluster-wide" not in labels
+
+
+@pytest.mark.parametrize("mode", ["secret", "file"])
+def test_foreign_secret_conflict_and_backup(
+    cluster: KubeCluster, pki: Path, tmp_path: Path, mode: str
+) -> None:
+    other = DATA / "bad-input" / "ok-two-cas.pem"
+    cluster.kubectl("create", "namespace", "runai")
+    cluster.kubectl(
+        "-n",
+        "runai",
+        "create",
+        "secret",
+        "generic",
+        "runai-ca-cert",
+        f"--from-file=runai-ca.pem={other}",
+    )
+    config = write_config(
+        tmp_path, pki, cluster.kubeconfig, backup={"mode": mode, "dir": str(tmp_path / "backups")}
+    )
+    plan = run_cli("plan", "-c", config, "-o", "json")
+    change = next(
+        c
+        for c in json.loads(plan.out)["changes"]
+        if c["namespace"] == "runai" and c["name"] == "runai-ca-cert"
+    )
+    assert change["action"] == "update"
+    assert change["foreign_managers"] == ["kubectl-create"]
+    assert any("certificates" in r for r in change["reasons"])
+
+    refused = run_cli("apply", "-c", config)
+    assert refused.code == 1 and len(refused.error_lines) == 1, refused.err
+    assert "kubectl-create" in refused.error_lines[0] and "--force-conflicts" in refused.err
+    assert "airtrust: warning: backed up the old data" in refused.err
+    old = base64.b64encode(other.read_bytes()).decode()
+    assert secrets(cluster)[("runai", "runai-ca-cert")]["data"]["runai-ca.pem"] == old
+    if mode == "secret":
+        backups = [
+            s
+            for (ns, name), s in secrets(cluster).items()
+            if ns == "runai" and name.startswith("runai-ca-cert-backup-")
+        ]
+        assert len(backups) == 1 and backups[0]["data"]["runai-ca.pem"] == old
+    else:
+        files = list((tmp_path / "backups").rglob("*.yaml"))
+        assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+        assert yaml.safe_load(files[0].read_text())["data"]["runai-ca.pem"] == old
+
+    forced = run_cli("apply", "-c", config, "--force-conflicts")
+    assert forced.code == 0, forced.err
+    bundle = base64.b64encode((pki / "ca-bundle.pem").read_bytes()).decode()
+    assert secrets(cluster)[("runai", "runai-ca-cert")]["data"]["runai-ca.pem"] == bundle
+    assert run_cli("plan", "-c", config, "--exit-code").code == 0
+
+
+def test_rbac_preflight_lists_missing_permissions_and_changes_nothing(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    bob = cluster.user("bob")
+    config = write_config(
+        tmp_path, pki, bob, control_plane={"context": "bob"}, clusters=[{"context": "bob"}]
+    )
+    before = {n["metadata"]["name"] for n in cluster.get("namespaces")["items"]}
+    result = run_cli("apply", "-c", config)
+    assert_one_line_error(result, 3, "[forbidden]", "get namespaces", "get secrets in runai")
+    # Read rights only: now the write permissions are what is missing.
+    cluster.kubectl(
+        "create", "clusterrole", "airtrust-read", "--verb=get,list", "--resource=namespaces,secrets"
+    )
+    cluster.kubectl(
+        "create", "clusterrolebinding", "bob-read", "--clusterrole=airtrust-read", "--user=bob"
+    )
+    second = run_cli("apply", "-c", config)
+    assert_one_line_error(
+        second, 3, "create namespaces", "create secrets in runai", "patch secrets in runai-backend"
+    )
+    assert {n["metadata"]["name"] for n in cluster.get("namespaces")["items"]} == before
+    assert not any(ns.startswith("runai") for ns, _ in secrets(cluster))
+
+
+def test_openshift_group_adds_monitoring_copy(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    cluster.install_crd("openshift-clusterversion.yaml")
+    cluster.kubectl("create", "namespace", "openshift-monitoring")
+    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    assert run_cli("apply", "-c", config).code == 0
+    live = secrets(cluster)
+    assert ("openshift-monitoring", "runai-ca-cert") in live
+    assert ("runai-backend", "runai-backend-tls") not in live  # the router's certificate rules
+    forced_off = write_config(
+        tmp_path, pki, cluster.kubeconfig, clusters=[{"context": "admin", "openshift": False}]
+    )
+    plan = json.loads(run_cli("plan", "-c", forced_off, "-o", "json").out)
+    assert not any(c["namespace"] == "openshift-monitoring" for c in plan["changes"])
+
+
+def _helm() -> str:
+    helm = CACHE / "bin" / "helm"
+    if not helm.exists():
+        pytest.fail("helm is missing; run scripts/build-testbins (scripts/test does)")
+    return str(helm)
+
+
+def test_helm_release_reader_and_run(cluster: KubeCluster, pki: Path, tmp_path: Path) -> None:
+    kube = ["--kubeconfig", str(cluster.kubeconfig), "--kube-context", "admin"]
+    subprocess.run(
+        [
+            _helm(),
+            "install",
+            "runai-backend",
+            str(DATA / "charts" / "control-plane"),
+            "-n",
+            "runai-backend",
+            "--create-namespace",
+            *kube,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            _helm(),
+            "install",
+            "runai-cluster",
+            str(DATA / "charts" / "runai-cluster"),
+            "-n",
+            "runai",
+            "--create-namespace",
+            "--set",
+            "global.customCA.enabled=true",
+            *kube,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    shown = run_cli("helm", "-c", config, "-o", "json", "--out", tmp_path / "values")
+    assert shown.code == 0, shown.err
+    releases = {r["release"]: r for r in json.loads(shown.out)["releases"]}
+    assert releases["runai-backend"]["enabled"] is False
+    assert releases["runai-backend"]["installed"].startswith("control-plane-2.20.0")
+    assert releases["runai-cluster"]["enabled"] is True
+    assert "--set global.customCA.enabled=true" in releases["runai-backend"]["command"]
+    fragment = yaml.safe_load(
+        (tmp_path / "values" / "admin" / "runai-backend.values.yaml").read_text()
+    )
+    assert fragment == {"global": {"customCA": {"enabled": True}}}
+
+    archive_dir = tmp_path / "charts"
+    archive_dir.mkdir()
+    for chart in ("control-plane", "runai-cluster"):
+        subprocess.run(
+            [_helm(), "package", str(DATA / "charts" / chart), "-d", str(archive_dir)],
+            check=True,
+            capture_output=True,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        )
+    env_path = f"{CACHE / 'bin'}:/usr/bin:/bin"
+    ran = run_cli(
+        "helm",
+        "-c",
+        config,
+        "--run",
+        "-o",
+        "json",
+        "--chart",
+        f"control-plane={archive_dir / 'control-plane-2.20.0.tgz'}",
+        "--chart",
+        f"runai-cluster={archive_dir / 'runai-cluster-2.20.0.tgz'}",
+        env={"PATH": env_path, "HOME": str(tmp_path)},
+    )
+    assert ran.code == 0, ran.err
+    after = {r["release"]: r for r in json.loads(ran.out)["releases"]}
+    assert after["runai-backend"]["enabled"] is True
+    cm = cluster.get("configmap", "runai-backend-values", "-n", "runai-backend")
+    assert cm["data"]["customCA"] == "true"
+
+
+def test_render_applied_by_kubectl_equals_apply(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    rendered = run_cli("render", "-c", config, "--out", tmp_path / "out")
+    assert rendered.code == 0, rendered.err
+    folder = tmp_path / "out" / "admin"
+    tls_files = [p for p in folder.iterdir() if "runai-backend-tls" in p.name]
+    assert len(tls_files) == 1 and stat.S_IMODE(tls_files[0].stat().st_mode) == 0o600
+    assert (tmp_path / "out" / "helm" / "commands.sh").read_text().count(
+        "customCA.enabled=true"
+    ) == 2
+    cluster.kubectl("apply", "--server-side", "--field-manager=airtrust", "-k", folder)
+    # What kubectl stored from the rendered files is exactly what apply wants.
+    plan = run_cli("plan", "-c", config, "--exit-code", "-o", "json")
+    assert plan.code == 0, plan.out
+    before = versions(cluster)
+    assert json.loads(run_cli("apply", "-c", config, "-o", "json").out)["writes"] == 0
+    assert versions(cluster) == before
+    offline = run_cli("render", "-c", config, "--out", tmp_path / "offline", "--offline")
+    assert offline.code == 0, offline.err
+    for path in folder.iterdir():
+        assert (tmp_path / "offline" / "admin" / path.name).read_bytes() == path.read_bytes()
+
+
+RUNAI_CONFIG = {
+    "apiVersion": "run.ai/v1",
+    "kind": "RunaiConfig",
+    "metadata": {"name": "runai", "namespace": "runai"},
+    "spec": {
+        "global": {"image": {"registry": "registry.local:5000"}},
+        "s3": {"sidecar": {"image": "registry.local:5000/run-ai-prod/goofys:master"}},
+        "workloads": [
+            {"name": "git", "containers": [{"image": "registry.k8s.io/git-sync/git-sync:v4.4.0"}]},
+            {"name": "pause", "containers": [{"image": "registry.k8s.io/pause:3.9"}]},
+        ],
+        "notes": "goofys and git-sync are sidecars",
+    },
+}
+
+
+def test_cluster_config_sidecar_images_are_patched_exactly(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    cluster.install_crd("runaiconfig.yaml")
+    cluster.kubectl("create", "namespace", "runai")
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(RUNAI_CONFIG).encode())
+    new_s3 = "127.0.0.1:5000/runai/goofys:master-ca-1a2b3c"
+    new_git = "127.0.0.1:5000/runai/git-sync:v4.4.0-ca-1a2b3c"
+    config = write_config(
+        tmp_path,
+        pki,
+        cluster.kubeconfig,
+        images={
+            "references": {
+                "gcr.io/run-ai-prod/goofys": new_s3,
+                "registry.k8s.io/git-sync/git-sync": new_git,
+            }
+        },
+    )
+    plan = json.loads(run_cli("plan", "-c", config, "-o", "json").out)
+    patch = next(c for c in plan["changes"] if c["kind"] == "RunaiConfig")
+    assert patch["action"] == "update" and len(patch["reasons"]) == 2
+    assert run_cli("apply", "-c", config).code == 0
+    spec = cluster.get("runaiconfig", "runai", "-n", "runai")["spec"]
+    expected = json.loads(json.dumps(RUNAI_CONFIG["spec"]))
+    expected["s3"]["sidecar"]["image"] = new_s3
+    expected["workloads"][0]["containers"][0]["image"] = new_git
+    assert spec == expected
+    again = json.loads(run_cli("plan", "-c", config, "-o", "json").out)
+    assert next(c for c in again["changes"] if c["kind"] == "RunaiConfig")["action"] == "unchanged"
+
+
+def test_pinned_image_paths(cluster: KubeCluster, pki: Path, tmp_path: Path) -> None:
+    cluster.install_crd("runaiconfig.yaml")
+    cluster.kubectl("create", "namespace", "runai")
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(RUNAI_CONFIG).encode())
+    config = write_config(
+        tmp_path,
+        pki,
+        cluster.kubeconfig,
+        images={
+            "references": {
+                "gcr.io/run-ai-prod/goofys": "127.0.0.1:5000/goofys:x",
+                "registry.k8s.io/git-sync/git-sync": "127.0.0.1:5000/git-sync:x",
+            }
+        },
+        cluster_config={"image_paths": ["/spec/s3/sidecar/image"]},
+    )
+    assert run_cli("apply", "-c", config).code == 0
+    spec = cluster.get("runaiconfig", "runai", "-n", "runai")["spec"]
+    assert spec["s3"]["sidecar"]["image"] == "127.0.0.1:5000/goofys:x"
+    assert spec["workloads"][0]["containers"][0]["image"].startswith("registry.k8s.io/git-sync")
+
+
+def test_control_plane_and_gpu_clusters_on_separate_apiservers(
+    cluster: KubeCluster, second_cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    kubeconfig = merged_kubeconfig(tmp_path / "kubeconfig", {"cp": cluster, "gpu1": second_cluster})
+    second_cluster.kubectl("create", "namespace", "team-a")
+    second_cluster.kubectl("label", "namespace", "team-a", "airtrust.io/ca=true")
+    second_cluster.kubectl("create", "namespace", "team-b")
+    config = write_config(
+        tmp_path,
+        pki,
+        kubeconfig,
+        control_plane={"context": "cp"},
+        clusters=[{"context": "gpu1"}],
+        workloads={"namespaces": ["team-c"], "selector": "airtrust.io/ca=true"},
+    )
+    result = run_cli("apply", "-c", config, "-o", "json")
+    assert result.code == 0, result.err
+    cp, gpu = set(secrets(cluster)), set(secrets(second_cluster))
+    assert cp == {("runai-backend", "runai-ca-cert"), ("runai-backend", "runai-backend-tls")}
+    assert gpu == {
+        ("runai", "runai-ca-cert"),
+        ("team-a", "runai-ca-cert"),
+        ("team-c", "runai-ca-cert"),
+    }
+
+
+def test_quickstart_with_context_then_plan_is_clean(cluster: KubeCluster, tmp_path: Path) -> None:
+    out = tmp_path / "qs"
+    first = run_cli(
+        "quickstart",
+        "--domain",
+        DOMAIN,
+        "--out",
+        out,
+        "--context",
+        "admin",
+        "--kubeconfig",
+        cluster.kubeconfig,
+        "-o",
+        "json",
+    )
+    assert first.code == 0, first.err
+    assert (out / "airtrust.yaml").exists()
+    assert json.loads(first.out)["apply"]["writes"] == 5
+    plan = run_cli("plan", "-c", out / "airtrust.yaml", "--exit-code")
+    assert plan.code == 0, plan.out + plan.err
+    second = run_cli(
+        "quickstart",
+        "--domain",
+        DOMAIN,
+        "--out",
+        out,
+        "--context",
+        "admin",
+        "--kubeconfig",
+        cluster.kubeconfig,
+        "-o",
+        "json",
+    )
+    assert json.loads(second.out)["apply"]["writes"] == 0
+
+
+def test_bad_config_and_unknown_context(tmp_path: Path, pki: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("domain: x.example.com\nca: {bundle: []}\ncontrol_plane: {context: a}\n")
+    assert_one_line_error(run_cli("plan", "-c", bad), 2, "ca.bundle", "[bad-config]")
+    bad.write_text("domain: [unclosed\n")
+    assert_one_line_error(run_cli("plan", "-c", bad), 2, "not valid YAML")
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "domain": DOMAIN,
+                "ca": {"bundle": [str(pki / "ca-bundle.pem")]},
+                "control_plane": {"context": "nope"},
+                "kubeconfig": str(tmp_path / "missing"),
+            }
+        )
+    )
+    assert_one_line_error(run_cli("plan", "-c", bad), 2, "kubeconfig", "does not exist")
+    assert_one_line_error(run_cli("plan", "-c", tmp_path / "none.yaml"), 2, "airtrust init")
+
+
+def test_init_writes_a_valid_commented_config(tmp_path: Path) -> None:
+    out = tmp_path / "airtrust.yaml"
+    result = run_cli(
+        "init", "--domain", DOMAIN, "--context", "cp", "--cluster-context", "gpu1", "--out", out
+    )
+    assert result.code == 0, result.err
+    text = out.read_text()
+    assert text.count("#") > 10 and "context: gpu1" in text
+    assert run_cli("init", "--domain", DOMAIN, "--context", "cp", "--out", out).code == 2
+
+
+def test_unreachable_cluster_exits_3(tmp_path: Path, pki: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    shutil.copy(DATA / "crds" / "runaiconfig.yaml", tmp_path / "x")  # any file; not used
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "admin", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "admin",
+            }
+        )
+    )
+    config = write_config(tmp_path, pki, kubeconfig)
+    assert_one_line_error(
+        run_cli("plan", "-c", config), 3, "context 'admin'", "[cluster-unreachable]"
+    )
