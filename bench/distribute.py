@@ -38,45 +38,81 @@ def main() -> None:
         try:
             run(work, args.namespaces)
         finally:
-            subprocess.run([str(ROOT / "scripts" / "testcluster"), "down", str(work / "c")],
-                           check=True)
+            subprocess.run(
+                [str(ROOT / "scripts" / "testcluster"), "down", str(work / "c")], check=True
+            )
 
 
 def run(work: Path, count: int) -> None:
     kubeconfig = work / "c" / "kubeconfig"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    docs = [{"apiVersion": "v1", "kind": "Namespace",
-             "metadata": {"name": f"team-{i:04d}", "labels": {"airtrust.io/ca": "true"}}}
-            for i in range(count)]
-    subprocess.run([KUBECTL, "apply", "-f", "-"], input=yaml.safe_dump_all(docs).encode(),
-                   env=env, check=True, capture_output=True)
-    subprocess.run([AIRTRUST, "quickstart", "--domain", "runai.example.test", "--out",
-                    str(work / "pki")], check=True, capture_output=True)
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": f"team-{i:04d}", "labels": {"airtrust.io/ca": "true"}},
+        }
+        for i in range(count)
+    ]
+    subprocess.run(
+        [KUBECTL, "apply", "-f", "-"],
+        input=yaml.safe_dump_all(docs).encode(),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [AIRTRUST, "quickstart", "--domain", "runai.example.test", "--out", str(work / "pki")],
+        check=True,
+        capture_output=True,
+    )
     bundle = work / "pki" / "ca-bundle.pem"
     config = work / "airtrust.yaml"
-    config.write_text(yaml.safe_dump({
-        "domain": "runai.example.test", "ca": {"bundle": [str(bundle)]},
-        "kubeconfig": str(kubeconfig), "clusters": [{"context": "admin"}],
-        "workloads": {"selector": "airtrust.io/ca=true"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "domain": "runai.example.test",
+                "ca": {"bundle": [str(bundle)]},
+                "kubeconfig": str(kubeconfig),
+                "clusters": [{"context": "admin"}],
+                "workloads": {"selector": "airtrust.io/ca=true"},
+            }
+        )
+    )
 
     start = time.perf_counter()
     subprocess.run([AIRTRUST, "apply", "-c", str(config), "-q"], check=True)
     first = time.perf_counter() - start
     start = time.perf_counter()
-    second_out = subprocess.run([AIRTRUST, "apply", "-c", str(config), "-o", "json"], check=True,
-                                capture_output=True).stdout
+    second_out = subprocess.run(
+        [AIRTRUST, "apply", "-c", str(config), "-o", "json"], check=True, capture_output=True
+    ).stdout
     second = time.perf_counter() - start
     writes = json.loads(second_out)["writes"]
 
     start = time.perf_counter()
     for i in range(count):
         manifest = subprocess.run(
-            [KUBECTL, "-n", f"team-{i:04d}", "create", "secret", "generic", "kubectl-ca-cert",
-             f"--from-file=runai-ca.pem={bundle}", "--dry-run=client", "-o", "yaml"],
-            env=env, check=True, capture_output=True).stdout
-        subprocess.run([KUBECTL, "apply", "-f", "-"], input=manifest, env=env, check=True,
-                       capture_output=True)
+            [
+                KUBECTL,
+                "-n",
+                f"team-{i:04d}",
+                "create",
+                "secret",
+                "generic",
+                "kubectl-ca-cert",
+                f"--from-file=runai-ca.pem={bundle}",
+                "--dry-run=client",
+                "-o",
+                "yaml",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(
+            [KUBECTL, "apply", "-f", "-"], input=manifest, env=env, check=True, capture_output=True
+        )
     loop = time.perf_counter() - start
 
     print(f"namespaces: {count}")

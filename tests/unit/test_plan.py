@@ -26,8 +26,13 @@ PROFILE = load_profile()
 def _config(**extra: object) -> object:
     import yaml
 
-    raw = {"domain": "runai.example.com", "ca": {"bundle": ["b.pem"]},
-           "control_plane": {"context": "cp"}, "clusters": [{"context": "gpu"}], **extra}
+    raw = {
+        "domain": "runai.example.com",
+        "ca": {"bundle": ["b.pem"]},
+        "control_plane": {"context": "cp"},
+        "clusters": [{"context": "gpu"}],
+        **extra,
+    }
     return parse_config(yaml.safe_dump(raw), source="t.yaml", base=Path("/base"))
 
 
@@ -38,11 +43,19 @@ def test_reference_splitting() -> None:
 
 
 def test_image_patches_find_mirrors_and_skip_prose() -> None:
-    spec = {"a": {"image": "mirror.local/run-ai-prod/goofys:master"},
-            "list": [{"x": "registry.k8s.io/git-sync/git-sync:v4.4.0"}, "registry.k8s.io/pause:3"],
-            "text": "goofys is used", "weird/key~": "gcr.io/run-ai-prod/goofys:master"}
-    patches = find_image_patches(spec, {"gcr.io/run-ai-prod/goofys": "new/goofys:1",
-                                        "registry.k8s.io/git-sync/git-sync": "new/git-sync:1"})
+    spec = {
+        "a": {"image": "mirror.local/run-ai-prod/goofys:master"},
+        "list": [{"x": "registry.k8s.io/git-sync/git-sync:v4.4.0"}, "registry.k8s.io/pause:3"],
+        "text": "goofys is used",
+        "weird/key~": "gcr.io/run-ai-prod/goofys:master",
+    }
+    patches = find_image_patches(
+        spec,
+        {
+            "gcr.io/run-ai-prod/goofys": "new/goofys:1",
+            "registry.k8s.io/git-sync/git-sync": "new/git-sync:1",
+        },
+    )
     assert patches == [
         ("/spec/a/image", "mirror.local/run-ai-prod/goofys:master", "new/goofys:1"),
         ("/spec/list/0/x", "registry.k8s.io/git-sync/git-sync:v4.4.0", "new/git-sync:1"),
@@ -55,8 +68,9 @@ def test_image_patches_find_mirrors_and_skip_prose() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
     max_leaves=12,
 )
 
@@ -68,8 +82,8 @@ def test_every_walked_pointer_resolves(doc: object) -> None:
 
 
 def test_labels_follow_the_version() -> None:
-    new = [t.labels_for("2.20") for t in PROFILE.ca_secret.targets if t.namespace == "runai"][0]
-    old = [t.labels_for("2.17") for t in PROFILE.ca_secret.targets if t.namespace == "runai"][0]
+    new = next(t.labels_for("2.20") for t in PROFILE.ca_secret.targets if t.namespace == "runai")
+    old = next(t.labels_for("2.17") for t in PROFILE.ca_secret.targets if t.namespace == "runai")
     assert new == {"run.ai/cluster-wide": "true", "run.ai/name": "runai-ca-cert"} and old == {}
     assert version_key("v2.18.3") > version_key("2.18")
     with pytest.raises(ConfigError):
@@ -78,10 +92,19 @@ def test_labels_follow_the_version() -> None:
 
 def test_desired_by_role_and_openshift() -> None:
     config = _config()
-    facts = [ClusterFacts("cp", frozenset({"control-plane"}), False),
-             ClusterFacts("gpu", frozenset({"cluster"}), True, ("team-a",))]
-    desired = build_desired(config, PROFILE, "2.20", bundle_pem=b"PEM", bundle_digest="d",
-                            control_plane_tls=None, facts=facts)
+    facts = [
+        ClusterFacts("cp", frozenset({"control-plane"}), False),
+        ClusterFacts("gpu", frozenset({"cluster"}), True, ("team-a",)),
+    ]
+    desired = build_desired(
+        config,
+        PROFILE,
+        "2.20",
+        bundle_pem=b"PEM",
+        bundle_digest="d",
+        control_plane_tls=None,
+        facts=facts,
+    )
     refs = [(d.context, d.ref) for d in desired]
     assert ("cp", "Secret runai-backend/runai-ca-cert") in refs
     assert ("gpu", "Secret openshift-monitoring/runai-ca-cert") in refs
@@ -96,15 +119,22 @@ def test_diff_explains_by_fingerprint_and_ownership() -> None:
 
     a, b = make("CA A"), make("CA B")
     config = _config()
-    desired = build_desired(config, PROFILE, "2.20", bundle_pem=a.pem, bundle_digest="d",
-                            control_plane_tls=None,
-                            facts=[ClusterFacts("gpu", frozenset({"cluster"}), False)])
+    desired = build_desired(
+        config,
+        PROFILE,
+        "2.20",
+        bundle_pem=a.pem,
+        bundle_digest="d",
+        control_plane_tls=None,
+        facts=[ClusterFacts("gpu", frozenset({"cluster"}), False)],
+    )
     secret = next(d for d in desired if d.kind == "Secret")
     live = json.loads(json.dumps(secret.manifest))
     assert diff(secret, live).action is Action.UNCHANGED
     live["data"]["runai-ca.pem"] = base64.b64encode(b.pem).decode()
     live["metadata"]["managedFields"] = [
-        {"manager": "kubectl-create", "fieldsV1": {"f:data": {"f:runai-ca.pem": {}}}}]
+        {"manager": "kubectl-create", "fieldsV1": {"f:data": {"f:runai-ca.pem": {}}}}
+    ]
     change = diff(secret, live)
     assert change.action is Action.UPDATE and change.foreign_managers == ("kubectl-create",)
     assert change.overwrites_foreign_data
@@ -115,8 +145,12 @@ def test_diff_explains_by_fingerprint_and_ownership() -> None:
 
 
 def test_tls_key_differences_are_never_shown() -> None:
-    manifest = secret_manifest("ns", "tls", secret_type="kubernetes.io/tls",
-                               data={"tls.crt": b"x", "tls.key": b"SECRET-KEY-BYTES"})
+    manifest = secret_manifest(
+        "ns",
+        "tls",
+        secret_type="kubernetes.io/tls",
+        data={"tls.crt": b"x", "tls.key": b"SECRET-KEY-BYTES"},
+    )
     from airtrust.plan.model import Desired
 
     d = Desired("c", "Secret", "ns", "tls", "t", manifest=manifest, cert_key="tls.crt")
@@ -127,9 +161,13 @@ def test_tls_key_differences_are_never_shown() -> None:
 
 
 def test_helm_record_decoding_and_merge() -> None:
-    record = {"chart": {"metadata": {"name": "c", "version": "1"},
-                        "values": {"global": {"customCA": {"enabled": False}, "x": 1}}},
-              "config": {"global": {"customCA": {"enabled": True}, "x": None}}}
+    record = {
+        "chart": {
+            "metadata": {"name": "c", "version": "1"},
+            "values": {"global": {"customCA": {"enabled": False}, "x": 1}},
+        },
+        "config": {"global": {"customCA": {"enabled": True}, "x": None}},
+    }
     inner = base64.b64encode(gzip.compress(json.dumps(record).encode()))
     decoded = decode_release(base64.b64encode(inner).decode(), source="s")
     values = merge_values(decoded["chart"]["values"], decoded["config"])
