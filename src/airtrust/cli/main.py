@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from airtrust.cli import cluster
+from airtrust.cli import cluster, image
 from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
 from airtrust.errors import AirtrustError, CheckFailed, InputError, VerificationFailed
 
@@ -37,6 +37,7 @@ app.add_typer(ca_app, name="ca")
 app.add_typer(cert_app, name="cert")
 app.add_typer(bundle_app, name="bundle")
 cluster.register(app)
+image.register(app)
 
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)

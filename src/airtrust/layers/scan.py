@@ -1,0 +1,231 @@
+"""Read what a layer says about the trust store, without unpacking it.
+
+A layer tarball is parsed header by header; bodies are skipped by offset
+(no copy) except for the few files whose contents matter (os-release and CA
+bundles). Whiteouts (``.wh.name``, ``.wh..wh..opq``) are recorded so that a
+stack of layers can be merged the way a container runtime does. The result
+is small, JSON-able, and cached by layer digest.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+BLOCK = 512
+
+#: Files whose contents are kept.
+CONTENT_PATHS = frozenset(
+    {
+        "etc/os-release",
+        "usr/lib/os-release",
+        "etc/ssl/certs/ca-certificates.crt",
+        "etc/pki/tls/certs/ca-bundle.crt",
+        "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "etc/ssl/cert.pem",
+        "etc/ssl/ca-bundle.pem",
+    }
+)
+#: Folders whose entries (names, types, link targets) are kept.
+LISTED_DIRS = (
+    "etc/ssl/",
+    "etc/pki/",
+    "usr/local/share/ca-certificates/",
+    "usr/share/ca-certificates/",
+)
+#: Single entries kept for their type (a shell, update tools, symlinks on the way).
+TYPE_PATHS = frozenset(
+    {
+        "etc",
+        "usr",
+        "usr/lib",
+        "usr/local",
+        "usr/local/share",
+        "usr/share",
+        "bin",
+        "usr/bin",
+        "bin/sh",
+        "usr/bin/sh",
+        "usr/sbin/update-ca-certificates",
+        "usr/bin/update-ca-trust",
+        "sbin/update-ca-certificates",
+        "usr/bin/openssl",
+        "usr/bin/git",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative, no leading "./" or "/"
+    kind: str  # file, dir, symlink, hardlink, other
+    mode: int = 0o644
+    link: str = ""
+    content: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "kind": self.kind, "mode": self.mode}
+        if self.link:
+            data["link"] = self.link
+        if self.content is not None:
+            data["content"] = base64.b64encode(self.content).decode()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        content = data.get("content")
+        return cls(
+            data["path"],
+            data["kind"],
+            data.get("mode", 0o644),
+            data.get("link", ""),
+            base64.b64decode(content) if content is not None else None,
+        )
+
+
+@dataclass
+class LayerIndex:
+    entries: dict[str, Entry] = field(default_factory=dict)
+    whiteouts: set[str] = field(default_factory=set)
+    opaque: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entries": [e.to_json() for e in self.entries.values()],
+            "whiteouts": sorted(self.whiteouts),
+            "opaque": sorted(self.opaque),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LayerIndex:
+        entries = {e["path"]: Entry.from_json(e) for e in data["entries"]}
+        return cls(entries, set(data["whiteouts"]), set(data["opaque"]))
+
+
+def normalise(path: str) -> str:
+    path = path.lstrip("/")
+    while path.startswith("./"):
+        path = path[2:]
+    return path.rstrip("/")
+
+
+def wanted(path: str) -> tuple[bool, bool]:
+    """(keep the entry, keep its content)."""
+    if path in CONTENT_PATHS:
+        return True, True
+    if path in TYPE_PATHS or any(path.startswith(d) or path + "/" == d for d in LISTED_DIRS):
+        return True, False
+    return False, False
+
+
+def _octal(field_: bytes) -> int:
+    text = field_.split(b"\0", 1)[0].strip()
+    if field_ and field_[0] & 0x80:  # GNU base-256
+        return int.from_bytes(field_[1:], "big")
+    return int(text, 8) if text else 0
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    out = {}
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        record = data[space + 1 : pos + length - 1].decode("utf-8", "surrogateescape")
+        key, _, value = record.partition("=")
+        out[key] = value
+        pos += length
+    return out
+
+
+def iter_headers(data: memoryview) -> Iterator[tuple[str, str, int, str, memoryview]]:
+    """(path, typeflag, mode, linkname, body) for each member of an uncompressed tar."""
+    pos = 0
+    long_name: str | None = None
+    long_link: str | None = None
+    pax: dict[str, str] = {}
+    size_total = len(data)
+    while pos + BLOCK <= size_total:
+        header = bytes(data[pos : pos + BLOCK])
+        if header == b"\0" * BLOCK:
+            return
+        name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        mode = _octal(header[100:108])
+        size = _octal(header[124:136])
+        typeflag = chr(header[156]) if header[156] else "0"
+        linkname = header[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if header[257:262] == b"ustar":
+            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            if prefix:
+                name = f"{prefix}/{name}"
+        body = data[pos + BLOCK : pos + BLOCK + size]
+        pos += BLOCK + ((size + BLOCK - 1) // BLOCK) * BLOCK
+        if typeflag == "L":
+            long_name = bytes(body).rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if typeflag == "K":
+            long_link = bytes(body).rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if typeflag in ("x", "X"):
+            pax = _pax(bytes(body))
+            continue
+        if typeflag == "g":
+            continue
+        name = pax.get("path", long_name or name)
+        linkname = pax.get("linkpath", long_link or linkname)
+        long_name = long_link = None
+        pax = {}
+        yield name, typeflag, mode, linkname, body
+
+
+_KINDS = {"0": "file", "7": "file", "5": "dir", "2": "symlink", "1": "hardlink"}
+
+
+def scan_tar(data: bytes | memoryview) -> LayerIndex:
+    index = LayerIndex()
+    view = memoryview(data)
+    for raw_name, typeflag, mode, linkname, body in iter_headers(view):
+        path = normalise(raw_name)
+        base = path.rsplit("/", 1)[-1]
+        parent = path[: -len(base)].rstrip("/")
+        if base == ".wh..wh..opq":
+            index.opaque.add(parent)
+            continue
+        if base.startswith(".wh."):
+            index.whiteouts.add(f"{parent}/{base[4:]}".lstrip("/"))
+            continue
+        keep, with_content = wanted(path)
+        if not keep:
+            continue
+        kind = _KINDS.get(typeflag, "other")
+        content = bytes(body) if with_content and kind == "file" else None
+        link = normalise(linkname) if kind == "hardlink" else linkname
+        index.entries[path] = Entry(path, kind, mode & 0o7777, link, content)
+    return index
+
+
+def inflate(blob: bytes) -> bytes:
+    """gunzip with ISA-L when available (several times faster than zlib), else zlib."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a declared dependency
+        import gzip
+
+        return gzip.decompress(blob)
+    data: bytes = igzip.decompress(blob)  # type: ignore[no-untyped-call]
+    return data
+
+
+def scan_layer(blob: bytes, media_type: str) -> LayerIndex:
+    if "zstd" in media_type:
+        from airtrust.errors import InputError
+
+        raise InputError(
+            f"zstd layers are not supported yet ({media_type})",
+            hint="push the base image with gzip layers",
+        )
+    if blob[:2] == b"\x1f\x8b":
+        return scan_tar(inflate(blob))
+    return scan_tar(blob)

@@ -1,0 +1,1 @@
+"""OCI registry adapter: the distribution API client and image patching on top of it."""

@@ -1,0 +1,434 @@
+"""Patch images in the registry: add one CA layer per platform, keep the index.
+
+Like ``crane append`` but for trust stores: the base's own layers are read
+(not unpacked) to learn its layout, one deterministic layer is added, and
+the config gets the new diff_id, a real history entry and labels with the CA
+fingerprints. Blobs already present are skipped or mounted, never
+re-uploaded; manifests are pushed by digest first and the tag is moved last,
+so an interrupted push never leaves a tag pointing at missing content.
+Re-patching with the same CAs is a no-op; with other CAs airtrust replaces
+its own earlier layer instead of stacking another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from airtrust.errors import InputError
+from airtrust.layers.rootfs import RootFS
+from airtrust.layers.scan import LayerIndex, scan_layer
+from airtrust.layers.tarball import build_layer
+from airtrust.layers.truststore import Layout, detect_layout, trust_layer
+from airtrust.pki.bundle import fingerprint
+from airtrust.registry.client import (
+    DOCKER_MANIFEST,
+    OCI_MANIFEST,
+    Manifest,
+    RegistryClient,
+    sha256_digest,
+)
+from airtrust.registry.reference import Reference
+
+log = logging.getLogger(__name__)
+
+LABEL = "dev.airtrust.ca-sha256"
+CREATED_BY = "airtrust image patch"
+ATTESTATION = "vnd.docker.reference.type"
+LAYER_TYPES = {
+    DOCKER_MANIFEST: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    OCI_MANIFEST: "application/vnd.oci.image.layer.v1.tar+gzip",
+}
+Progress = Callable[[str], None]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AIRTRUST_CACHE", Path.home() / ".cache" / "airtrust")) / "layers"
+
+
+class LayerCache:
+    """Trust-store facts of a layer, by digest: a base read once is never read again."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder or cache_dir()
+
+    def get(self, digest: str) -> LayerIndex | None:
+        path = self.folder / f"{digest.replace(':', '-')}.json"
+        try:
+            return LayerIndex.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, digest: str, index: LayerIndex) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f"{digest.replace(':', '-')}.json"
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(index.to_json()))
+            tmp.replace(path)
+        except OSError as exc:  # a cache that cannot be written only costs time
+            log.debug("layer cache not written: %s", exc)
+
+
+@dataclass
+class PlatformResult:
+    platform: str
+    source_digest: str
+    result_digest: str
+    action: str  # patched, unchanged, copied, replaced-previous
+    layout: str = ""
+    layer_digest: str | None = None
+    layer_size: int = 0
+
+
+@dataclass
+class PatchResult:
+    source: str
+    destination: str
+    source_digest: str
+    result_digest: str
+    noop: bool
+    platforms: list[PlatformResult] = field(default_factory=list)
+    dropped_attestations: int = 0
+    bytes_uploaded: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "source_digest": self.source_digest,
+            "result_digest": self.result_digest,
+            "noop": self.noop,
+            "bytes_uploaded": self.bytes_uploaded,
+            "dropped_attestations": self.dropped_attestations,
+            "warnings": self.warnings,
+            "platforms": [vars(p) for p in self.platforms],
+        }
+
+
+def ca_label(cas: Sequence[x509.Certificate]) -> str:
+    return ",".join(sorted(fingerprint(c) for c in cas))
+
+
+def _platform(desc: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    p = desc.get("platform") or {}
+    if not p and config is not None:
+        p = {
+            "os": config.get("os", "?"),
+            "architecture": config.get("architecture", "?"),
+            "variant": config.get("variant"),
+        }
+    text = f"{p.get('os', '?')}/{p.get('architecture', '?')}"
+    return text + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False).encode()
+
+
+@dataclass
+class Patcher:
+    client: RegistryClient  # one registry holds both source and destination
+    cas: Sequence[x509.Certificate]
+    cache: LayerCache = field(default_factory=LayerCache)
+    progress: Progress | None = None
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            self.progress(message)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def rootfs(self, repository: str, layers: Sequence[dict[str, Any]]) -> RootFS:
+        indexes = []
+        for desc in layers:
+            digest = desc["digest"]
+            index = self.cache.get(digest)
+            if index is None:
+                self._say(f"reading layer {digest[7:19]} ({desc.get('size', 0) // 1024} KiB)")
+                index = scan_layer(self.client.blob(repository, digest), desc.get("mediaType", ""))
+                self.cache.put(digest, index)
+            indexes.append(index)
+        return RootFS.merge(indexes)
+
+    def config(self, repository: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            self.client.blob(repository, manifest["config"]["digest"])
+        )
+        return data
+
+    @staticmethod
+    def airtrust_top(config: dict[str, Any], manifest: dict[str, Any]) -> bool:
+        history = [h for h in config.get("history", []) if not h.get("empty_layer")]
+        return (
+            bool(history)
+            and str(history[-1].get("created_by", "")).startswith(CREATED_BY)
+            and len(history) == len(manifest.get("layers", []))
+        )
+
+    # --- one platform -------------------------------------------------------------------
+
+    def patch_manifest(
+        self, src: Reference, dest: Reference, manifest: Manifest, platform: str
+    ) -> tuple[Manifest, PlatformResult]:
+        body = manifest.json()
+        config = self.config(src.repository, body)
+        label = ca_label(self.cas)
+        labels = (config.get("config") or {}).get("Labels") or {}
+        if labels.get(LABEL) == label:
+            self._copy(src, dest, manifest)
+            return manifest, PlatformResult(platform, manifest.digest, manifest.digest, "unchanged")
+        layers = list(body["layers"])
+        diff_ids = list(config["rootfs"]["diff_ids"])
+        history = list(config.get("history", []))
+        replaced = False
+        if self.airtrust_top(config, body):
+            layers, diff_ids, replaced = layers[:-1], diff_ids[:-1], True
+            last = max(i for i, h in enumerate(history) if not h.get("empty_layer"))
+            history = history[:last] + history[last + 1 :]
+        fs = self.rootfs(src.repository, layers)
+        layout, entries = trust_layer(fs, self.cas)
+        layer = build_layer(entries)
+        new_config = json.loads(json.dumps(config))
+        new_config["rootfs"]["diff_ids"] = [*diff_ids, layer.diff_id]
+        created = config.get("created") or "1970-01-01T00:00:00Z"
+        new_config["history"] = [
+            *history,
+            {
+                "created": created,
+                "created_by": f"{CREATED_BY}: add CA sha256 {label}",
+                "comment": f"trust store: {_describe(layout)}",
+            },
+        ]
+        new_config.setdefault("config", {})
+        new_config["config"]["Labels"] = {**labels, LABEL: label}
+        config_raw = _dumps(new_config)
+        media = manifest.media_type
+        new_body = json.loads(json.dumps(body))
+        new_body["config"] = {
+            **body["config"],
+            "digest": sha256_digest(config_raw),
+            "size": len(config_raw),
+        }
+        new_body["layers"] = [
+            *layers,
+            {"mediaType": LAYER_TYPES[media], "digest": layer.digest, "size": layer.size},
+        ]
+        if media == OCI_MANIFEST:
+            new_body["annotations"] = {
+                **(body.get("annotations") or {}),
+                LABEL: label,
+                "org.opencontainers.image.base.digest": manifest.digest,
+            }
+        raw = _dumps(new_body)
+        # Blobs first, manifest last: nothing refers to content that is not there.
+        for desc in layers:
+            how = self.client.ensure_blob(dest.repository, desc["digest"], source=src.repository)
+            log.debug("layer %s %s", desc["digest"][:19], how)
+        self.client.ensure_blob(dest.repository, layer.digest, source=None, data=lambda: layer.blob)
+        self.client.ensure_blob(
+            dest.repository, sha256_digest(config_raw), source=None, data=lambda: config_raw
+        )
+        result = Manifest(raw, media, sha256_digest(raw))
+        return result, PlatformResult(
+            platform,
+            manifest.digest,
+            result.digest,
+            "replaced-previous" if replaced else "patched",
+            layout=_describe(layout),
+            layer_digest=layer.digest,
+            layer_size=layer.size,
+        )
+
+    def _copy(self, src: Reference, dest: Reference, manifest: Manifest) -> None:
+        """Make a manifest and its blobs exist in the destination repository."""
+        if src.repository == dest.repository:
+            return
+        body = manifest.json()
+        if manifest.is_index:
+            for entry in body.get("manifests", []):
+                child = self.client.manifest(src.repository, entry["digest"])
+                self._copy(src, dest, child)
+                self.client.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
+            return
+        for desc in [body["config"], *body.get("layers", [])]:
+            self.client.ensure_blob(dest.repository, desc["digest"], source=src.repository)
+
+    # --- whole image --------------------------------------------------------------------
+
+    def patch(
+        self, src: Reference, dest: Reference, *, platforms: Sequence[str] = ()
+    ) -> PatchResult:
+        self.client.ping()
+        top = self.client.manifest(src.repository, src.ref)
+        result = PatchResult(str(src), str(dest), top.digest, top.digest, noop=True)
+        if not top.is_index:
+            new, info = self.patch_manifest(src, dest, top, "")
+            config = self.config(src.repository, top.json())
+            info.platform = _platform({}, config)
+            result.platforms.append(info)
+            result.noop = info.action == "unchanged" and src == dest
+            if not result.noop:
+                self._push_top(dest, new, result)
+            return result
+        index = top.json()
+        patched: dict[str, str] = {}
+        entries = []
+        for entry in index.get("manifests", []):
+            annotations = entry.get("annotations") or {}
+            if annotations.get(ATTESTATION):
+                entries.append(entry)
+                continue
+            platform = _platform(entry)
+            child = self.client.manifest(src.repository, entry["digest"])
+            if platforms and platform not in platforms:
+                self._copy(src, dest, child)
+                self.client.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
+                result.platforms.append(
+                    PlatformResult(platform, child.digest, child.digest, "copied")
+                )
+                entries.append(entry)
+                continue
+            new, info = self.patch_manifest(src, dest, child, platform)
+            self.client.put_manifest(dest.repository, new.digest, new.raw, new.media_type)
+            result.platforms.append(info)
+            if new.digest != child.digest:
+                patched[child.digest] = new.digest
+            entries.append(
+                {**entry, "digest": new.digest, "size": len(new.raw), "mediaType": new.media_type}
+            )
+        kept = []
+        for entry in entries:
+            ref = (entry.get("annotations") or {}).get("vnd.docker.reference.digest")
+            if (entry.get("annotations") or {}).get(ATTESTATION) and ref in patched:
+                # An attestation describes the unpatched image; carrying it over would
+                # attest content the new manifest does not have.
+                result.dropped_attestations += 1
+                continue
+            if (entry.get("annotations") or {}).get(ATTESTATION):
+                child = self.client.manifest(src.repository, entry["digest"])
+                self._copy(src, dest, child)
+                self.client.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
+            kept.append(entry)
+        if result.dropped_attestations:
+            result.warnings.append(
+                f"dropped {result.dropped_attestations} attestation manifest(s): they describe "
+                "the unpatched images; regenerate them for the patched ones if you need them"
+            )
+        if not patched and src == dest:
+            return result
+        new_index = {**index, "manifests": kept}
+        raw = _dumps(new_index)
+        self._push_top(dest, Manifest(raw, top.media_type, sha256_digest(raw)), result)
+        result.noop = False
+        return result
+
+    def _push_top(self, dest: Reference, manifest: Manifest, result: PatchResult) -> None:
+        ref = dest.tag or manifest.digest
+        self.client.put_manifest(dest.repository, ref, manifest.raw, manifest.media_type)
+        result.result_digest = manifest.digest
+        result.bytes_uploaded = self.client.bytes_uploaded
+
+
+def _describe(layout: Layout) -> str:
+    return f"{layout.family}: {', '.join(layout.bundles) or 'no bundle (created)'}"
+
+
+@dataclass
+class TrustReport:
+    platform: str
+    digest: str
+    layout: Layout
+    bundles: dict[str, bool]  # bundle path -> contains every CA
+    anchors: list[str]
+    user: str
+    entrypoint: list[str]
+    labelled: bool
+
+    @property
+    def trusted(self) -> bool:
+        return bool(self.bundles) and all(self.bundles.values())
+
+
+def inspect_image(
+    client: RegistryClient,
+    ref: Reference,
+    cas: Sequence[x509.Certificate],
+    cache: LayerCache | None = None,
+) -> list[TrustReport]:
+    """Does each platform's effective trust store contain every CA? From the registry alone."""
+    from airtrust.layers.truststore import BUNDLES, file_name
+    from airtrust.pki.bundle import read_certificates
+
+    client.ping()
+    patcher = Patcher(client, cas, cache or LayerCache())
+    top = client.manifest(ref.repository, ref.ref)
+    targets: list[tuple[str, Manifest]] = []
+    if top.is_index:
+        for entry in top.json().get("manifests", []):
+            if (entry.get("annotations") or {}).get(ATTESTATION):
+                continue
+            targets.append((_platform(entry), client.manifest(ref.repository, entry["digest"])))
+    else:
+        targets.append(("", top))
+    wanted = {fingerprint(c) for c in cas}
+    reports = []
+    for platform, manifest in targets:
+        body = manifest.json()
+        config = patcher.config(ref.repository, body)
+        fs = patcher.rootfs(ref.repository, body["layers"])
+        layout = detect_layout(fs)
+        bundles = {}
+        for candidate in BUNDLES:
+            real = fs.resolve(candidate)
+            data = fs.read(real)
+            if data is None or real in bundles:
+                continue
+            try:
+                have = {a.fingerprint for a in read_certificates(data, real)}
+            except Exception:
+                have = set()
+            bundles[real] = wanted <= have
+        anchors = [p for p in fs.entries if any(file_name(c) in p for c in cas)]
+        cfg = config.get("config") or {}
+        reports.append(
+            TrustReport(
+                platform or _platform({}, config),
+                manifest.digest,
+                layout,
+                bundles,
+                sorted(anchors),
+                str(cfg.get("User", "")),
+                list(cfg.get("Entrypoint") or []),
+                LABEL in (cfg.get("Labels") or {}),
+            )
+        )
+    return reports
+
+
+def base_layout(client: RegistryClient, ref: Reference) -> tuple[Layout, RootFS, dict[str, Any]]:
+    """Layout, merged files and config of a single-platform image (or the first platform)."""
+    client.ping()
+    top = client.manifest(ref.repository, ref.ref)
+    manifest = top
+    if top.is_index:
+        entries = [
+            e
+            for e in top.json().get("manifests", [])
+            if not (e.get("annotations") or {}).get(ATTESTATION)
+        ]
+        if not entries:
+            raise InputError(f"{ref} has no image manifests", hint="check the reference")
+        manifest = client.manifest(ref.repository, entries[0]["digest"])
+    patcher = Patcher(client, ())
+    body = manifest.json()
+    fs = patcher.rootfs(ref.repository, body["layers"])
+    return detect_layout(fs), fs, patcher.config(ref.repository, body)

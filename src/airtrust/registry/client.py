@@ -1,0 +1,455 @@
+"""A small OCI distribution client on httpx: what image patching needs, done carefully.
+
+Covers the ``/v2/`` ping; anonymous, Basic and Bearer-token auth (realm,
+service and scope from the ``WWW-Authenticate`` challenge); blob HEAD, GET,
+cross-repository mount (201, or the 202 upload fallback), monolithic upload
+for small blobs and chunked upload for large ones; manifest GET/PUT with
+Docker schema 2 and OCI media types. TLS is verified with the given CA
+bundle; plain HTTP only for loopback registries or with ``insecure``.
+Transient failures (5xx, 429, dropped connections) are retried with backoff.
+Credentials are never logged or put into error messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from airtrust.errors import AirtrustError, InputError, Unreachable
+from airtrust.registry.reference import DOCKER_HUB, is_loopback
+
+log = logging.getLogger(__name__)
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+CHUNK = 8 * 1024 * 1024
+MONOLITHIC_LIMIT = 16 * 1024 * 1024
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+
+class RegistryError(AirtrustError):
+    exit_code = 3
+    reference = "registry-error"
+
+
+class NotFound(InputError):
+    reference = "image-not-found"
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+def load_credentials(registry: str) -> Credentials | None:
+    """From $REGISTRY_AUTH_FILE or ~/.docker/config.json (``auths``), as podman and docker do."""
+    candidates = [
+        os.environ.get("REGISTRY_AUTH_FILE"),
+        str(Path.home() / ".docker" / "config.json"),
+    ]
+    keys = {registry, f"https://{registry}", f"http://{registry}"}
+    if registry == DOCKER_HUB:
+        keys |= {"docker.io", "https://index.docker.io/v1/"}
+    for candidate in candidates:
+        if not candidate or not Path(candidate).exists():
+            continue
+        try:
+            auths = json.loads(Path(candidate).read_text()).get("auths", {})
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {candidate}: {exc}", hint="fix the auth file") from None
+        for key in keys:
+            entry = auths.get(key)
+            if entry and entry.get("auth"):
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                return Credentials(user, password)
+    return None
+
+
+def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+@dataclass(frozen=True)
+class Manifest:
+    raw: bytes
+    media_type: str
+    digest: str
+
+    def json(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.raw)
+        return data
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+
+class RegistryClient:
+    """One registry host; thread-safe for reading and uploading distinct blobs."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        ca_bundle: Path | None = None,
+        insecure: bool = False,
+        credentials: Credentials | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.registry = registry
+        self.credentials = credentials if credentials is not None else load_credentials(registry)
+        self._tokens: dict[str, str] = {}
+        self._basic = False
+        self._plain_allowed = insecure or is_loopback(registry)
+        verify: ssl.SSLContext | bool = True
+        if ca_bundle is not None:
+            verify = ssl.create_default_context(cafile=str(ca_bundle))
+        elif insecure:
+            verify = False
+        self._http = httpx.Client(
+            verify=verify, timeout=timeout, transport=transport, follow_redirects=True
+        )
+        self.scheme = "https"
+        self.bytes_uploaded = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport ----------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith("http") else f"{self.scheme}://{self.registry}{path}"
+
+    def ping(self) -> None:
+        """Find the scheme: HTTPS, or plain HTTP where allowed (loopback or --insecure)."""
+        try:
+            self._http.get(self._url("/v2/"))
+            return
+        except (httpx.ConnectError, httpx.ReadError, ssl.SSLError) as exc:
+            if not self._plain_allowed:
+                raise self._unreachable(exc) from None
+            https_error = exc
+        self.scheme = "http"
+        try:
+            self._http.get(self._url("/v2/"))
+        except httpx.TransportError:
+            self.scheme = "https"
+            raise self._unreachable(https_error) from None
+
+    def _unreachable(self, exc: Exception) -> Unreachable:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return Unreachable(
+                f"registry {self.registry}: TLS certificate not trusted ({text})",
+                hint="pass --registry-ca with the CA that issued the registry's certificate",
+                reference="registry-tls",
+            )
+        return Unreachable(
+            f"registry {self.registry} unreachable ({text})",
+            hint="check the address, or pass --insecure for a plain-HTTP registry",
+            reference="registry-unreachable",
+        )
+
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        if scope in self._tokens:
+            return {"Authorization": f"Bearer {self._tokens[scope]}"}
+        if self._basic and self.credentials:
+            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {}
+
+    def _authenticate(self, challenge: str, scope: str) -> None:
+        scheme, params = _parse_challenge(challenge)
+        if scheme == "basic":
+            if self.credentials is None:
+                raise RegistryError(
+                    f"registry {self.registry} requires a login",
+                    hint="log in (docker/podman login writes the auth file) or pass --username",
+                    reference="registry-auth",
+                )
+            self._basic = True
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise RegistryError(
+                f"registry {self.registry}: unsupported auth '{scheme}'",
+                hint="use a registry with Basic or token auth",
+            )
+        query: list[tuple[str, str]] = []
+        if params.get("service"):
+            query.append(("service", params["service"]))
+        for s in scope.split(" "):
+            query.append(("scope", s))
+        auth = None
+        if self.credentials is not None:
+            auth = (self.credentials.username, self.credentials.password)
+        response = self._send("GET", params["realm"], params=query, auth=auth, retry_auth=False)
+        if response.status_code != 200:
+            raise RegistryError(
+                f"registry {self.registry}: token service refused ({response.status_code})",
+                hint="check the credentials and that the account may access the repository",
+                reference="registry-auth",
+            )
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise RegistryError(
+                f"registry {self.registry}: token service sent no token",
+                hint="check the token service",
+            )
+        self._tokens[scope] = token
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scope: str = "",
+        retry_auth: bool = True,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            headers = {**kwargs.pop("headers", {}), **(self._auth_header(scope) if scope else {})}
+            try:
+                response = self._http.request(method, self._url(url), headers=headers, **kwargs)
+            except httpx.TransportError as exc:
+                if delay is None or (isinstance(exc, httpx.ConnectError) and attempt > 1):
+                    raise self._unreachable(exc) from None
+                log.debug("retrying %s %s after %s", method, url, type(exc).__name__)
+                time.sleep(delay)
+                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                continue
+            if response.status_code == 401 and retry_auth and scope:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                self._tokens.pop(scope, None)
+                self._authenticate(challenge, scope)
+                retry_auth = False
+                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                continue
+            if (response.status_code >= 500 or response.status_code == 429) and delay is not None:
+                time.sleep(delay)
+                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    def _fail(self, response: httpx.Response, what: str) -> RegistryError:
+        try:
+            errors = response.json().get("errors", [])
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+        except ValueError:
+            detail = response.text[:200]
+        if response.status_code in (401, 403):
+            return RegistryError(
+                f"registry {self.registry}: {what} denied ({detail or response.status_code})",
+                hint="check the credentials and the account's rights on the repository",
+                reference="registry-auth",
+            )
+        return RegistryError(
+            f"registry {self.registry}: {what} failed: {response.status_code} {detail}",
+            hint="see the registry's log",
+        )
+
+    # --- manifests ----------------------------------------------------------------------
+
+    def manifest(self, repository: str, ref: str) -> Manifest:
+        response = self._send(
+            "GET",
+            f"/v2/{repository}/manifests/{ref}",
+            scope=f"repository:{repository}:pull",
+            headers={"Accept": ACCEPT},
+        )
+        if response.status_code == 404:
+            raise NotFound(
+                f"{self.registry}/{repository}:{ref} does not exist",
+                hint="check the repository and tag (is the image mirrored there?)",
+            )
+        if response.status_code != 200:
+            raise self._fail(response, f"GET manifest {repository}:{ref}")
+        raw = response.content
+        media = response.headers.get("Content-Type", "").split(";")[0]
+        if media not in INDEX_TYPES + MANIFEST_TYPES:
+            media = json.loads(raw).get("mediaType", media)
+        if media not in INDEX_TYPES + MANIFEST_TYPES:
+            raise RegistryError(
+                f"{repository}:{ref} has unsupported manifest type '{media}'",
+                hint="airtrust handles OCI and Docker schema 2 images",
+            )
+        return Manifest(raw, media, sha256_digest(raw))
+
+    def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str:
+        response = self._send(
+            "PUT",
+            f"/v2/{repository}/manifests/{ref}",
+            content=raw,
+            scope=f"repository:{repository}:pull,push",
+            headers={"Content-Type": media_type},
+        )
+        if response.status_code not in (200, 201):
+            raise self._fail(response, f"PUT manifest {repository}:{ref}")
+        self.bytes_uploaded += len(raw)
+        return sha256_digest(raw)
+
+    # --- blobs --------------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        response = self._send(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
+        )
+        if response.status_code in (200, 404):
+            return response.status_code == 200
+        raise self._fail(response, f"HEAD blob {digest[:19]}")
+
+    def blob(self, repository: str, digest: str) -> bytes:
+        response = self._send(
+            "GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
+        )
+        if response.status_code != 200:
+            raise self._fail(response, f"GET blob {digest[:19]}")
+        data = response.content
+        if sha256_digest(data) != digest:
+            raise RegistryError(
+                f"blob {digest[:19]} from {repository} is corrupt",
+                hint="retry; if it persists the registry's storage is damaged",
+            )
+        return data
+
+    def stream_blob(self, repository: str, digest: str) -> Iterator[bytes]:
+        """Chunks of a blob, verified against its digest at the end."""
+        self._send(
+            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
+        )  # get a token first
+        hasher = hashlib.sha256()
+        headers = self._auth_header(f"repository:{repository}:pull")
+        with self._http.stream(
+            "GET", self._url(f"/v2/{repository}/blobs/{digest}"), headers=headers
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise self._fail(response, f"GET blob {digest[:19]}")
+            for chunk in response.iter_raw(1 << 20):
+                hasher.update(chunk)
+                yield chunk
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise RegistryError(
+                f"blob {digest[:19]} from {repository} is corrupt",
+                hint="retry; if it persists the registry's storage is damaged",
+            )
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Cross-repository mount; False when the registry wants an upload instead (202)."""
+        scope = f"repository:{repository}:pull,push repository:{source}:pull"
+        response = self._send(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            params={"mount": digest, "from": source},
+            scope=scope,
+        )
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:
+            location = response.headers.get("Location")
+            if location:  # cancel the upload session the fallback opened
+                self._send("DELETE", location, scope=scope)
+            return False
+        raise self._fail(response, f"mount blob {digest[:19]}")
+
+    def upload_blob(
+        self,
+        repository: str,
+        data: bytes,
+        digest: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> str:
+        digest = digest or sha256_digest(data)
+        scope = f"repository:{repository}:pull,push"
+        response = self._send("POST", f"/v2/{repository}/blobs/uploads/", scope=scope)
+        if response.status_code != 202:
+            raise self._fail(response, "start upload")
+        location = response.headers["Location"]
+        if len(data) > MONOLITHIC_LIMIT:
+            offset = 0
+            while offset < len(data):
+                chunk = data[offset : offset + CHUNK]
+                response = self._send(
+                    "PATCH",
+                    location,
+                    scope=scope,
+                    content=chunk,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                    },
+                )
+                if response.status_code != 202:
+                    raise self._fail(response, "upload chunk")
+                location = response.headers["Location"]
+                offset += len(chunk)
+                self.bytes_uploaded += len(chunk)
+                if on_progress:
+                    on_progress(len(chunk))
+            body = b""
+        else:
+            body = data
+        sep = "&" if "?" in location else "?"
+        response = self._send(
+            "PUT",
+            f"{location}{sep}digest={digest}",
+            scope=scope,
+            content=body,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if response.status_code != 201:
+            raise self._fail(response, f"finish upload {digest[:19]}")
+        if body:
+            self.bytes_uploaded += len(body)
+            if on_progress:
+                on_progress(len(body))
+        return digest
+
+    def ensure_blob(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        source: str | None,
+        data: Callable[[], bytes] | None = None,
+    ) -> str:
+        """Make ``digest`` exist in ``repository``: already there, mounted, or uploaded."""
+        if self.blob_exists(repository, digest):
+            return "present"
+        if source and source != repository and self.mount_blob(repository, digest, source):
+            return "mounted"
+        payload = data() if data is not None else self.blob(source or repository, digest)
+        self.upload_blob(repository, payload, digest)
+        return "uploaded"
