@@ -194,3 +194,76 @@ def second_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
 
     with started_cluster(tmp_path_factory.mktemp("cluster2")) as c:
         yield c
+
+
+class _GitAndOk(http.server.BaseHTTPRequestHandler):
+    """Smart-HTTP git via the real ``git http-backend`` (CGI), and 'ok' for anything else."""
+
+    git_root = ""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _cgi(self, body: bytes = b"") -> None:
+        path, _, query = self.path.partition("?")
+        env = {
+            "GIT_PROJECT_ROOT": self.git_root,
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+        }
+        proc = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+        )
+        head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+        status = 200
+        headers = []
+        for line in head.decode().split("\r\n"):
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif key:
+                headers.append((key, value.strip()))
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        if ".git/" in self.path:
+            self._cgi()
+            return
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self._cgi(self.rfile.read(length))
+
+
+@contextlib.contextmanager
+def git_https_server(cert: Path, key: Path, git_root: Path) -> Iterator[Server]:
+    """HTTPS on 127.0.0.1 serving the bare repositories under ``git_root``."""
+    require("git")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handler = type("Handler", (_GitAndOk,), {"git_root": str(git_root)})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Server("git-https", int(httpd.server_address[1]))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

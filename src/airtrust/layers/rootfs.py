@@ -72,7 +72,10 @@ class RootFS:
         return entry.content if entry is not None and entry.kind == "file" else None
 
     def exists(self, path: str) -> bool:
-        return self.get(path) is not None
+        """Whether ``path`` is there; a symlink counts even if its target was not indexed."""
+        return self.get(path) is not None or (
+            self.entries.get(self.resolve(path, follow_last=False)) is not None
+        )
 
     def is_dir(self, path: str) -> bool:
         entry = self.get(path)

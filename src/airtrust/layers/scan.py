@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BLOCK = 512
+#: Bump when what is kept changes: cached indexes of older versions are ignored.
+SCAN_VERSION = 2
 
 #: Files whose contents are kept.
 CONTENT_PATHS = frozenset(
@@ -47,6 +49,10 @@ TYPE_PATHS = frozenset(
         "bin",
         "usr/bin",
         "bin/sh",
+        "bin/bash",
+        "usr/bin/bash",
+        "usr/bin/dash",
+        "bin/busybox",
         "usr/bin/sh",
         "usr/sbin/update-ca-certificates",
         "usr/bin/update-ca-trust",

@@ -24,7 +24,7 @@ from cryptography import x509
 
 from airtrust.errors import InputError
 from airtrust.layers.rootfs import RootFS
-from airtrust.layers.scan import LayerIndex, scan_layer
+from airtrust.layers.scan import SCAN_VERSION, LayerIndex, scan_layer
 from airtrust.layers.tarball import build_layer
 from airtrust.layers.truststore import Layout, detect_layout, trust_layer
 from airtrust.pki.bundle import fingerprint
@@ -59,8 +59,11 @@ class LayerCache:
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or cache_dir()
 
+    def _path(self, digest: str) -> Path:
+        return self.folder / f"v{SCAN_VERSION}-{digest.replace(':', '-')}.json"
+
     def get(self, digest: str) -> LayerIndex | None:
-        path = self.folder / f"{digest.replace(':', '-')}.json"
+        path = self._path(digest)
         try:
             return LayerIndex.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError):
@@ -69,7 +72,7 @@ class LayerCache:
     def put(self, digest: str, index: LayerIndex) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / f"{digest.replace(':', '-')}.json"
+            path = self._path(digest)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(index.to_json()))
             tmp.replace(path)

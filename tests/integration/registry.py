@@ -1,0 +1,274 @@
+"""A real OCI registry (Debian's docker-registry, i.e. distribution 2.8) on 127.0.0.1,
+and real tools (crane, mmdebstrap, skopeo, umoci) to build and read test images."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.conftest import CACHE, free_port, require, wait_for_port
+
+CRANE = CACHE / "bin" / "crane"
+IMAGES = CACHE / "images"
+DEBIAN_PACKAGES = "ca-certificates,curl,git,python3,openssl"
+
+
+@dataclass
+class Registry:
+    host: str
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+    config: Path | None = None
+    tls: bool = False
+    ca: Path | None = None
+    credentials: tuple[str, str] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def ref(self, path: str) -> str:
+        return f"{self.host}/{path}"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def start(self) -> None:
+        assert self.config is not None
+        log = open(self.folder / "registry.log", "ab")
+        self.process = subprocess.Popen(
+            [require("docker-registry"), "serve", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(int(self.host.rsplit(":", 1)[1]), self.process)
+
+
+@contextlib.contextmanager
+def started_registry(
+    folder: Path,
+    *,
+    tls: tuple[Path, Path] | None = None,
+    htpasswd: Path | None = None,
+    token: dict[str, object] | None = None,
+    port: int | None = None,
+) -> Iterator[Registry]:
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    config: dict[str, object] = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(folder / "data")},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
+    }
+    if tls is not None:
+        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}  # type: ignore[index]
+    if htpasswd is not None:
+        config["auth"] = {"htpasswd": {"realm": "airtrust-test", "path": str(htpasswd)}}
+    if token is not None:
+        config["auth"] = {"token": token}
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    registry = Registry(f"127.0.0.1:{port}", folder, config=path, tls=tls is not None)
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+def crane(*args: str, env: dict[str, str] | None = None) -> str:
+    if not CRANE.exists():
+        pytest.fail(f"{CRANE} is missing; run scripts/build-testbins (scripts/test does)")
+    proc = subprocess.run(
+        [str(CRANE), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"crane {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout.strip()
+
+
+def push_tar(
+    ref: str,
+    tar: Path,
+    *,
+    entrypoint: list[str] | None = None,
+    user: str | None = None,
+    platform: str = "linux/amd64",
+    oci: bool = True,
+    env: dict[str, str] | None = None,
+) -> str:
+    """An image FROM scratch with ``tar`` as its only layer, pushed with crane; its digest."""
+    args = ["append", "-f", str(tar), "-t", ref, "--insecure"]
+    if oci:
+        args.append("--oci-empty-base")
+    crane(*args, env=env)
+    mutate = ["mutate", ref, "-t", ref, "--insecure"]
+    if entrypoint:
+        mutate += ["--entrypoint", ",".join(entrypoint)]
+    if user:
+        mutate += ["--user", user]
+    mutate += ["--set-platform", platform]  # crane's empty base has no os/arch
+    crane(*mutate, env=env)
+    return crane("digest", ref, "--insecure", env=env)
+
+
+def debian_rootfs() -> Path:
+    """A Debian bookworm minbase with ca-certificates, curl, git, python3 and openssl (cached)."""
+    key = hashlib.sha256(DEBIAN_PACKAGES.encode()).hexdigest()[:12]
+    out = IMAGES / f"debian-bookworm-{key}.tar"
+    if out.exists():
+        return out
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.tar")
+    proc = subprocess.run(
+        [
+            require("mmdebstrap"),
+            "--variant=minbase",
+            f"--include={DEBIAN_PACKAGES}",
+            "--mode=root",
+            "--quiet",
+            "bookworm",
+            str(tmp),
+            "http://deb.debian.org/debian",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"mmdebstrap could not build the Debian base: {proc.stderr[-2000:]}")
+    tmp.replace(out)
+    return out
+
+
+def make_tar(path: Path, files: dict[str, bytes | str | tuple[str, str]]) -> Path:
+    """A layer tarball: bytes are files, 'dir' a folder, ('symlink', target) a link."""
+    with tarfile.open(path, "w") as tar:
+        for name in sorted(files):
+            value = files[name]
+            info = tarfile.TarInfo(name)
+            info.mtime = 0
+            if value == "dir":
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            elif isinstance(value, tuple):
+                info.type = tarfile.SYMTYPE
+                info.linkname = value[1]
+                tar.addfile(info)
+            else:
+                data = value if isinstance(value, bytes) else value.encode()
+                info.size = len(data)
+                executable = (
+                    "git-sync",
+                    "update-ca-certificates",
+                    "tlsclient",
+                    "update-ca-trust",
+                    "app",
+                )
+                info.mode = 0o755 if name.endswith(executable) else 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def host_bundle() -> bytes:
+    return Path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
+
+
+def alpine_layout(go_client: Path) -> dict[str, bytes | str | tuple[str, str]]:
+    return {
+        "etc": "dir",
+        "etc/ssl": "dir",
+        "etc/ssl/certs": "dir",
+        "etc/os-release": 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.20.0\n',
+        "etc/ssl/certs/ca-certificates.crt": host_bundle(),
+        "etc/ssl/cert.pem": ("symlink", "certs/ca-certificates.crt"),
+        "usr": "dir",
+        "usr/local": "dir",
+        "usr/local/share": "dir",
+        "usr/local/share/ca-certificates": "dir",
+        "usr/sbin/update-ca-certificates": "#!/bin/sh\n",
+        "bin": "dir",
+        "bin/sh": b"\x7fELF stand-in",
+        "usr/bin/tlsclient": go_client.read_bytes(),
+    }
+
+
+def rhel_layout(go_client: Path) -> dict[str, bytes | str | tuple[str, str]]:
+    bundle = "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem"
+    return {
+        "etc": "dir",
+        "etc/pki": "dir",
+        "etc/pki/tls": "dir",
+        "etc/pki/tls/certs": "dir",
+        "etc/pki/ca-trust": "dir",
+        "etc/pki/ca-trust/extracted": "dir",
+        "etc/pki/ca-trust/extracted/pem": "dir",
+        "etc/pki/ca-trust/source": "dir",
+        "etc/pki/ca-trust/source/anchors": "dir",
+        "etc/os-release": 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\n',
+        bundle: host_bundle(),
+        "etc/pki/tls/certs/ca-bundle.crt": ("symlink", f"/{bundle}"),
+        "etc/ssl": "dir",
+        "etc/ssl/certs": ("symlink", "/etc/pki/tls/certs"),
+        "usr": "dir",
+        "usr/bin": "dir",
+        "usr/bin/update-ca-trust": "#!/bin/sh\n",
+        "usr/bin/tlsclient": go_client.read_bytes(),
+    }
+
+
+def gitsync_layout(go_client: Path) -> dict[str, bytes | str | tuple[str, str]]:
+    """Like git-sync v4: FROM scratch, staged Debian files, no shell, no find, no openssl."""
+    return {
+        "etc": "dir",
+        "etc/ssl": "dir",
+        "etc/ssl/certs": "dir",
+        "etc/ssl/certs/ca-certificates.crt": host_bundle(),
+        "usr": "dir",
+        "usr/sbin": "dir",
+        "usr/sbin/update-ca-certificates": "#!/bin/sh\n# staged, but no shell to run it\n",
+        "git-sync": go_client.read_bytes(),
+    }
+
+
+def unpack(ref: str, into: Path) -> Path:
+    """skopeo copy to an OCI layout, then umoci unpack: the rootfs a runtime would see."""
+    into.mkdir(parents=True, exist_ok=True)
+    layout = into / "oci"
+    bundle = into / "bundle"
+    for cmd in (
+        [
+            require("skopeo"),
+            "copy",
+            "--src-tls-verify=false",
+            f"docker://{ref}",
+            f"oci:{layout}:img",
+        ],
+        [require("umoci"), "unpack", "--image", f"{layout}:img", str(bundle)],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"{' '.join(cmd[:2])} failed for {ref}: {proc.stderr[-1500:]}")
+    shutil.rmtree(layout)
+    return bundle / "rootfs"

@@ -1,0 +1,371 @@
+"""Image patching against a real registry, judged by real clients inside the images.
+
+Base images are built with real tools (mmdebstrap, crane), pushed to
+Debian's docker-registry on 127.0.0.1, patched by airtrust, read back with
+skopeo and umoci, and the clients inside the unpacked root filesystems
+(curl, git, openssl, python3, a Go program) connect under chroot to a TLS
+server whose certificate airtrust issued.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.integration.conftest import git_https_server, require
+from tests.integration.registry import (
+    Registry,
+    alpine_layout,
+    crane,
+    debian_rootfs,
+    gitsync_layout,
+    make_tar,
+    push_tar,
+    rhel_layout,
+    started_registry,
+    unpack,
+)
+
+pytestmark = pytest.mark.integration
+HOST = "tls.example.test"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with started_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki") / "qs"
+    result = run_cli("quickstart", "--domain", HOST, "--out", folder)
+    assert result.code == 0, result.err
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tls_server(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    root = tmp_path_factory.mktemp("git")
+    subprocess.run(["git", "init", "-q", "--bare", str(root / "repo.git")], check=True)
+    work = root / "work"
+    subprocess.run(
+        ["git", "clone", "-q", str(root / "repo.git"), str(work)], check=True, capture_output=True
+    )
+    (work / "README").write_text("airtrust\n")
+    git = ["git", "-C", str(work), "-c", "user.email=t@example.test", "-c", "user.name=t"]
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True, capture_output=True)
+    with git_https_server(pki / "tls.crt", pki / "tls.key", root) as server:
+        yield server.port
+
+
+def chroot(rootfs: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    (rootfs / "etc").mkdir(exist_ok=True)
+    (rootfs / "etc" / "hosts").write_text(f"127.0.0.1 localhost {HOST}\n")
+    return subprocess.run(
+        [require("chroot"), str(rootfs), *cmd],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+    )
+
+
+def patch(source: str, dest: str, pki: Path, *extra: str) -> dict[str, object]:
+    result = run_cli(
+        "image", "patch", source, "--ca", pki / "ca-bundle.pem", "--to", dest, "-o", "json", *extra
+    )
+    assert result.code == 0, result.err
+    data: dict[str, object] = json.loads(result.out)["results"][0]
+    return data
+
+
+@pytest.fixture(scope="module")
+def debian_image(registry: Registry) -> str:
+    ref = registry.ref("base/debian:bookworm")
+    push_tar(ref, debian_rootfs())
+    return ref
+
+
+def test_debian_clients_trust_the_patched_image_only(
+    debian_image: str, registry: Registry, pki: Path, tls_server: int, tmp_path: Path
+) -> None:
+    dest = registry.ref("patched/debian:bookworm-ca")
+    result = patch(debian_image, dest, pki)
+    assert result["noop"] is False
+    inspect = subprocess.run(
+        [require("skopeo"), "inspect", "--tls-verify=false", f"docker://{dest}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    labels = json.loads(inspect.stdout)["Labels"]
+    assert labels["dev.airtrust.ca-sha256"]
+    url = f"https://{HOST}:{tls_server}"
+    checks = {
+        "curl": ["curl", "-sSf", "-o", "/dev/null", f"{url}/"],
+        "git": ["git", "ls-remote", f"{url}/repo.git"],
+        "openssl": [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"{HOST}:{tls_server}",
+            "-servername",
+            HOST,
+            "-verify_return_error",
+            "-verify_hostname",
+            HOST,
+            "-brief",
+        ],
+        "python3": ["python3", "-c", f"import urllib.request; urllib.request.urlopen('{url}/')"],
+    }
+    patched = unpack(dest, tmp_path / "patched")
+    plain = unpack(debian_image, tmp_path / "plain")
+    for name, cmd in checks.items():
+        good = chroot(patched, *cmd)
+        assert good.returncode == 0, f"{name} in the patched image: {good.stderr}"
+        bad = chroot(plain, *cmd)
+        assert bad.returncode != 0, f"{name} trusted the server in the unpatched image"
+    # update-ca-certificates inside the image keeps the CA (it is in the anchor folder).
+    rerun = chroot(patched, "/usr/sbin/update-ca-certificates", "--fresh")
+    assert rerun.returncode == 0, rerun.stderr
+    assert chroot(patched, *checks["curl"]).returncode == 0
+
+
+@pytest.mark.parametrize("layout", ["alpine", "rhel", "git-sync"])
+def test_distro_layouts(
+    layout: str,
+    registry: Registry,
+    pki: Path,
+    tls_server: int,
+    tmp_path: Path,
+    go_tlsclient: Path,
+) -> None:
+    files = {"alpine": alpine_layout, "rhel": rhel_layout, "git-sync": gitsync_layout}[layout](
+        go_tlsclient
+    )
+    ref = registry.ref(f"base/{layout}:1")
+    kwargs = {"entrypoint": ["/git-sync"], "user": "65533:65533"} if layout == "git-sync" else {}
+    push_tar(ref, make_tar(tmp_path / "layer.tar", files), **kwargs)  # type: ignore[arg-type]
+    dest = registry.ref(f"patched/{layout}:1")
+    result = patch(ref, dest, pki)
+    platform = result["platforms"][0]  # type: ignore[index]
+    rootfs = unpack(dest, tmp_path / "patched")
+    plain = unpack(ref, tmp_path / "plain")
+    ca_pem = (pki / "ca-bundle.pem").read_bytes()
+    if layout == "rhel":
+        assert "rhel" in platform["layout"]
+        assert (rootfs / "etc/ssl/certs").is_symlink(), "a directory replaced the base's symlink"
+        assert ca_pem in (rootfs / "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem").read_bytes()
+        assert list((rootfs / "etc/pki/ca-trust/source/anchors").glob("airtrust-*.pem"))
+    elif layout == "alpine":
+        assert ca_pem in (rootfs / "etc/ssl/certs/ca-certificates.crt").read_bytes()
+        assert (rootfs / "etc/ssl/cert.pem").is_symlink()
+        assert list((rootfs / "usr/local/share/ca-certificates").glob("airtrust-*.crt"))
+    else:
+        assert ca_pem in (rootfs / "etc/ssl/certs/ca-certificates.crt").read_bytes()
+        config = json.loads(crane("config", dest, "--insecure"))["config"]
+        assert config["User"] == "65533:65533" and config["Entrypoint"] == ["/git-sync"]
+    # OpenSSL with the image's hash directory, and with its bundle.
+    leaf = str(pki / "tls.crt")
+    # (the RHEL link /etc/ssl/certs -> /etc/pki/tls/certs is absolute: follow it in the rootfs)
+    cert_dir = rootfs / ("etc/pki/tls/certs" if layout == "rhel" else "etc/ssl/certs")
+    capath = subprocess.run(
+        ["openssl", "verify", "-no-CAfile", "-no-CAstore", "-CApath", str(cert_dir), leaf],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert capath.returncode == 0, capath.stdout + capath.stderr
+    # Go, the way git-sync and goofys read system roots, inside the image.
+    go = "/git-sync" if layout == "git-sync" else "/usr/bin/tlsclient"
+    cmd = [go, "-connect", f"127.0.0.1:{tls_server}", "-servername", HOST]
+    assert chroot(rootfs, *cmd).returncode == 0, chroot(rootfs, *cmd).stderr
+    assert chroot(plain, *cmd).returncode != 0
+
+
+def test_image_without_trust_store_gets_one(
+    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path, tls_server: int
+) -> None:
+    ref = registry.ref("base/empty:1")
+    push_tar(ref, make_tar(tmp_path / "l.tar", {"app": go_tlsclient.read_bytes()}))
+    dest = registry.ref("patched/empty:1")
+    patch(ref, dest, pki)
+    rootfs = unpack(dest, tmp_path / "u")
+    assert (rootfs / "etc/ssl/certs/ca-certificates.crt").read_bytes() == (
+        pki / "ca-bundle.pem"
+    ).read_bytes()
+    ok = chroot(rootfs, "/app", "-connect", f"127.0.0.1:{tls_server}", "-servername", HOST)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_deterministic_noop_and_replacement(
+    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path
+) -> None:
+    ref = registry.ref("base/gitsync:v4")
+    push_tar(ref, make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient)))
+    first = patch(ref, registry.ref("det/a:1"), pki)
+    second = patch(ref, registry.ref("det/b:1"), pki)
+    assert first["result_digest"] == second["result_digest"]
+    again = patch(registry.ref("det/a:1"), registry.ref("det/a:1"), pki)
+    assert again["noop"] is True and again["platforms"][0]["action"] == "unchanged"  # type: ignore[index]
+    # A new CA set replaces airtrust's layer instead of stacking a second one.
+    other = tmp_path / "other"
+    assert run_cli("ca", "create", "--out", other, "--name", "Second CA").code == 0
+    both = tmp_path / "both.pem"
+    both.write_bytes((pki / "ca-bundle.pem").read_bytes() + (other / "ca.crt").read_bytes())
+    result = run_cli(
+        "image",
+        "patch",
+        registry.ref("det/a:1"),
+        "--ca",
+        both,
+        "--to",
+        registry.ref("det/a:2"),
+        "-o",
+        "json",
+    )
+    assert result.code == 0, result.err
+    replaced = json.loads(result.out)["results"][0]["platforms"][0]
+    assert replaced["action"] == "replaced-previous"
+    layers_1 = json.loads(crane("manifest", registry.ref("det/a:1"), "--insecure"))["layers"]
+    layers_2 = json.loads(crane("manifest", registry.ref("det/a:2"), "--insecure"))["layers"]
+    assert len(layers_1) == len(layers_2) == 2
+
+
+def test_multi_arch_index(
+    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path
+) -> None:
+    tar = make_tar(tmp_path / "l.tar", alpine_layout(go_tlsclient))
+    amd = registry.ref("multi/app:amd64")
+    arm = registry.ref("multi/app:arm64")
+    push_tar(amd, tar, platform="linux/amd64")
+    push_tar(arm, tar, platform="linux/arm64")
+    index = registry.ref("multi/app:1")
+    crane("index", "append", "-m", amd, "-m", arm, "-t", index, "--insecure")
+    all_platforms = patch(index, registry.ref("multi/app:1-ca"), pki)
+    assert sorted(p["platform"] for p in all_platforms["platforms"]) == [  # type: ignore[union-attr]
+        "linux/amd64",
+        "linux/arm64",
+    ]
+    new_index = json.loads(crane("manifest", registry.ref("multi/app:1-ca"), "--insecure"))
+    assert len(new_index["manifests"]) == 2
+    one = patch(index, registry.ref("multi/app:1-amd"), pki, "--platform", "linux/amd64")
+    actions = {p["platform"]: p["action"] for p in one["platforms"]}  # type: ignore[union-attr]
+    assert actions == {"linux/amd64": "patched", "linux/arm64": "copied"}
+    inspect = run_cli(
+        "image",
+        "inspect",
+        registry.ref("multi/app:1-ca"),
+        "--ca",
+        pki / "ca-bundle.pem",
+        "-o",
+        "json",
+    )
+    assert inspect.code == 0 and json.loads(inspect.out)["trusted"] is True
+    partial = run_cli(
+        "image", "inspect", registry.ref("multi/app:1-amd"), "--ca", pki / "ca-bundle.pem"
+    )
+    assert partial.code == 1 and "[image-untrusted]" in partial.err
+
+
+def test_sidecars_and_dockerfile(
+    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path, debian_image: str
+) -> None:
+    tar = make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient))
+    push_tar(registry.ref("run-ai-prod/goofys:master"), tar)
+    push_tar(
+        registry.ref("git-sync/git-sync:v4.4.0"), tar, entrypoint=["/git-sync"], user="65533:65533"
+    )
+    result = run_cli(
+        "image",
+        "patch",
+        "--sidecars",
+        "--registry",
+        registry.host,
+        "--ca",
+        pki / "ca-bundle.pem",
+        "-o",
+        "json",
+    )
+    assert result.code == 0, result.err
+    references = json.loads(result.out)["references"]
+    assert set(references) == {"gcr.io/run-ai-prod/goofys", "registry.k8s.io/git-sync/git-sync"}
+    for new in references.values():
+        checked = run_cli("image", "inspect", new, "--ca", pki / "ca-bundle.pem")
+        assert checked.code == 0, checked.err
+    scratch = run_cli(
+        "image",
+        "dockerfile",
+        registry.ref("git-sync/git-sync:v4.4.0"),
+        "--ca",
+        pki / "ca-bundle.pem",
+        "--out",
+        tmp_path / "ctx",
+    )
+    assert scratch.code == 0 and "no shell" in scratch.err
+    dockerfile = (tmp_path / "ctx" / "Dockerfile").read_text()
+    assert "RUN" not in dockerfile and "COPY bundle/" in dockerfile
+    debian = run_cli(
+        "image",
+        "dockerfile",
+        debian_image,
+        "--ca",
+        pki / "ca-bundle.pem",
+        "--out",
+        tmp_path / "ctx2",
+    )
+    assert debian.code == 0, debian.err
+    text = (tmp_path / "ctx2" / "Dockerfile").read_text()
+    assert "COPY anchors/ /usr/local/share/ca-certificates/" in text
+    assert "RUN update-ca-certificates" in text
+    assert list((tmp_path / "ctx2" / "anchors").glob("*.crt"))
+
+
+def test_missing_image_and_bad_reference(registry: Registry, pki: Path) -> None:
+    missing = run_cli(
+        "image",
+        "patch",
+        registry.ref("nope/x:1"),
+        "--ca",
+        pki / "ca-bundle.pem",
+        "--to",
+        registry.ref("nope/y:1"),
+    )
+    assert_one_line_error(missing, 2, "[image-not-found]")
+    bad = run_cli("image", "patch", "UPPER/Case", "--ca", pki / "ca-bundle.pem", "--to", "x/y")
+    assert_one_line_error(bad, 2, "not an image reference")
+
+
+def test_layer_is_minimal_and_never_shadows_symlinks(
+    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path
+) -> None:
+    ref = registry.ref("base/rhel-min:1")
+    push_tar(ref, make_tar(tmp_path / "l.tar", rhel_layout(go_tlsclient)))
+    result = patch(ref, registry.ref("patched/rhel-min:1"), pki)
+    layer = result["platforms"][0]["layer_digest"]  # type: ignore[index]
+    blob = tmp_path / "layer.tgz"
+    subprocess.run(
+        [
+            str(require("curl")),
+            "-sf",
+            "-o",
+            str(blob),
+            f"http://{registry.host}/v2/patched/rhel-min/blobs/{layer}",
+        ],
+        check=True,
+    )
+    with tarfile.open(blob) as tar:
+        names = {m.name: m for m in tar.getmembers()}
+    assert "etc/ssl/certs" not in names and "etc/ssl" not in names
+    assert all(m.uid == 0 and m.mtime == 0 for m in names.values())
+    assert any(n.startswith("etc/pki/tls/certs/") and names[n].issym() for n in names)
