@@ -39,10 +39,10 @@ class AirtrustError(Exception):
 
     def one_line(self) -> str:
         """The single line a user sees: what is wrong, then how to fix it."""
-        text = self.message.rstrip(".")
+        text = self.message.strip().rstrip(".")
         if self.hint:
-            text += f"; {self.hint.rstrip('.')}"
-        return f"{text} [{self.reference}]"
+            text += f"; {self.hint.strip().rstrip('.')}"
+        return " ".join(f"{text} [{self.reference}]".split())
 
 
 class InputError(AirtrustError):

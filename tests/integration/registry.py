@@ -272,3 +272,72 @@ def unpack(ref: str, into: Path) -> Path:
             pytest.fail(f"{' '.join(cmd[:2])} failed for {ref}: {proc.stderr[-1500:]}")
     shutil.rmtree(layout)
     return bundle / "rootfs"
+
+
+class KillSwitchProxy:
+    """A TCP relay in front of a real registry that kills the registry process the moment
+    a blob upload is being finished: a real crash at the worst time, not a fake server."""
+
+    def __init__(self, registry: Registry, trigger: bytes = b"/blobs/uploads/") -> None:
+        import socket
+        import threading
+
+        self.registry = registry
+        self.trigger = trigger
+        self.fired = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            port = int(self.registry.host.rsplit(":", 1)[1])
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), 5)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: object, dst: object, inspect: bool) -> None:
+        import socket
+
+        assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if (
+                    inspect
+                    and not self.fired.is_set()
+                    and data.startswith(b"PUT ")
+                    and (self.trigger in data.split(b"\r\n", 1)[0])
+                ):
+                    self.fired.set()
+                    self.registry.stop()  # kill -9 the real registry mid-upload
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()

@@ -157,7 +157,8 @@ class RegistryClient:
             self._http.get(self._url("/v2/"))
             return
         except (httpx.ConnectError, httpx.ReadError, ssl.SSLError) as exc:
-            if not self._plain_allowed:
+            # A certificate we do not trust is an answer, not a reason to try plain HTTP.
+            if not self._plain_allowed or "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 raise self._unreachable(exc) from None
             https_error = exc
         self.scheme = "http"

@@ -1,0 +1,318 @@
+"""Registry transport: TLS from our CA, htpasswd Basic auth, Bearer tokens, crashes."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import http.server
+import json
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.integration.conftest import require
+from tests.integration.registry import (
+    KillSwitchProxy,
+    gitsync_layout,
+    make_tar,
+    push_tar,
+    started_registry,
+    unpack,
+)
+
+pytestmark = pytest.mark.integration
+USER, PASSWORD = "ci-robot", "s3cret-pass"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki") / "qs"
+    assert run_cli("quickstart", "--domain", "registry.example.test", "--out", folder).code == 0
+    tls = folder / "regtls"
+    result = run_cli(
+        "cert",
+        "issue",
+        "--ca-dir",
+        folder,
+        "--domain",
+        "registry.example.test",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        tls,
+    )
+    assert result.code == 0, result.err
+    return folder
+
+
+def _crane_env(tmp: Path, pki: Path) -> dict[str, str]:
+    docker = tmp / "docker"
+    docker.mkdir(exist_ok=True)
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    return {
+        "DOCKER_CONFIG": str(docker),
+        "SSL_CERT_FILE": str(pki / "ca-bundle.pem"),
+        "_AUTH": auth,
+    }
+
+
+def _login(env: dict[str, str], host: str) -> None:
+    (Path(env["DOCKER_CONFIG"]) / "config.json").write_text(
+        json.dumps({"auths": {host: {"auth": env["_AUTH"]}}})
+    )
+
+
+def test_tls_and_basic_auth(pki: Path, tmp_path: Path, go_tlsclient: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_bytes(
+        subprocess.run(
+            [require("htpasswd"), "-Bbn", USER, PASSWORD], capture_output=True, check=True
+        ).stdout
+    )
+    tls = (pki / "regtls" / "tls.crt", pki / "regtls" / "tls.key")
+    with started_registry(tmp_path / "reg", tls=tls, htpasswd=htpasswd) as reg:
+        env = _crane_env(tmp_path, pki)
+        _login(env, reg.host)
+        push_tar(
+            f"{reg.host}/base/app:1",
+            make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient)),
+            env=env,
+        )
+        args = [
+            "image",
+            "patch",
+            f"{reg.host}/base/app:1",
+            "--ca",
+            pki / "ca-bundle.pem",
+            "--to",
+            f"{reg.host}/patched/app:1",
+        ]
+        creds = ["--username", USER, "--password-env", "REG_PASS"]
+        untrusted = run_cli(*args, *creds, env={"REG_PASS": PASSWORD, "HOME": str(tmp_path)})
+        assert_one_line_error(untrusted, 3, "[registry-tls]", "--registry-ca")
+        wrong = run_cli(
+            *args,
+            "--registry-ca",
+            pki / "ca-bundle.pem",
+            *creds,
+            env={"REG_PASS": "nope", "HOME": str(tmp_path)},
+        )
+        assert_one_line_error(wrong, 3, "[registry-auth]")
+        assert "nope" not in wrong.err and PASSWORD not in wrong.err
+        ok = run_cli(
+            *args,
+            "--registry-ca",
+            pki / "ca-bundle.pem",
+            *creds,
+            "-o",
+            "json",
+            env={"REG_PASS": PASSWORD, "HOME": str(tmp_path)},
+        )
+        assert ok.code == 0, ok.err
+        assert PASSWORD not in ok.out + ok.err
+        # Credentials from the auth file (REGISTRY_AUTH_FILE), as podman/skopeo write it.
+        from_file = run_cli(
+            "image",
+            "inspect",
+            f"{reg.host}/patched/app:1",
+            "--ca",
+            pki / "ca-bundle.pem",
+            "--registry-ca",
+            pki / "ca-bundle.pem",
+            env={"REGISTRY_AUTH_FILE": str(Path(env["DOCKER_CONFIG"]) / "config.json")},
+        )
+        assert from_file.code == 0, from_file.err
+
+
+class _TokenServer(http.server.BaseHTTPRequestHandler):
+    """Issues real ES256 JWTs (x5c) in the format distribution verifies."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+    issued: list[str]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            self.send_response(401)
+            self.end_headers()
+            return
+        query = parse_qs(urlsplit(self.path).query)
+        access = []
+        for scope in query.get("scope", []):
+            for item in scope.split(" "):
+                kind, name, actions = item.split(":")
+                access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        self.issued.append(" ".join(query.get("scope", [])))
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        header = {
+            "typ": "JWT",
+            "alg": "ES256",
+            "x5c": [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()],
+        }
+        claims = {
+            "iss": "airtrust-test-issuer",
+            "sub": USER,
+            "aud": query["service"][0],
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(
+            self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        )
+        token = f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        body = json.dumps({"token": token}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def token_service(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name.from_rfc4514_string("CN=airtrust test token signer")
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = tmp_path / "token-root.pem"
+    bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    issued: list[str] = []
+    handler = type("Handler", (_TokenServer,), {"key": key, "cert": cert, "issued": issued})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token", bundle, issued
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bearer_token_flow(
+    pki: Path, tmp_path: Path, go_tlsclient: Path, token_service: tuple[str, Path, list[str]]
+) -> None:
+    realm, root, issued = token_service
+    token = {
+        "realm": realm,
+        "service": "airtrust-test-registry",
+        "issuer": "airtrust-test-issuer",
+        "rootcertbundle": str(root),
+    }
+    with started_registry(tmp_path / "reg", token=token) as reg:
+        env = _crane_env(tmp_path, pki)
+        _login(env, reg.host)
+        push_tar(
+            f"{reg.host}/base/app:1",
+            make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient)),
+            env=env,
+        )
+        anonymous = run_cli(
+            "image",
+            "inspect",
+            f"{reg.host}/base/app:1",
+            "--ca",
+            pki / "ca-bundle.pem",
+            env={"HOME": str(tmp_path)},
+        )
+        assert_one_line_error(anonymous, 3, "[registry-auth]")
+        issued.clear()
+        ok = run_cli(
+            "image",
+            "patch",
+            f"{reg.host}/base/app:1",
+            "--ca",
+            pki / "ca-bundle.pem",
+            "--to",
+            f"{reg.host}/patched/app:1",
+            "--username",
+            USER,
+            "--password-env",
+            "P",
+            "-o",
+            "json",
+            env={"P": PASSWORD},
+        )
+        assert ok.code == 0, ok.err
+        assert any("repository:patched/app:pull,push" in s for s in issued)
+        assert any("repository:base/app:pull" in s for s in issued)  # the mount's source
+
+
+def test_registry_killed_mid_push_then_rerun_converges(
+    pki: Path, tmp_path: Path, go_tlsclient: Path
+) -> None:
+    with started_registry(tmp_path / "reg") as reg:
+        push_tar(
+            f"{reg.host}/base/app:1", make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient))
+        )
+        proxy = KillSwitchProxy(reg)
+        try:
+            crashed = run_cli(
+                "image",
+                "patch",
+                f"{proxy.host}/base/app:1",
+                "--ca",
+                pki / "ca-bundle.pem",
+                "--to",
+                f"{proxy.host}/patched/app:1",
+            )
+        finally:
+            proxy.close()
+        assert proxy.fired.is_set(), "the upload never reached the kill switch"
+        assert crashed.code == 3 and "Traceback" not in crashed.err, crashed.err
+        reg.start()  # same storage, same port
+        tag = subprocess.run(
+            [
+                require("skopeo"),
+                "inspect",
+                "--tls-verify=false",
+                f"docker://{reg.host}/patched/app:1",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        assert tag.returncode != 0, "the tag was written although the push was interrupted"
+        again = run_cli(
+            "image",
+            "patch",
+            f"{reg.host}/base/app:1",
+            "--ca",
+            pki / "ca-bundle.pem",
+            "--to",
+            f"{reg.host}/patched/app:1",
+        )
+        assert again.code == 0, again.err
+        rootfs = unpack(f"{reg.host}/patched/app:1", tmp_path / "u")
+        assert (pki / "ca-bundle.pem").read_bytes() in (
+            rootfs / "etc/ssl/certs/ca-certificates.crt"
+        ).read_bytes()
