@@ -10,7 +10,10 @@ is small, JSON-able, and cached by layer digest.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,15 +149,63 @@ def _pax(data: bytes) -> dict[str, str]:
     return out
 
 
-def iter_headers(data: memoryview) -> Iterator[tuple[str, str, int, str, memoryview]]:
-    """(path, typeflag, mode, linkname, body) for each member of an uncompressed tar."""
-    pos = 0
+class _Reader:
+    """Sequential reads over a stream of chunks; skipping never copies."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+        self._pos = 0
+
+    def _more(self) -> bool:
+        for chunk in self._chunks:
+            if len(chunk):
+                rest = self._buf[self._pos :]
+                self._buf = (
+                    memoryview(bytes(rest) + bytes(chunk)) if len(rest) else memoryview(chunk)
+                )
+                self._pos = 0
+                return True
+        return False
+
+    def read(self, n: int) -> memoryview | None:
+        while len(self._buf) - self._pos < n:
+            if not self._more():
+                return None
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return out
+
+    def skip(self, n: int) -> None:
+        while n > 0:
+            available = len(self._buf) - self._pos
+            if available >= n:
+                self._pos += n
+                return
+            n -= available
+            self._pos = len(self._buf)
+            if not self._more():
+                return
+
+
+def iter_headers(
+    data: memoryview | Iterator[bytes | memoryview],
+    want_body: Callable[[str], bool] = lambda _name: True,
+) -> Iterator[tuple[str, str, int, str, memoryview]]:
+    """(path, typeflag, mode, linkname, body) for each member of an uncompressed tar.
+
+    ``body`` is empty unless ``want_body(path)``; other bodies are skipped.
+    """
+    reader = _Reader(iter((data,)) if isinstance(data, memoryview) else data)
     long_name: str | None = None
     long_link: str | None = None
     pax: dict[str, str] = {}
-    size_total = len(data)
-    while pos + BLOCK <= size_total:
-        header = bytes(data[pos : pos + BLOCK])
+    empty = memoryview(b"")
+    while True:
+        block = reader.read(BLOCK)
+        if block is None:
+            return
+        header = bytes(block)
         if header == b"\0" * BLOCK:
             return
         name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
@@ -166,33 +217,40 @@ def iter_headers(data: memoryview) -> Iterator[tuple[str, str, int, str, memoryv
             prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             if prefix:
                 name = f"{prefix}/{name}"
-        body = data[pos + BLOCK : pos + BLOCK + size]
-        pos += BLOCK + ((size + BLOCK - 1) // BLOCK) * BLOCK
-        if typeflag == "L":
-            long_name = bytes(body).rstrip(b"\0").decode("utf-8", "surrogateescape")
-            continue
-        if typeflag == "K":
-            long_link = bytes(body).rstrip(b"\0").decode("utf-8", "surrogateescape")
-            continue
-        if typeflag in ("x", "X"):
-            pax = _pax(bytes(body))
-            continue
-        if typeflag == "g":
+        padded = ((size + BLOCK - 1) // BLOCK) * BLOCK
+        if typeflag in ("L", "K", "x", "X", "g"):
+            raw = reader.read(padded)
+            body = bytes(raw[:size]) if raw is not None else b""
+            if typeflag == "L":
+                long_name = body.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif typeflag == "K":
+                long_link = body.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            elif typeflag in ("x", "X"):
+                pax = _pax(body)
             continue
         name = pax.get("path", long_name or name)
         linkname = pax.get("linkpath", long_link or linkname)
         long_name = long_link = None
         pax = {}
-        yield name, typeflag, mode, linkname, body
+        if size and want_body(name):
+            raw = reader.read(padded)
+            yield name, typeflag, mode, linkname, (raw[:size] if raw is not None else empty)
+        else:
+            reader.skip(padded)
+            yield name, typeflag, mode, linkname, empty
 
 
 _KINDS = {"0": "file", "7": "file", "5": "dir", "2": "symlink", "1": "hardlink"}
 
 
-def scan_tar(data: bytes | memoryview) -> LayerIndex:
+def scan_tar(data: bytes | memoryview | Iterator[bytes | memoryview]) -> LayerIndex:
     index = LayerIndex()
-    view = memoryview(data)
-    for raw_name, typeflag, mode, linkname, body in iter_headers(view):
+    source = memoryview(data) if isinstance(data, bytes | bytearray | memoryview) else data
+
+    def want_body(name: str) -> bool:
+        return normalise(name) in CONTENT_PATHS
+
+    for raw_name, typeflag, mode, linkname, body in iter_headers(source, want_body):
         path = normalise(raw_name)
         base = path.rsplit("/", 1)[-1]
         parent = path[: -len(base)].rstrip("/")
@@ -225,6 +283,13 @@ def inflate(blob: bytes) -> bytes:
 
 
 def scan_layer(blob: bytes, media_type: str) -> LayerIndex:
+    _refuse_zstd(media_type)
+    if blob[:2] == b"\x1f\x8b":
+        return scan_tar(inflate(blob))
+    return scan_tar(blob)
+
+
+def _refuse_zstd(media_type: str) -> None:
     if "zstd" in media_type:
         from airtrust.errors import InputError
 
@@ -232,6 +297,59 @@ def scan_layer(blob: bytes, media_type: str) -> LayerIndex:
             f"zstd layers are not supported yet ({media_type})",
             hint="push the base image with gzip layers",
         )
-    if blob[:2] == b"\x1f\x8b":
-        return scan_tar(inflate(blob))
-    return scan_tar(blob)
+
+
+def scan_layer_stream(chunks: Iterator[bytes], media_type: str) -> LayerIndex:
+    """Scan while downloading: a thread receives, this thread inflates and parses.
+
+    The download (socket reads and hashing release the GIL) hides behind the
+    inflate, the longest step; measured faster than inflating in the thread too.
+    """
+    _refuse_zstd(media_type)
+    pipe: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+
+    def receive() -> None:
+        try:
+            for chunk in chunks:
+                pipe.put(chunk)
+        except BaseException as exc:  # handed to the consumer, raised there
+            pipe.put(exc)
+            return
+        pipe.put(None)
+
+    threading.Thread(target=receive, daemon=True).start()
+
+    def received() -> Iterator[bytes]:
+        while True:
+            item = pipe.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    stream = received()
+    first = next(stream, b"")
+    rest = itertools.chain([first], stream)
+    index = scan_tar(_inflating(rest) if first[:2] == b"\x1f\x8b" else rest)
+    for _ in stream:  # drain: the digest is verified when the download ends
+        pass
+    return index
+
+
+def _inflating(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        from isal import isal_zlib
+
+        inflater: Any = isal_zlib.decompressobj(31)
+    except ImportError:  # pragma: no cover - isal is a declared dependency
+        import zlib
+
+        inflater = zlib.decompressobj(31)
+    for chunk in chunks:
+        out = inflater.decompress(chunk)
+        if out:
+            yield out
+    tail = inflater.flush()
+    if tail:
+        yield tail

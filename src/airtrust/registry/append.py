@@ -24,7 +24,7 @@ from cryptography import x509
 
 from airtrust.errors import InputError
 from airtrust.layers.rootfs import RootFS
-from airtrust.layers.scan import SCAN_VERSION, LayerIndex, scan_layer
+from airtrust.layers.scan import SCAN_VERSION, LayerIndex, scan_layer_stream
 from airtrust.layers.tarball import build_layer
 from airtrust.layers.truststore import Layout, detect_layout, trust_layer
 from airtrust.pki.bundle import fingerprint
@@ -157,7 +157,9 @@ class Patcher:
             index = self.cache.get(digest)
             if index is None:
                 self._say(f"reading layer {digest[7:19]} ({desc.get('size', 0) // 1024} KiB)")
-                index = scan_layer(self.client.blob(repository, digest), desc.get("mediaType", ""))
+                index = scan_layer_stream(
+                    self.client.stream_blob(repository, digest), desc.get("mediaType", "")
+                )
                 self.cache.put(digest, index)
             indexes.append(index)
         return RootFS.merge(indexes)

@@ -1,0 +1,118 @@
+"""Patch a Debian base in a local registry: airtrust vs buildah vs crane append.
+
+    .venv/bin/python bench/image_patch.py [--runs 3]
+
+Builds (once, cached) a Debian bookworm minbase with ca-certificates, git and
+curl using mmdebstrap, pushes it as one layer to Debian's docker-registry on
+127.0.0.1, then measures in the same run:
+
+* airtrust image patch, first time (empty layer cache) and again (cached);
+* buildah bud of the documented Dockerfile (COPY anchors/ + RUN
+  update-ca-certificates, --isolation chroot, base pulled fresh) + buildah push;
+* crane append of the same CA layer airtrust produced.
+
+Prints median wall times, ratios and bytes uploaded. Not a test; needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.registry import crane, debian_rootfs, push_tar, started_registry  # noqa: E402
+
+AIRTRUST = str(Path(sys.executable).parent / "airtrust")
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed: {proc.stderr[-2000:]}")
+    return elapsed, proc.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    rootfs = debian_rootfs()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        with started_registry(work / "registry") as reg:
+            run(work, reg.host, rootfs, args.runs)
+
+
+def run(work: Path, host: str, rootfs: Path, runs: int) -> None:
+    base = f"{host}/bench/debian:bookworm"
+    push_tar(base, rootfs)
+    manifest = json.loads(crane("manifest", base, "--insecure"))
+    layer_size = manifest["layers"][0]["size"]
+    subprocess.run([AIRTRUST, "quickstart", "--domain", "bench.example.test", "--out",
+                    str(work / "pki")], check=True, capture_output=True)
+    ca = str(work / "pki" / "ca-bundle.pem")
+
+    first, warm, uploaded = [], [], 0
+    for i in range(runs):
+        cache = work / f"cache-{i}"
+        t, _ = timed([AIRTRUST, "image", "patch", base, "--ca", ca, "--to",
+                      f"{host}/bench/airtrust:first{i}", "-q"], env={"AIRTRUST_CACHE": str(cache)})
+        first.append(t)
+        t, out = timed([AIRTRUST, "image", "patch", base, "--ca", ca, "--to",
+                        f"{host}/bench/airtrust:warm{i}", "-o", "json"],
+                       env={"AIRTRUST_CACHE": str(cache)})
+        warm.append(t)
+        uploaded = json.loads(out)["results"][0]["bytes_uploaded"]
+    patched = json.loads(crane("manifest", f"{host}/bench/airtrust:warm0", "--insecure"))
+    layer_digest = patched["layers"][-1]["digest"]
+    layer_file = work / "ca-layer.tar.gz"
+    subprocess.run(["curl", "-sf", "-o", str(layer_file),
+                    f"http://{host}/v2/bench/airtrust/blobs/{layer_digest}"], check=True)
+
+    crane_times = []
+    for i in range(runs):
+        t, _ = timed([str(Path(crane.__globals__["CRANE"])), "append", "-b", base, "-f",
+                      str(layer_file), "-t", f"{host}/bench/crane:{i}", "--insecure"])
+        crane_times.append(t)
+
+    ctx = work / "ctx"
+    (ctx / "anchors").mkdir(parents=True)
+    shutil.copy(ca, ctx / "anchors" / "local-ca.crt")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base}\nCOPY anchors/ /usr/local/share/ca-certificates/\n"
+        "RUN update-ca-certificates\n")
+    buildah_times = []
+    for i in range(runs):
+        subprocess.run(["buildah", "rmi", "--all", "--force"], capture_output=True, check=False)
+        t1, _ = timed(["buildah", "bud", "--isolation", "chroot", "--tls-verify=false",
+                       "--pull-always", "-q", "-t", f"localhost/bench:{i}", str(ctx)])
+        t2, _ = timed(["buildah", "push", "--tls-verify=false", "-q", f"localhost/bench:{i}",
+                       f"docker://{host}/bench/buildah:{i}"])
+        buildah_times.append(t1 + t2)
+
+    a1, a2 = statistics.median(first), statistics.median(warm)
+    b, c = statistics.median(buildah_times), statistics.median(crane_times)
+    print(f"base: one layer of {layer_size / 1e6:.1f} MB (gzip), {rootfs.stat().st_size / 1e6:.0f} MB tar")
+    print(f"airtrust image patch, first (no cache): {a1:6.2f} s   buildah/airtrust {b / a1:5.1f}x")
+    print(f"airtrust image patch, cached layout:    {a2:6.2f} s   buildah/airtrust {b / a2:5.1f}x"
+          f"   airtrust/crane {a2 / c:4.2f}x")
+    print(f"buildah bud + push (fresh pull):        {b:6.2f} s")
+    print(f"crane append (same layer):              {c:6.2f} s")
+    print(f"airtrust bytes uploaded (warm run):     {uploaded} (layer + config + manifest)")
+
+
+if __name__ == "__main__":
+    main()
