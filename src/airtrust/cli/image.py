@@ -184,10 +184,10 @@ def _jobs(
     registry: str | None,
     cas: "list[x509.Certificate]",
 ) -> "list[tuple[Reference, Reference]]":
-    from airtrust.pki.bundle import fingerprint
-    from airtrust.profiles import load_profile
-
     if sidecars:
+        from airtrust.pki.bundle import fingerprint
+        from airtrust.profiles import load_profile  # pydantic: only when needed
+
         if registry is None or source is not None:
             raise InputError(
                 "--sidecars takes --registry REG and no image argument",
