@@ -62,6 +62,16 @@ class Images(_Model):
     strategy: Literal["patch", "helm-values"] = "patch"
     #: source repository -> patched image reference (written by ``image patch --sidecars``).
     references: dict[str, str] = {}
+    #: How doctor reaches the registry that holds the sidecar images.
+    registry_ca: Path | None = None
+    insecure: bool = False
+
+
+class Doctor(_Model):
+    #: Warn when a CA or certificate expires within this many days.
+    warn_days: int = 30
+    #: Image for the in-cluster probe Job (must be pullable in the air gap and have curl).
+    probe_image: str | None = None
 
 
 class ClusterConfigPaths(_Model):
@@ -83,6 +93,7 @@ class Config(_Model):
     backup: Backup = Backup()
     images: Images = Images()
     cluster_config: ClusterConfigPaths = ClusterConfigPaths()
+    doctor: Doctor = Doctor()
 
     def contexts(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -102,6 +113,7 @@ def _resolve(config: Config, base: Path) -> Config:
         "kubeconfig": fix(config.kubeconfig),
         "issue_from": fix(config.issue_from),
         "backup": Backup(mode=config.backup.mode, dir=fix(config.backup.dir) or Path()),
+        "images": config.images.model_copy(update={"registry_ca": fix(config.images.registry_ca)}),
     }
     if config.tls is not None:
         update["tls"] = TLSSource(

@@ -404,7 +404,64 @@ def quickstart_cluster(
     return report
 
 
+def doctor_cmd(
+    config: ConfigOpt = Path("airtrust.yaml"),
+    kubeconfig: KubeconfigOpt = None,
+    connect_to: Annotated[
+        list[str] | None,
+        typer.Option("--connect-to", help="HOST:PORT:ADDR:PORT, as curl (reach a host elsewhere)."),
+    ] = None,
+    probe: Annotated[
+        bool, typer.Option("--probe", help="Also run a short-lived Job that connects from inside.")
+    ] = False,
+    watch: Annotated[
+        int, typer.Option("--watch", help="Re-run every N seconds (0: once).", min=0)
+    ] = 0,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Check every trust point from the outside in; exit 1 when any check fails."""
+    import time
+
+    from airtrust.controller.doctor import ConnectTo, run_doctor
+
+    rules = [ConnectTo.parse(c) for c in connect_to or ()]
+    while True:
+        session = _session(config, kubeconfig)
+        try:
+            report = run_doctor(session, connect_to=rules, probe=probe)
+        finally:
+            session.close()
+        data = {"ok": not report.failed, "checks": [c.to_dict() for c in report.checks]}
+
+        def table(console: Any, report: Any = report) -> None:
+            by_context: dict[str, list[Any]] = {}
+            for c in report.checks:
+                by_context.setdefault(c.context, []).append(c)
+            for context, checks in by_context.items():
+                title = "outside the clusters" if context == "-" else f"context {context}"
+                console.print(
+                    rows_table(
+                        title,
+                        ["status", "check", "target", "evidence", "fix"],
+                        [(c.status.upper(), c.name, c.target, c.evidence, c.fix) for c in checks],
+                    )
+                )
+            console.print(
+                "All checks passed."
+                if not report.failed
+                else f"{sum(c.status == 'fail' for c in report.checks)} check(s) failed."
+            )
+
+        emit(data, output, table=table)
+        if not watch:
+            break
+        time.sleep(watch)
+    if report.failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor_cmd)
     app.command("init")(init_cmd)
     app.command("plan")(plan_cmd)
     app.command("apply")(apply_cmd)

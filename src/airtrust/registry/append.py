@@ -40,6 +40,7 @@ from airtrust.registry.reference import Reference
 log = logging.getLogger(__name__)
 
 LABEL = "dev.airtrust.ca-sha256"
+BASE_LABEL = "dev.airtrust.base-digest"
 CREATED_BY = "airtrust image patch"
 ATTESTATION = "vnd.docker.reference.type"
 LAYER_TYPES = {
@@ -214,7 +215,8 @@ class Patcher:
             },
         ]
         new_config.setdefault("config", {})
-        new_config["config"]["Labels"] = {**labels, LABEL: label}
+        base_digest = labels.get(BASE_LABEL, manifest.digest) if replaced else manifest.digest
+        new_config["config"]["Labels"] = {**labels, LABEL: label, BASE_LABEL: base_digest}
         config_raw = _dumps(new_config)
         media = manifest.media_type
         new_body = json.loads(json.dumps(body))
