@@ -37,8 +37,9 @@ AIRTRUST = str(Path(sys.executable).parent / "airtrust")
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} failed: {proc.stderr[-2000:]}")
@@ -61,31 +62,77 @@ def run(work: Path, host: str, rootfs: Path, runs: int) -> None:
     push_tar(base, rootfs)
     manifest = json.loads(crane("manifest", base, "--insecure"))
     layer_size = manifest["layers"][0]["size"]
-    subprocess.run([AIRTRUST, "quickstart", "--domain", "bench.example.test", "--out",
-                    str(work / "pki")], check=True, capture_output=True)
+    subprocess.run(
+        [AIRTRUST, "quickstart", "--domain", "bench.example.test", "--out", str(work / "pki")],
+        check=True,
+        capture_output=True,
+    )
     ca = str(work / "pki" / "ca-bundle.pem")
 
     first, warm, uploaded = [], [], 0
     for i in range(runs):
         cache = work / f"cache-{i}"
-        t, _ = timed([AIRTRUST, "image", "patch", base, "--ca", ca, "--to",
-                      f"{host}/bench/airtrust:first{i}", "-q"], env={"AIRTRUST_CACHE": str(cache)})
+        t, _ = timed(
+            [
+                AIRTRUST,
+                "image",
+                "patch",
+                base,
+                "--ca",
+                ca,
+                "--to",
+                f"{host}/bench/airtrust:first{i}",
+                "-q",
+            ],
+            env={"AIRTRUST_CACHE": str(cache)},
+        )
         first.append(t)
-        t, out = timed([AIRTRUST, "image", "patch", base, "--ca", ca, "--to",
-                        f"{host}/bench/airtrust:warm{i}", "-o", "json"],
-                       env={"AIRTRUST_CACHE": str(cache)})
+        t, out = timed(
+            [
+                AIRTRUST,
+                "image",
+                "patch",
+                base,
+                "--ca",
+                ca,
+                "--to",
+                f"{host}/bench/airtrust:warm{i}",
+                "-o",
+                "json",
+            ],
+            env={"AIRTRUST_CACHE": str(cache)},
+        )
         warm.append(t)
         uploaded = json.loads(out)["results"][0]["bytes_uploaded"]
     patched = json.loads(crane("manifest", f"{host}/bench/airtrust:warm0", "--insecure"))
     layer_digest = patched["layers"][-1]["digest"]
     layer_file = work / "ca-layer.tar.gz"
-    subprocess.run(["curl", "-sf", "-o", str(layer_file),
-                    f"http://{host}/v2/bench/airtrust/blobs/{layer_digest}"], check=True)
+    subprocess.run(
+        [
+            "curl",
+            "-sf",
+            "-o",
+            str(layer_file),
+            f"http://{host}/v2/bench/airtrust/blobs/{layer_digest}",
+        ],
+        check=True,
+    )
 
     crane_times = []
     for i in range(runs):
-        t, _ = timed([str(Path(crane.__globals__["CRANE"])), "append", "-b", base, "-f",
-                      str(layer_file), "-t", f"{host}/bench/crane:{i}", "--insecure"])
+        t, _ = timed(
+            [
+                str(Path(crane.__globals__["CRANE"])),
+                "append",
+                "-b",
+                base,
+                "-f",
+                str(layer_file),
+                "-t",
+                f"{host}/bench/crane:{i}",
+                "--insecure",
+            ]
+        )
         crane_times.append(t)
 
     ctx = work / "ctx"
@@ -93,22 +140,47 @@ def run(work: Path, host: str, rootfs: Path, runs: int) -> None:
     shutil.copy(ca, ctx / "anchors" / "local-ca.crt")
     (ctx / "Dockerfile").write_text(
         f"FROM {base}\nCOPY anchors/ /usr/local/share/ca-certificates/\n"
-        "RUN update-ca-certificates\n")
+        "RUN update-ca-certificates\n"
+    )
     buildah_times = []
     for i in range(runs):
         subprocess.run(["buildah", "rmi", "--all", "--force"], capture_output=True, check=False)
-        t1, _ = timed(["buildah", "bud", "--isolation", "chroot", "--tls-verify=false",
-                       "--pull-always", "-q", "-t", f"localhost/bench:{i}", str(ctx)])
-        t2, _ = timed(["buildah", "push", "--tls-verify=false", "-q", f"localhost/bench:{i}",
-                       f"docker://{host}/bench/buildah:{i}"])
+        t1, _ = timed(
+            [
+                "buildah",
+                "bud",
+                "--isolation",
+                "chroot",
+                "--tls-verify=false",
+                "--pull-always",
+                "-q",
+                "-t",
+                f"localhost/bench:{i}",
+                str(ctx),
+            ]
+        )
+        t2, _ = timed(
+            [
+                "buildah",
+                "push",
+                "--tls-verify=false",
+                "-q",
+                f"localhost/bench:{i}",
+                f"docker://{host}/bench/buildah:{i}",
+            ]
+        )
         buildah_times.append(t1 + t2)
 
     a1, a2 = statistics.median(first), statistics.median(warm)
     b, c = statistics.median(buildah_times), statistics.median(crane_times)
-    print(f"base: one layer of {layer_size / 1e6:.1f} MB (gzip), {rootfs.stat().st_size / 1e6:.0f} MB tar")
+    print(
+        f"base: one layer of {layer_size / 1e6:.1f} MB (gzip), {rootfs.stat().st_size / 1e6:.0f} MB tar"
+    )
     print(f"airtrust image patch, first (no cache): {a1:6.2f} s   buildah/airtrust {b / a1:5.1f}x")
-    print(f"airtrust image patch, cached layout:    {a2:6.2f} s   buildah/airtrust {b / a2:5.1f}x"
-          f"   airtrust/crane {a2 / c:4.2f}x")
+    print(
+        f"airtrust image patch, cached layout:    {a2:6.2f} s   buildah/airtrust {b / a2:5.1f}x"
+        f"   airtrust/crane {a2 / c:4.2f}x"
+    )
     print(f"buildah bud + push (fresh pull):        {b:6.2f} s")
     print(f"crane append (same layer):              {c:6.2f} s")
     print(f"airtrust bytes uploaded (warm run):     {uploaded} (layer + config + manifest)")

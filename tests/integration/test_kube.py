@@ -514,3 +514,48 @@ def test_unreachable_cluster_exits_3(tmp_path: Path, pki: Path) -> None:
     assert_one_line_error(
         run_cli("plan", "-c", config), 3, "context 'admin'", "[cluster-unreachable]"
     )
+
+
+def test_cluster_tls_secrets_issued_then_reused(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path,
+        pki,
+        cluster.kubeconfig,
+        issue_from=str(pki),
+        clusters=[
+            {
+                "context": "admin",
+                "domain": "gpu1.example.test",
+                "inference_domain": "runai-inference.example.test",
+            }
+        ],
+    )
+    first = run_cli("apply", "-c", config, "-o", "json")
+    assert first.code == 0, first.err
+    live = secrets(cluster)
+    expected = {
+        ("runai", "runai-cluster-domain-tls-secret"): "gpu1.example.test",
+        ("runai", "runai-cluster-domain-star-tls-secret"): "*.gpu1.example.test",
+        ("knative-serving", "runai-cluster-inference-tls-secret"): "*.runai-inference.example.test",
+    }
+    from cryptography import x509 as cx509
+
+    for key, name in expected.items():
+        secret = live[key]
+        assert secret["type"] == "kubernetes.io/tls"
+        leaf = cx509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+        san = leaf.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
+        assert san.get_values_for_type(cx509.DNSName) == [name]
+    before = versions(cluster)
+    again = run_cli("apply", "-c", config, "-o", "json")
+    assert json.loads(again.out)["writes"] == 0, again.out
+    assert versions(cluster) == before
+    no_ca = write_config(
+        tmp_path,
+        pki,
+        cluster.kubeconfig,
+        clusters=[{"context": "admin", "domain": "gpu2.example.test"}],
+    )
+    assert_one_line_error(run_cli("plan", "-c", no_ca), 2, "issue_from")

@@ -1,0 +1,400 @@
+"""doctor on a fully set-up environment (real apiserver, registry, Helm, TLS servers),
+then one fault at a time, each caught by the right check with the right fix."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.conftest import DATA, run_cli
+from tests.integration.conftest import CACHE, openssl_server
+from tests.integration.kube import KubeCluster, started_cluster
+from tests.integration.registry import (
+    Registry,
+    gitsync_layout,
+    make_tar,
+    push_tar,
+    started_registry,
+)
+
+pytestmark = pytest.mark.integration
+DOMAIN = "runai.example.test"
+HELM = str(CACHE / "bin" / "helm")
+
+
+@dataclass
+class Env:
+    cluster: KubeCluster
+    registry: Registry
+    folder: Path
+    config: Path
+    port: int
+
+    def doctor(
+        self, *extra: str, config: Path | None = None, port: int | None = None
+    ) -> tuple[int, list[dict[str, str]]]:
+        result = run_cli(
+            "doctor",
+            "-c",
+            config or self.config,
+            "--connect-to",
+            f"{DOMAIN}:443:127.0.0.1:{port or self.port}",
+            "-o",
+            "json",
+            *extra,
+        )
+        assert "Traceback" not in result.err, result.err
+        return result.code, json.loads(result.out)["checks"]
+
+    def apply(self, *extra: str) -> None:
+        result = run_cli("apply", "-c", self.config, *extra)
+        assert result.code == 0, result.err
+
+    def helm(self, *args: str) -> None:
+        subprocess.run(
+            [HELM, *args, "--kubeconfig", str(self.cluster.kubeconfig), "--kube-context", "admin"],
+            check=True,
+            capture_output=True,
+        )
+
+
+def by_name(checks: list[dict[str, str]], name: str) -> list[dict[str, str]]:
+    return [c for c in checks if c["name"] == name]
+
+
+def _ok(result: Any) -> None:
+    assert result.code == 0, result.err
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, go_tlsclient: Path) -> Iterator[Env]:
+    folder = tmp_path_factory.mktemp("doctor")
+    _ok(run_cli("ca", "create", "--out", folder / "root", "--name", "Doctor Root"))
+    _ok(
+        run_cli(
+            "ca",
+            "create",
+            "--intermediate",
+            "--parent",
+            folder / "root",
+            "--out",
+            folder / "inter",
+            "--name",
+            "Doctor Issuing CA",
+        )
+    )
+    _ok(
+        run_cli(
+            "cert",
+            "issue",
+            "--ca-dir",
+            folder / "inter",
+            "--domain",
+            DOMAIN,
+            "--out",
+            folder / "tls",
+        )
+    )
+    _ok(run_cli("bundle", "build", folder / "root" / "ca.crt", "--out", folder / "bundle.pem"))
+    with (
+        started_cluster(folder / "cluster") as cluster,
+        started_registry(folder / "registry") as registry,
+    ):
+        tar = make_tar(folder / "sidecar.tar", gitsync_layout(go_tlsclient))
+        push_tar(registry.ref("run-ai-prod/goofys:master"), tar)
+        push_tar(
+            registry.ref("git-sync/git-sync:v4.4.0"),
+            tar,
+            entrypoint=["/git-sync"],
+            user="65533:65533",
+        )
+        patched = run_cli(
+            "image",
+            "patch",
+            "--sidecars",
+            "--registry",
+            registry.host,
+            "--ca",
+            folder / "bundle.pem",
+            "-o",
+            "json",
+        )
+        _ok(patched)
+        references = json.loads(patched.out)["references"]
+        cluster.install_crd("runaiconfig.yaml")
+        cluster.kubectl("create", "namespace", "runai")
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=json.dumps(
+                {
+                    "apiVersion": "run.ai/v1",
+                    "kind": "RunaiConfig",
+                    "metadata": {"name": "runai", "namespace": "runai"},
+                    "spec": {
+                        "s3": {"image": registry.ref("run-ai-prod/goofys:master")},
+                        "git": {"image": registry.ref("git-sync/git-sync:v4.4.0")},
+                    },
+                }
+            ).encode(),
+        )
+        config = folder / "airtrust.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "domain": DOMAIN,
+                    "version": "2.20",
+                    "ca": {"bundle": [str(folder / "bundle.pem")]},
+                    "tls": {
+                        "cert": str(folder / "tls" / "tls.crt"),
+                        "key": str(folder / "tls" / "tls.key"),
+                    },
+                    "kubeconfig": str(cluster.kubeconfig),
+                    "control_plane": {"context": "admin"},
+                    "clusters": [{"context": "admin"}],
+                    "images": {"references": references},
+                }
+            )
+        )
+        with openssl_server(folder / "tls" / "tls.crt", folder / "tls" / "tls.key") as server:
+            e = Env(cluster, registry, folder, config, server.port)
+            e.apply()
+            for release, chart, ns in (
+                ("runai-backend", "control-plane", "runai-backend"),
+                ("runai-cluster", "runai-cluster", "runai"),
+            ):
+                e.helm(
+                    "install",
+                    release,
+                    str(DATA / "charts" / chart),
+                    "-n",
+                    ns,
+                    "--create-namespace",
+                    "--set",
+                    "global.customCA.enabled=true",
+                )
+            yield e
+
+
+def test_fully_set_up_environment_is_all_ok(env: Env) -> None:
+    code, checks = env.doctor()
+    bad = [c for c in checks if c["status"] in ("fail", "warn")]
+    assert code == 0 and not bad, bad
+    names = {c["name"] for c in checks}
+    assert names >= {
+        "ca-bundle",
+        "ca-secret",
+        "tls-secret",
+        "control-plane-endpoint",
+        "oidc",
+        "helm",
+        "sidecar-images",
+    }
+    assert len(by_name(checks, "ca-secret")) == 2
+    assert len(by_name(checks, "sidecar-images")) == 2
+    probe_code, probe = env.doctor("--probe")
+    skipped = by_name(probe, "in-cluster-probe")
+    assert probe_code == 0 and skipped[0]["status"] == "skip"
+    assert "cannot run pods" in skipped[0]["evidence"]
+
+
+def test_deleted_secret(env: Env) -> None:
+    env.cluster.kubectl("-n", "runai", "delete", "secret", "runai-ca-cert")
+    code, checks = env.doctor()
+    failed = [c for c in by_name(checks, "ca-secret") if c["status"] == "fail"]
+    assert code == 1 and len(failed) == 1
+    assert failed[0]["target"] == "runai/runai-ca-cert" and failed[0]["evidence"] == "missing"
+    assert "airtrust apply" in failed[0]["fix"]
+    env.apply()
+    assert env.doctor()[0] == 0
+
+
+def _secret_with(
+    env: Env, namespace: str, name: str, data: dict[str, bytes], kind: str = "Opaque"
+) -> None:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+    }
+    env.cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=someone",
+        "-f",
+        "-",
+        stdin=json.dumps(manifest).encode(),
+    )
+
+
+def test_secret_with_a_different_ca(env: Env) -> None:
+    other = (DATA / "bad-input" / "ok-two-cas.pem").read_bytes()
+    _secret_with(env, "runai-backend", "runai-ca-cert", {"runai-ca.pem": other})
+    code, checks = env.doctor()
+    failed = [c for c in by_name(checks, "ca-secret") if c["status"] == "fail"]
+    assert code == 1 and failed[0]["target"] == "runai-backend/runai-ca-cert"
+    assert "different CA certificates" in failed[0]["evidence"]
+    assert "--force-conflicts" in failed[0]["fix"]
+    env.apply("--force-conflicts")
+    assert env.doctor()[0] == 0
+
+
+def _leaf(env: Env, host: str, *, expired: bool = False) -> tuple[bytes, bytes]:
+    inter_key = serialization.load_pem_private_key(
+        (env.folder / "inter" / "ca.key").read_bytes(), None
+    )
+    inter = x509.load_pem_x509_certificate((env.folder / "inter" / "ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(days=100 if expired else 1)
+    end = now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=90)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name.from_rfc4514_string(f"CN={host}"))
+        .issuer_name(inter.subject)
+        .public_key(key.public_key())
+        .serial_number(42)
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(inter.public_key()), False
+        )  # type: ignore[arg-type]
+        .sign(inter_key, hashes.SHA256())
+    )  # type: ignore[arg-type]
+    chain = cert.public_bytes(serialization.Encoding.PEM) + inter.public_bytes(
+        serialization.Encoding.PEM
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return chain, pem_key
+
+
+@pytest.mark.parametrize(
+    ("host", "expired", "needle"),
+    [
+        ("wrong.example.test", False, "do not cover runai.example.test"),
+        (DOMAIN, True, "expired"),
+    ],
+)
+def test_bad_tls_secret(env: Env, host: str, expired: bool, needle: str) -> None:
+    chain, key = _leaf(env, host, expired=expired)
+    _secret_with(
+        env,
+        "runai-backend",
+        "runai-backend-tls",
+        {"tls.crt": chain, "tls.key": key},
+        "kubernetes.io/tls",
+    )
+    code, checks = env.doctor()
+    failed = [c for c in by_name(checks, "tls-secret") if c["status"] == "fail"]
+    assert code == 1 and failed and needle in failed[0]["evidence"], failed
+    assert "airtrust" in failed[0]["fix"]
+    env.apply("--force-conflicts")
+    assert env.doctor()[0] == 0
+
+
+def test_server_that_omits_the_intermediate(env: Env, tmp_path: Path) -> None:
+    leaf_only = tmp_path / "leaf.pem"
+    leaf_only.write_text(
+        (env.folder / "tls" / "tls.crt").read_text().split("-----END CERTIFICATE-----")[0]
+        + "-----END CERTIFICATE-----\n"
+    )
+    with openssl_server(leaf_only, env.folder / "tls" / "tls.key") as server:
+        code, checks = env.doctor(port=server.port)
+    endpoint = by_name(checks, "control-plane-endpoint")[0]
+    assert code == 1 and endpoint["status"] == "fail"
+    assert "missing intermediate" in endpoint["evidence"]
+    assert "leaf + intermediates" in endpoint["fix"]
+
+
+def test_helm_release_without_custom_ca(env: Env) -> None:
+    env.helm(
+        "upgrade",
+        "runai-backend",
+        str(DATA / "charts" / "control-plane"),
+        "-n",
+        "runai-backend",
+        "--set",
+        "global.customCA.enabled=false",
+    )
+    code, checks = env.doctor()
+    failed = [c for c in by_name(checks, "helm") if c["status"] == "fail"]
+    assert code == 1 and failed[0]["target"] == "runai-backend/runai-backend"
+    assert "--set global.customCA.enabled=true" in failed[0]["fix"]
+    env.helm(
+        "upgrade",
+        "runai-backend",
+        str(DATA / "charts" / "control-plane"),
+        "-n",
+        "runai-backend",
+        "--set",
+        "global.customCA.enabled=true",
+    )
+    assert env.doctor()[0] == 0
+
+
+def test_sidecar_still_on_the_unpatched_image(env: Env) -> None:
+    original = env.registry.ref("run-ai-prod/goofys:master")
+    env.cluster.kubectl(
+        "-n",
+        "runai",
+        "patch",
+        "runaiconfig",
+        "runai",
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/s3/image", "value": original}]),
+    )
+    code, checks = env.doctor()
+    failed = [c for c in by_name(checks, "sidecar-images") if c["status"] == "fail"]
+    assert code == 1 and len(failed) == 1 and "/spec/s3/image" in failed[0]["target"]
+    assert "airtrust image patch" in failed[0]["fix"]
+    env.apply()
+    assert env.doctor()[0] == 0
+
+
+def test_bundle_expiring_soon_warns(env: Env, tmp_path: Path) -> None:
+    _ok(run_cli("ca", "create", "--out", tmp_path / "short", "--days", "10", "--name", "Short CA"))
+    config = yaml.safe_load(env.config.read_text())
+    config["ca"]["bundle"] = [str(tmp_path / "short" / "ca.crt")]
+    config.pop("tls")
+    short = tmp_path / "airtrust.yaml"
+    short.write_text(yaml.safe_dump(config))
+    _, checks = env.doctor(config=short)
+    bundle = by_name(checks, "ca-bundle")[0]
+    assert bundle["status"] == "warn" and "days" in bundle["evidence"]
+    assert "rotate" in bundle["fix"]
+
+
+def test_table_output_groups_by_context(env: Env) -> None:
+    result = run_cli(
+        "doctor",
+        "-c",
+        env.config,
+        "--connect-to",
+        f"{DOMAIN}:443:127.0.0.1:{env.port}",
+        env={"COLUMNS": "250"},
+    )
+    assert result.code == 0, result.err
+    assert "context admin" in result.out and "outside the clusters" in result.out
+    assert "All checks passed." in result.out
