@@ -174,7 +174,8 @@ def run(work: Path, host: str, rootfs: Path, runs: int) -> None:
     a1, a2 = statistics.median(first), statistics.median(warm)
     b, c = statistics.median(buildah_times), statistics.median(crane_times)
     print(
-        f"base: one layer of {layer_size / 1e6:.1f} MB (gzip), {rootfs.stat().st_size / 1e6:.0f} MB tar"
+        f"base: one layer of {layer_size / 1e6:.1f} MB (gzip), "
+        f"{rootfs.stat().st_size / 1e6:.0f} MB tar"
     )
     print(f"airtrust image patch, first (no cache): {a1:6.2f} s   buildah/airtrust {b / a1:5.1f}x")
     print(
