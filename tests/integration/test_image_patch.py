@@ -369,3 +369,83 @@ def test_layer_is_minimal_and_never_shadows_symlinks(
     assert "etc/ssl/certs" not in names and "etc/ssl" not in names
     assert all(m.uid == 0 and m.mtime == 0 for m in names.values())
     assert any(n.startswith("etc/pki/tls/certs/") and names[n].issym() for n in names)
+
+
+def test_attestations_of_patched_platforms_are_dropped_and_reported(
+    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path
+) -> None:
+    from airtrust.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_digest
+
+    amd = registry.ref("attest/app:amd64")
+    push_tar(amd, make_tar(tmp_path / "l.tar", alpine_layout(go_tlsclient)), platform="linux/amd64")
+    with RegistryClient(registry.host) as client:
+        client.ping()
+        image = client.manifest("attest/app", "amd64")
+        statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1"}).encode()
+        config = b"{}"
+        for blob in (statement, config):
+            client.upload_blob("attest/app", blob)
+        attestation = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": sha256_digest(config),
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.in-toto+json",
+                        "digest": sha256_digest(statement),
+                        "size": len(statement),
+                    }
+                ],
+            }
+        ).encode()
+        client.put_manifest("attest/app", sha256_digest(attestation), attestation, OCI_MANIFEST)
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": image.media_type,
+                        "digest": image.digest,
+                        "size": len(image.raw),
+                        "platform": {"os": "linux", "architecture": "amd64"},
+                    },
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": sha256_digest(attestation),
+                        "size": len(attestation),
+                        "platform": {"os": "unknown", "architecture": "unknown"},
+                        "annotations": {
+                            "vnd.docker.reference.type": "attestation-manifest",
+                            "vnd.docker.reference.digest": image.digest,
+                        },
+                    },
+                ],
+                "annotations": {"org.opencontainers.image.source": "https://example.test/app"},
+            }
+        ).encode()
+        client.put_manifest("attest/app", "1", index, OCI_INDEX)
+    result = run_cli(
+        "image",
+        "patch",
+        registry.ref("attest/app:1"),
+        "--ca",
+        pki / "ca-bundle.pem",
+        "--to",
+        registry.ref("attest/app:1-ca"),
+        "-o",
+        "json",
+    )
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["results"][0]["dropped_attestations"] == 1
+    assert "attestation" in result.err
+    new_index = json.loads(crane("manifest", registry.ref("attest/app:1-ca"), "--insecure"))
+    assert len(new_index["manifests"]) == 1
+    assert new_index["annotations"] == {
+        "org.opencontainers.image.source": "https://example.test/app"
+    }

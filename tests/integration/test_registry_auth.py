@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import http.server
 import json
+import os
 import subprocess
 import threading
 import uuid
@@ -316,3 +317,28 @@ def test_registry_killed_mid_push_then_rerun_converges(
         assert (pki / "ca-bundle.pem").read_bytes() in (
             rootfs / "etc/ssl/certs/ca-certificates.crt"
         ).read_bytes()
+
+
+def test_chunked_upload_and_mount_fallback(tmp_path: Path) -> None:
+    """A 20 MiB blob goes up in chunks; a mount from a repository without the blob gets the
+    registry's 202 answer and falls back to an upload."""
+    from airtrust.registry.client import RegistryClient, sha256_digest
+
+    data = os.urandom(20 * 1024 * 1024)
+    digest = sha256_digest(data)
+    with started_registry(tmp_path / "reg") as reg, RegistryClient(reg.host) as client:
+        client.ping()
+        assert client.ensure_blob("big/one", digest, source=None, data=lambda: data) == "uploaded"
+        assert client.bytes_uploaded == len(data)
+        assert client.blob_exists("big/one", digest)
+        assert client.blob("big/one", digest) == data
+        assert client.mount_blob("big/two", digest, "big/one") is True
+        small = b"not anywhere yet"
+        assert client.mount_blob("big/three", sha256_digest(small), "big/one") is False
+        assert (
+            client.ensure_blob(
+                "big/three", sha256_digest(small), source="big/one", data=lambda: small
+            )
+            == "uploaded"
+        )
+        assert client.blob("big/three", sha256_digest(small)) == small
