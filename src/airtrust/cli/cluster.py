@@ -32,10 +32,13 @@ def _now() -> dt.datetime:
 def _session(config_path: Path, kubeconfig: Path | None, *, connect: bool = True) -> "Session":
     from airtrust.config import load_config
     from airtrust.controller.reconcile import open_session
+    from airtrust.controller.rotation import overlay
 
-    return open_session(
+    session = open_session(
         load_config(config_path), now=_now(), kubeconfig=kubeconfig, connect=connect
     )
+    overlay(session)  # a rotation in progress decides the bundle and the TLS certificate
+    return session
 
 
 def plan_data(plan: "Plan") -> dict[str, Any]:
@@ -377,8 +380,6 @@ def quickstart_cluster(
     output: Format,
 ) -> "ApplyReport":
     """The cluster half of quickstart: write DIR/airtrust.yaml, then plan + apply."""
-    from airtrust.config import load_config
-    from airtrust.controller.reconcile import open_session
     from airtrust.files import OutputSet
 
     path = folder / "airtrust.yaml"
@@ -396,7 +397,7 @@ def quickstart_cluster(
         outputs = OutputSet(force=True)
         outputs.add(path, text.encode())
         outputs.commit()
-    session = open_session(load_config(path), now=_now(), kubeconfig=kubeconfig)
+    session = _session(path, kubeconfig)
     try:
         _, report = run_apply(session, force=False, dry_run=False)
     finally:
@@ -460,7 +461,94 @@ def doctor_cmd(
         raise typer.Exit(1)
 
 
+rotate_app = typer.Typer(
+    help="Rotate to a new CA without downtime (two phases).", no_args_is_help=True
+)
+
+
+@rotate_app.command("start")
+def rotate_start_cmd(
+    new_ca: Annotated[Path, typer.Option("--new-ca", help="Folder of the new CA (ca create).")],
+    config: ConfigOpt = Path("airtrust.yaml"),
+    kubeconfig: KubeconfigOpt = None,
+    keep_tls: Annotated[
+        bool, typer.Option("--keep-tls", help="Do not re-issue TLS certificates now.")
+    ] = False,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Phase 1: distribute old + new CA everywhere, then re-issue TLS under the new CA."""
+    from airtrust.controller.rotation import start
+
+    session = _session(config, kubeconfig)
+    try:
+        state = start(session, new_ca, keep_tls=keep_tls)
+    finally:
+        session.close()
+    _show_state(
+        state.summary(),
+        output,
+        "next: serve the new certificates (reload the ingress), check with airtrust "
+        "doctor, then airtrust rotate finish",
+    )
+
+
+@rotate_app.command("finish")
+def rotate_finish_cmd(
+    config: ConfigOpt = Path("airtrust.yaml"),
+    kubeconfig: KubeconfigOpt = None,
+    connect_to: Annotated[
+        list[str] | None, typer.Option("--connect-to", help="HOST:PORT:ADDR:PORT, as curl.")
+    ] = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Phase 2: once every endpoint serves the new CA, remove the old CA everywhere."""
+    from airtrust.controller.doctor import ConnectTo
+    from airtrust.controller.rotation import finish, load_state
+
+    session = _session(config, kubeconfig)
+    try:
+        state = load_state(session)
+        if state is None:
+            raise InputError("no rotation in progress", hint="airtrust rotate start --new-ca DIR")
+        state = finish(session, state, connect_to=[ConnectTo.parse(c) for c in connect_to or ()])
+    finally:
+        session.close()
+    _show_state(
+        state.summary(),
+        output,
+        "done: point ca.bundle (and tls) in airtrust.yaml at the new CA's files",
+    )
+
+
+@rotate_app.command("status")
+def rotate_status_cmd(
+    config: ConfigOpt = Path("airtrust.yaml"),
+    kubeconfig: KubeconfigOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Where a rotation stands (read from the cluster)."""
+    from airtrust.controller.rotation import load_state
+
+    session = _session(config, kubeconfig)
+    try:
+        state = load_state(session)
+    finally:
+        session.close()
+    _show_state(state.summary() if state else {"phase": "none"}, output, "")
+
+
+def _show_state(data: dict[str, Any], output: Format, next_step: str) -> None:
+    def table(console: Any) -> None:
+        rows = [(k, ", ".join(v) if isinstance(v, list) else str(v)) for k, v in data.items()]
+        console.print(rows_table("CA rotation", ["field", "value"], rows))
+        if next_step:
+            console.print(next_step, markup=False)
+
+    emit(data, output, table=table)
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(rotate_app, name="rotate")
     app.command("doctor")(doctor_cmd)
     app.command("init")(init_cmd)
     app.command("plan")(plan_cmd)

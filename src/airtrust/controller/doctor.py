@@ -469,8 +469,17 @@ def check_oidc(session: Session, host: str, port: int, connect_to: Sequence[Conn
             conn.sock = tls
             conn.request("GET", path, headers={"Host": host})
             status = conn.getresponse().status
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
         return Check("oidc", "-", target, FAIL, str(exc), "fix the endpoint's certificate first")
+    except (OSError, http.client.HTTPException) as exc:
+        return Check(
+            "oidc",
+            "-",
+            target,
+            WARN,
+            f"TLS verified, but no HTTP answer ({exc})",
+            f"check that https://{host}/auth is routed to Keycloak",
+        )
     if status == 404:
         return Check("oidc", "-", target, SKIP, "not served here (no Keycloak at this address)")
     if status >= 400:
@@ -781,8 +790,29 @@ def run_doctor(
 ) -> DoctorReport:
     from airtrust.controller.reconcile import gather_facts
 
+    from airtrust.controller.rotation import load_state
+
     warn_days = session.config.doctor.warn_days
     report = DoctorReport()
+    state = load_state(session) if session.apis else None
+    if state is not None and state.phase == "started":
+        report.add(
+            Check(
+                "rotation",
+                "-",
+                "ConfigMap airtrust-rotation",
+                WARN,
+                f"rotation in progress since {state.started_at}: bundles carry the old "
+                f"and the new CA (expected); TLS {state.tls}",
+                "airtrust rotate finish once every endpoint serves the new CA",
+            )
+        )
+    elif state is not None:
+        report.add(
+            Check(
+                "rotation", "-", "ConfigMap airtrust-rotation", OK, f"finished {state.finished_at}"
+            )
+        )
     report.add(*check_bundle(session, warn_days))
     facts = {f.context: f for f in gather_facts(session)}
     report.add(*check_ca_secrets(session, facts))
