@@ -789,7 +789,6 @@ def run_doctor(
     endpoints: bool = True,
 ) -> DoctorReport:
     from airtrust.controller.reconcile import gather_facts
-
     from airtrust.controller.rotation import load_state
 
     warn_days = session.config.doctor.warn_days

@@ -162,6 +162,9 @@ def _read_needs(session: Session, context: str, namespaces: Iterable[str]) -> li
     roles = _roles(session.config).get(context, set())
     if cc is not None and CLUSTER in roles and session.config.images.references:
         needs.append(Need("get", cc.plural, cc.namespace, cc.group))
+    # The rotation record (controller/rotation.py) lives beside the control plane.
+    if CONTROL_PLANE in roles:
+        needs.append(Need("get", "configmaps", session.profile.tls_secret.namespace))
     return needs
 
 

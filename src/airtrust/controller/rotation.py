@@ -31,6 +31,7 @@ from cryptography import x509
 
 from airtrust.controller.reconcile import Session, execute, make_plan, preflight
 from airtrust.errors import AirtrustError, CheckFailed, InputError
+from airtrust.kube.api import PermissionDenied
 from airtrust.pki import keys
 from airtrust.pki.bundle import Bundle, build_bundle, fingerprint, read_certificates
 from airtrust.pki.verify import verify_server
@@ -168,7 +169,11 @@ def overlay(session: Session) -> RotationState | None:
     """Make a session follow a rotation in progress or finished (see the module doc)."""
     if not session.apis:
         return None
-    state = load_state(session)
+    try:
+        state = load_state(session)
+    except PermissionDenied:
+        # Reported with every other missing right by the preflight, before any write.
+        return None
     if state is None:
         return None
     session.bundle = state.bundle(session.now)
