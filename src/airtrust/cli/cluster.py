@@ -285,6 +285,24 @@ def render_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for manifests and values.")],
     config: ConfigOpt = Path("airtrust.yaml"),
     kubeconfig: KubeconfigOpt = None,
+    controller: Annotated[
+        bool, typer.Option("--controller", help="Render the in-cluster sync controller instead.")
+    ] = False,
+    image: Annotated[
+        str | None, typer.Option("--image", help="With --controller: the airtrust image.")
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="With --controller: KIND/NS/NAME[:KEY] of the CA.")
+    ] = "secret/airtrust-system/local-ca",
+    selector: Annotated[
+        str | None, typer.Option("--selector", help="With --controller: namespace selector.")
+    ] = None,
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", help="With --controller: target namespace.")
+    ] = None,
+    controller_namespace: Annotated[
+        str, typer.Option("--controller-namespace", help="Where the controller runs.")
+    ] = "airtrust-system",
     offline: Annotated[
         bool, typer.Option("--offline", help="Do not read the clusters (openshift=auto means no).")
     ] = False,
@@ -293,6 +311,19 @@ def render_cmd(
 ) -> None:
     """Write everything apply would send, as manifests with a kustomization.yaml."""
     from airtrust.controller.render import render
+
+    if controller:
+        _render_controller(
+            out,
+            image,
+            source,
+            selector,
+            tuple(namespace or ()),
+            controller_namespace,
+            force,
+            output,
+        )
+        return
 
     session = _session(config, kubeconfig, connect=not offline)
     try:
@@ -304,6 +335,134 @@ def render_cmd(
         output,
         table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
     )
+
+
+def _render_controller(
+    out: Path,
+    image: str | None,
+    source: str,
+    selector: str | None,
+    namespaces: tuple[str, ...],
+    controller_namespace: str,
+    force: bool,
+    output: Format,
+) -> None:
+    import yaml
+
+    from airtrust.controller.sync import Source, controller_manifests
+    from airtrust.files import OutputSet
+    from airtrust.profiles import load_profile
+
+    if not image:
+        raise InputError("--controller needs --image", hint="e.g. --image reg.local/airtrust:0.1")
+    profile = load_profile()
+    parsed = Source.parse(source, profile.ca_secret.key)
+    targets = namespaces or tuple(
+        t.namespace for t in profile.ca_targets("cluster", openshift=False)
+    )
+    docs = controller_manifests(
+        image=image,
+        namespace=controller_namespace,
+        source=parsed,
+        selector=selector,
+        target_namespaces=targets,
+    )
+    outputs = OutputSet(force=force)
+    names = []
+    for index, doc in enumerate(docs):
+        name = f"{index:02d}-{doc['kind'].lower()}.yaml"
+        names.append(name)
+        outputs.add(out / name, yaml.safe_dump(doc, sort_keys=True).encode())
+    outputs.add(
+        out / "kustomization.yaml",
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": names,
+            }
+        ).encode(),
+    )
+    files = outputs.commit()
+    emit(
+        {"out": str(out), "files": [str(f) for f in files]},
+        output,
+        table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
+    )
+
+
+def sync_cmd(
+    source: Annotated[
+        str, typer.Option("--source", help="KIND/NAMESPACE/NAME[:KEY] of the CA bundle.")
+    ],
+    kubeconfig: KubeconfigOpt = None,
+    context: Annotated[
+        str, typer.Option("--context", help="Kube context (default: current).")
+    ] = "",
+    in_cluster: Annotated[
+        bool, typer.Option("--in-cluster", help="Use the pod's account.")
+    ] = False,
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", help="Target namespace (repeat).")
+    ] = None,
+    selector: Annotated[str | None, typer.Option("--selector", help="Namespace selector.")] = None,
+    metrics_addr: Annotated[
+        str, typer.Option("--metrics-addr", help="HOST:PORT for /metrics, /healthz, /readyz.")
+    ] = "127.0.0.1:9090",
+    lease_namespace: Annotated[
+        str | None, typer.Option("--lease-namespace", help="Elect a leader with a Lease here.")
+    ] = None,
+    lease_duration: Annotated[int, typer.Option("--lease-duration", min=2)] = 15,
+    identity: Annotated[str | None, typer.Option("--identity", help="Replica name.")] = None,
+    resync: Annotated[float, typer.Option("--resync", help="Full pass every N seconds.")] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+) -> None:
+    """Run the controller that keeps every CA secret converged (Ctrl-C or SIGTERM stops)."""
+    import logging
+    import os
+    import signal
+    import socket
+
+    from airtrust.controller.sync import LeaderElector, Source, SyncController, serve_metrics
+    from airtrust.kube.api import KubeAPI
+    from airtrust.profiles import load_profile
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    profile = load_profile()
+    parsed = Source.parse(source, profile.ca_secret.key)
+    api = KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
+    targets = tuple(namespace or ()) or tuple(
+        t.namespace for t in profile.ca_targets("cluster", openshift=False)
+    )
+    labels = next(
+        (
+            t.labels_for(profile.default_version)
+            for t in profile.ca_targets("cluster", openshift=False)
+        ),
+        {},
+    )
+    controller = SyncController(api, profile, parsed, targets, selector, labels)
+    if once:
+        written = controller.reconcile()
+        info(f"{written} object(s) written")
+        return
+    server = serve_metrics(controller, metrics_addr)
+    elector = None
+    if lease_namespace:
+        name = identity or f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaderElector(api, lease_namespace, name, lease_duration)
+    signal.signal(signal.SIGTERM, lambda *_: controller.stop.set())
+    try:
+        controller.run(elector, resync=resync)
+    except KeyboardInterrupt:
+        controller.stop.set()
+    finally:
+        server.shutdown()
+        api.close()
 
 
 def helm_cmd(
@@ -549,6 +708,7 @@ def _show_state(data: dict[str, Any], output: Format, next_step: str) -> None:
 
 def register(app: typer.Typer) -> None:
     app.add_typer(rotate_app, name="rotate")
+    app.command("sync")(sync_cmd)
     app.command("doctor")(doctor_cmd)
     app.command("init")(init_cmd)
     app.command("plan")(plan_cmd)

@@ -110,6 +110,8 @@ class KubeAPI:
             raise ConfigError(
                 f"cannot read kubeconfig {path}: {exc}", hint="check the file"
             ) from None
+        if not context:
+            context = config.current_context or ""
         if context not in config.contexts:
             known = ", ".join(sorted(config.contexts)) or "none"
             raise InputError(
@@ -130,6 +132,22 @@ class KubeAPI:
                 hint="check the kubeconfig's certificate and user entries",
             ) from None
         return cls(context, http)
+
+    @classmethod
+    def in_cluster(cls, *, timeout: float = 30.0) -> KubeAPI:
+        """The pod's service account, as every in-cluster controller connects."""
+        from lightkube.config import client_adapter
+        from lightkube.config.kubeconfig import KubeConfig
+
+        try:
+            single = KubeConfig.from_service_account().get()
+        except Exception as exc:
+            raise ConfigError(
+                f"not running in a cluster ({exc})", hint="use --kubeconfig/--context outside a pod"
+            ) from None
+        assert single is not None
+        params = client_adapter.ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
+        return cls("in-cluster", client_adapter.Client(single, params))
 
     def close(self) -> None:
         self.http.close()

@@ -1,0 +1,241 @@
+"""airtrust sync as real processes against a real apiserver: convergence, validation,
+leader election, metrics, and an apiserver restart under the controller."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import DATA, ROOT, run_cli
+from tests.integration.conftest import free_port
+from tests.integration.kube import KubeCluster, run_script
+
+pytestmark = pytest.mark.integration
+SELECTOR = "airtrust.io/ca=true"
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"not within {timeout} s: {what}")
+
+
+class Replica:
+    def __init__(self, cluster: KubeCluster, name: str, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "airtrust",
+                "sync",
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "--source",
+                "secret/airtrust-system/local-ca",
+                "--selector",
+                SELECTOR,
+                "--metrics-addr",
+                f"127.0.0.1:{self.port}",
+                "--lease-namespace",
+                "airtrust-system",
+                "--lease-duration",
+                "3",
+                "--identity",
+                name,
+                "--resync",
+                "5",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "wb"),
+        )
+
+    def metrics(self) -> dict[str, float]:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read()
+        except OSError:
+            return {}
+        out = {}
+        for line in text.decode().splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.split()
+                out[key] = float(value)
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def bundle_in(cluster: KubeCluster, namespace: str) -> bytes | None:
+    proc = cluster.kubectl(
+        "-n", namespace, "get", "secret", "runai-ca-cert", "-o", "json", check=False
+    )
+    if proc.returncode != 0:
+        return None
+    return base64.b64decode(yaml.safe_load(proc.stdout)["data"]["runai-ca.pem"])
+
+
+def set_source(cluster: KubeCluster, pem: bytes) -> None:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": "local-ca", "namespace": "airtrust-system"},
+        "data": {"runai-ca.pem": base64.b64encode(pem).decode()},
+    }
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(manifest).encode(),
+    )
+
+
+@pytest.fixture
+def pems(tmp_path: Path) -> tuple[bytes, bytes]:
+    for name in ("one", "two"):
+        assert run_cli("ca", "create", "--out", tmp_path / name, "--name", f"CA {name}").code == 0
+    return (tmp_path / "one" / "ca.crt").read_bytes(), (tmp_path / "two" / "ca.crt").read_bytes()
+
+
+@pytest.fixture
+def replicas(
+    cluster: KubeCluster, tmp_path: Path, pems: tuple[bytes, bytes]
+) -> Iterator[list[Replica]]:
+    cluster.kubectl("create", "namespace", "airtrust-system")
+    cluster.kubectl("create", "namespace", "runai")
+    set_source(cluster, pems[0])
+    running = [Replica(cluster, "replica-a", tmp_path / "a.log")]
+    try:
+        yield running
+    finally:
+        for r in running:
+            r.stop()
+
+
+def test_converges_restores_validates_and_reports(
+    cluster: KubeCluster, replicas: list[Replica], pems: tuple[bytes, bytes]
+) -> None:
+    one, two = pems
+    wait_for("runai gets the bundle", lambda: bundle_in(cluster, "runai") == one)
+    cluster.kubectl("create", "namespace", "team-a")
+    cluster.kubectl("label", "namespace", "team-a", SELECTOR)
+    wait_for(
+        "a new labelled namespace gets the secret", lambda: bundle_in(cluster, "team-a") == one
+    )
+    cluster.kubectl("-n", "team-a", "delete", "secret", "runai-ca-cert")
+    wait_for("a deleted secret is restored", lambda: bundle_in(cluster, "team-a") == one)
+    cluster.kubectl(
+        "-n",
+        "runai",
+        "patch",
+        "secret",
+        "runai-ca-cert",
+        "--type=merge",
+        "-p",
+        '{"data": {"runai-ca.pem": "' + base64.b64encode(two).decode() + '"}}',
+    )
+    wait_for("an edited secret is restored", lambda: bundle_in(cluster, "runai") == one)
+    set_source(cluster, two)
+    wait_for(
+        "a changed source reaches every target",
+        lambda: bundle_in(cluster, "runai") == two and bundle_in(cluster, "team-a") == two,
+    )
+    set_source(cluster, two + (DATA / "bad-input" / "key-in-bundle.pem").read_bytes())
+    wait_for(
+        "an invalid source is reported",
+        lambda: replicas[0].metrics().get("airtrust_source_valid") == 0.0,
+    )
+    assert bundle_in(cluster, "runai") == two, "the last good bundle must stay"
+    assert "private-key-in-bundle" in replicas[0].log.read_text()
+    metrics = replicas[0].metrics()
+    assert metrics["airtrust_ca_expiry_seconds"] > 300 * 86400
+    assert metrics["airtrust_reconcile_total"] > 3 and metrics["airtrust_leader"] == 1
+    health = urllib.request.urlopen(f"http://127.0.0.1:{replicas[0].port}/healthz", timeout=2)
+    assert health.status == 200
+
+
+def test_two_replicas_one_leader_and_failover(
+    cluster: KubeCluster, replicas: list[Replica], tmp_path: Path, pems: tuple[bytes, bytes]
+) -> None:
+    wait_for("first replica leads", lambda: replicas[0].metrics().get("airtrust_leader") == 1.0)
+    second = Replica(cluster, "replica-b", tmp_path / "b.log")
+    replicas.append(second)
+    wait_for("second replica serves metrics", lambda: "airtrust_leader" in second.metrics())
+    time.sleep(2)
+    assert second.metrics()["airtrust_leader"] == 0.0
+    replicas[0].stop()
+    wait_for("the other replica takes over", lambda: second.metrics().get("airtrust_leader") == 1.0)
+    cluster.kubectl("create", "namespace", "team-b")
+    cluster.kubectl("label", "namespace", "team-b", SELECTOR)
+    wait_for("the new leader writes", lambda: bundle_in(cluster, "team-b") == pems[0])
+
+
+def test_apiserver_restart_under_the_controller(
+    cluster: KubeCluster, replicas: list[Replica], pems: tuple[bytes, bytes]
+) -> None:
+    wait_for("initial convergence", lambda: bundle_in(cluster, "runai") == pems[0])
+    run_script("stop-apiserver", cluster.folder)
+    time.sleep(3)
+    run_script("start-apiserver", cluster.folder)
+    cluster.kubectl("create", "namespace", "after-restart")
+    cluster.kubectl("label", "namespace", "after-restart", SELECTOR)
+    set_source(cluster, pems[1])
+    wait_for(
+        "converges after the restart",
+        lambda: (
+            bundle_in(cluster, "after-restart") == pems[1]
+            and bundle_in(cluster, "runai") == pems[1]
+        ),
+        timeout=40,
+    )
+    assert replicas[0].proc.poll() is None, "the controller died with the apiserver"
+    assert replicas[0].metrics()["airtrust_reconcile_errors_total"] >= 1
+
+
+def test_render_controller_manifests_are_accepted(cluster: KubeCluster, tmp_path: Path) -> None:
+    out = tmp_path / "controller"
+    result = run_cli(
+        "render",
+        "--controller",
+        "--image",
+        "registry.local/airtrust:0.1",
+        "--selector",
+        SELECTOR,
+        "--out",
+        out,
+    )
+    assert result.code == 0, result.err
+    cluster.kubectl("create", "namespace", "airtrust-system")
+    applied = cluster.kubectl("apply", "--server-side", "-k", out)
+    assert b"deployment.apps/airtrust-sync" in applied.stdout
+    role = cluster.get("clusterrole", "airtrust-sync")
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert "delete" not in verbs and "*" not in verbs
+    deployment = cluster.get("deployment", "airtrust-sync", "-n", "airtrust-system")
+    assert (
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.local/airtrust:0.1"
+    )
+    assert os.path.exists(ROOT / "scripts" / "testcluster")
