@@ -455,11 +455,15 @@ def sync_cmd(
     if lease_namespace:
         name = identity or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(api, lease_namespace, name, lease_duration)
-    signal.signal(signal.SIGTERM, lambda *_: controller.stop.set())
+    def stop(*_: object) -> None:
+        controller.stop.set()
+        controller.dirty.set()  # wake the loop now, not at the next resync
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         controller.run(elector, resync=resync)
     except KeyboardInterrupt:
-        controller.stop.set()
+        stop()
     finally:
         server.shutdown()
         api.close()
