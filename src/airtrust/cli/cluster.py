@@ -455,6 +455,7 @@ def sync_cmd(
     if lease_namespace:
         name = identity or f"{socket.gethostname()}-{os.getpid()}"
         elector = LeaderElector(api, lease_namespace, name, lease_duration)
+
     def stop(*_: object) -> None:
         controller.stop.set()
         controller.dirty.set()  # wake the loop now, not at the next resync
