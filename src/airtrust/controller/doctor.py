@@ -138,10 +138,38 @@ def _secret(session: Session, context: str, namespace: str, name: str) -> dict[s
     return session.apis[context].get("v1", "secrets", namespace, name)
 
 
+def judge_ca_secret(
+    live: dict[str, Any] | None, key: str, want: set[str], labels: dict[str, str], target: str
+) -> tuple[str, str, str]:
+    """(status, evidence, fix) for one CA secret: the first problem, or ok."""
+    take_over = APPLY_FIX + " --force-conflicts"
+    if live is None:
+        return FAIL, "missing", APPLY_FIX
+    raw = (live.get("data") or {}).get(key)
+    if raw is None:
+        return FAIL, f"no key {key}", take_over
+    data = base64.b64decode(raw)
+    if b"PRIVATE KEY" in data:
+        return FAIL, "holds a PRIVATE KEY block: a CA secret must hold certificates only", take_over
+    try:
+        have = {a.fingerprint for a in read_certificates(data, target)}
+    except AirtrustError as exc:
+        return FAIL, exc.message, take_over
+    if have != want:
+        missing = ", ".join(fp[:12] for fp in sorted(want - have)) or "none"
+        extra = ", ".join(fp[:12] for fp in sorted(have - want)) or "none"
+        return FAIL, f"different CA certificates (missing {missing}; extra {extra})", take_over
+    have_labels = live.get("metadata", {}).get("labels") or {}
+    absent = [f"{k}={v}" for k, v in labels.items() if have_labels.get(k) != v]
+    if absent:
+        return FAIL, f"labels missing: {', '.join(absent)}", APPLY_FIX
+    return OK, f"{len(have)} CA(s), same fingerprints as the bundle", ""
+
+
 def check_ca_secrets(session: Session, facts_by_context: dict[str, Any]) -> list[Check]:
     profile = session.profile
     want = set(session.bundle.fingerprints)
-    key = profile.ca_secret.key
+    name = profile.ca_secret.name
     out = []
     for context, fact in facts_by_context.items():
         targets = [
@@ -151,88 +179,12 @@ def check_ca_secrets(session: Session, facts_by_context: dict[str, Any]) -> list
         ]
         targets += [(ns, {}) for ns in fact.workload_namespaces]
         for namespace, labels in targets:
-            target = f"{namespace}/{profile.ca_secret.name}"
-            live = _secret(session, context, namespace, profile.ca_secret.name)
-            if live is None:
-                out.append(Check("ca-secret", context, target, FAIL, "missing", APPLY_FIX))
-                continue
-            raw = (live.get("data") or {}).get(key)
-            if raw is None:
-                out.append(
-                    Check(
-                        "ca-secret",
-                        context,
-                        target,
-                        FAIL,
-                        f"no key {key}",
-                        APPLY_FIX + " --force-conflicts",
-                    )
-                )
-                continue
-            data = base64.b64decode(raw)
-            if b"PRIVATE KEY" in data:
-                out.append(
-                    Check(
-                        "ca-secret",
-                        context,
-                        target,
-                        FAIL,
-                        "holds a PRIVATE KEY block: a CA secret must hold certificates only",
-                        APPLY_FIX + " --force-conflicts",
-                    )
-                )
-                continue
-            try:
-                have = {a.fingerprint for a in read_certificates(data, target)}
-            except AirtrustError as exc:
-                out.append(
-                    Check(
-                        "ca-secret",
-                        context,
-                        target,
-                        FAIL,
-                        exc.message,
-                        APPLY_FIX + " --force-conflicts",
-                    )
-                )
-                continue
-            if have != want:
-                missing = ", ".join(fp[:12] for fp in sorted(want - have)) or "none"
-                extra = ", ".join(fp[:12] for fp in sorted(have - want)) or "none"
-                out.append(
-                    Check(
-                        "ca-secret",
-                        context,
-                        target,
-                        FAIL,
-                        f"different CA certificates (missing {missing}; extra {extra})",
-                        APPLY_FIX + " --force-conflicts",
-                    )
-                )
-                continue
-            have_labels = live.get("metadata", {}).get("labels") or {}
-            absent = [f"{k}={v}" for k, v in labels.items() if have_labels.get(k) != v]
-            if absent:
-                out.append(
-                    Check(
-                        "ca-secret",
-                        context,
-                        target,
-                        FAIL,
-                        f"labels missing: {', '.join(absent)}",
-                        APPLY_FIX,
-                    )
-                )
-                continue
-            out.append(
-                Check(
-                    "ca-secret",
-                    context,
-                    target,
-                    OK,
-                    f"{len(have)} CA(s), same fingerprints as the bundle",
-                )
+            target = f"{namespace}/{name}"
+            live = _secret(session, context, namespace, name)
+            status, evidence, fix = judge_ca_secret(
+                live, profile.ca_secret.key, want, labels, target
             )
+            out.append(Check("ca-secret", context, target, status, evidence, fix))
     return out
 
 
