@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli.output import Format, emit, info, rows_table, settings, warn
+from airtrust.cli.output import Format, OutputOpt, emit, info, rows_table, settings, warn
 from airtrust.errors import CheckFailed, InputError
 
 if TYPE_CHECKING:
@@ -19,9 +19,6 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The airtrust.ya
 KubeconfigOpt = Annotated[
     Path | None,
     typer.Option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
-]
-OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
 ]
 
 

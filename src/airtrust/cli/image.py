@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli.output import Format, emit, rows_table, warn
+from airtrust.cli.output import Format, OutputOpt, emit, rows_table, warn
 from airtrust.errors import CheckFailed, InputError
 
 if TYPE_CHECKING:
@@ -30,9 +30,6 @@ UserOpt = Annotated[str | None, typer.Option("--username", help="Registry user."
 PasswordEnvOpt = Annotated[
     str | None,
     typer.Option("--password-env", metavar="VAR", help="Registry password from $VAR."),
-]
-OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
 ]
 
 

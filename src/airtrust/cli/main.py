@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from airtrust.cli import cluster, image
-from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
+from airtrust.cli.output import Format, OutputOpt, emit, error, rows_table, settings, warn
 from airtrust.errors import AirtrustError, CheckFailed, InputError, VerificationFailed
 
 if TYPE_CHECKING:
@@ -39,9 +39,6 @@ app.add_typer(bundle_app, name="bundle")
 cluster.register(app)
 image.register(app)
 
-OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
-]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 PassEnvOpt = Annotated[
     str | None,

@@ -12,13 +12,20 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 
 class Format(enum.StrEnum):
     TABLE = "table"
     JSON = "json"
     YAML = "yaml"
+
+
+OutputOpt = Annotated[
+    Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
+]
 
 
 @dataclass
