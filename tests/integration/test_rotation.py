@@ -172,3 +172,65 @@ def test_rotation_status_and_errors(
         run_cli("rotate", "start", "--new-ca", new.parent / "missing", "-c", config), 2, "CA folder"
     )
     assert ("runai", "runai-ca-cert") in secrets(cluster)
+
+
+def test_rotation_repatches_the_sidecar_images(
+    cluster: KubeCluster, tmp_path: Path, go_tlsclient: Path
+) -> None:
+    from tests.integration.registry import gitsync_layout, make_tar, push_tar, started_registry
+
+    old = tmp_path / "old"
+    assert run_cli("quickstart", "--domain", DOMAIN, "--out", old).code == 0
+    new = tmp_path / "new"
+    assert run_cli("ca", "create", "--out", new, "--name", "Next Root CA").code == 0
+    with started_registry(tmp_path / "registry") as registry:
+        tar = make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient))
+        push_tar(registry.ref("run-ai-prod/goofys:master"), tar)
+        push_tar(registry.ref("git-sync/git-sync:v4.4.0"), tar)
+        patched = run_cli(
+            "image",
+            "patch",
+            "--sidecars",
+            "--registry",
+            registry.host,
+            "--ca",
+            old / "ca-bundle.pem",
+            "-o",
+            "json",
+        )
+        assert patched.code == 0, patched.err
+        references = json.loads(patched.out)["references"]
+        cluster.install_crd("runaiconfig.yaml")
+        cluster.kubectl("create", "namespace", "runai")
+        cluster.kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=json.dumps(
+                {
+                    "apiVersion": "run.ai/v1",
+                    "kind": "RunaiConfig",
+                    "metadata": {"name": "runai", "namespace": "runai"},
+                    "spec": {
+                        "s3": {"image": registry.ref("run-ai-prod/goofys:master")},
+                        "git": {"image": registry.ref("git-sync/git-sync:v4.4.0")},
+                    },
+                }
+            ).encode(),
+        )
+        config = write_config(tmp_path, old, cluster.kubeconfig, images={"references": references})
+        assert run_cli("apply", "-c", config).code == 0
+        started = run_cli(
+            "rotate", "start", "--new-ca", new, "-c", config, "--keep-tls", "-o", "json"
+        )
+        assert started.code == 0, started.err
+        images = json.loads(started.out)["images"]
+        spec = cluster.get("runaiconfig", "runai", "-n", "runai")["spec"]
+        assert {spec["s3"]["image"], spec["git"]["image"]} == set(images.values())
+        both = old / "ca-bundle.pem", new / "ca.crt"
+        for reference in images.values():
+            for ca in both:
+                checked = run_cli("image", "inspect", reference, "--ca", ca)
+                assert checked.code == 0, checked.err
+        # --keep-tls: the old certificate is still served, so finish waits.
+        assert run_cli("rotate", "finish", "-c", config).code == 1
