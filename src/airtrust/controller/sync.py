@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,7 +229,7 @@ class SyncController:
                 "v1", "secrets", field_selector=f"metadata.name={ca.name}"
             )
         }
-        out_of_sync, writes = 0, 0
+        pending = []
         for namespace in self.targets():
             manifest = secret_manifest(
                 namespace,
@@ -247,13 +248,13 @@ class SyncController:
                 manifest=manifest,
                 bundle_key=ca.key,
             )
-            if diff(desired, live.get(namespace)).action is Action.UNCHANGED:
-                continue
-            out_of_sync += 1
-            if write:
-                # force: the controller owns these objects and restores any edit.
-                self.api.apply(manifest, force=True)
-                writes += 1
+            if diff(desired, live.get(namespace)).action is not Action.UNCHANGED:
+                pending.append(manifest)
+        out_of_sync, writes = len(pending), 0
+        if write and pending:
+            # force: the controller owns these objects and restores any edit.
+            with ThreadPoolExecutor(max_workers=min(16, len(pending))) as pool:
+                writes = len(list(pool.map(lambda m: self.api.apply(m, force=True), pending)))
         self.metrics.out_of_sync = out_of_sync if not write else 0
         self.metrics.writes += writes
         return writes
