@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
+from cryptography import x509
 
 from airtrust.config import Cluster, Config
 from airtrust.errors import AirtrustError, ConfigError
@@ -57,6 +58,8 @@ class Session:
     bundle: Bundle
     control_plane_tls: TLSMaterial | None
     now: dt.datetime
+    #: CAs a reused TLS certificate must chain to (a rotation narrows this to the new CA).
+    tls_anchors: tuple[x509.Certificate, ...] | None = None
     #: live objects by (context, kind, namespace, name), filled by observe()
     live: dict[tuple[str, str, str | None, str], JsonObj | None] = field(default_factory=dict)
 
@@ -284,7 +287,7 @@ def _reusable(live: JsonObj, hosts: list[str], session: Session) -> TLSMaterial 
         for host in hosts:
             verify_server(
                 chain[0],
-                anchors=session.bundle.certificates,
+                anchors=session.tls_anchors or session.bundle.certificates,
                 intermediates=chain[1:],
                 hostname=host.replace("*", "x", 1),
                 now=session.now,

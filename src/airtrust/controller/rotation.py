@@ -178,6 +178,7 @@ def overlay(session: Session) -> RotationState | None:
         return None
     session.bundle = state.bundle(session.now)
     if state.tls == "reissued":
+        session.tls_anchors = tuple(state.certificates(state.new_pem))
         live = _live_tls(session, state.certificates(state.new_pem))
         if live is not None:
             session.control_plane_tls = live
@@ -277,7 +278,9 @@ def start(session: Session, new_ca: Path, *, keep_tls: bool = False) -> Rotation
             keys.key_to_pem(key),
             fingerprint(issued),
         )
+        # Cluster TLS secrets too: only certificates from the new CA may be kept.
         session.config = session.config.model_copy(update={"issue_from": new_ca})
+        session.tls_anchors = tuple(new_certs)
         _apply(session)
         state.tls = "reissued"
         save_state(session, state)
