@@ -129,3 +129,50 @@ def merged_kubeconfig(path: Path, clusters: dict[str, KubeCluster]) -> Path:
     path.write_text(yaml.safe_dump(merged))
     path.chmod(0o600)
     return path
+
+
+def install_patched_sidecars(
+    cluster: KubeCluster, registry: Any, layer_tar: Path, bundle: Path
+) -> dict[str, str]:
+    """Mirror both Run:ai sidecars into ``registry`` (git-sync as 65533 with its entrypoint),
+    patch them with airtrust, and create a RunaiConfig that still names the unpatched ones.
+
+    Returns the ``images.references`` that ``image patch --sidecars`` printed.
+    """
+    import json
+
+    from tests.conftest import run_cli
+    from tests.integration.registry import push_tar
+
+    push_tar(registry.ref("run-ai-prod/goofys:master"), layer_tar)
+    push_tar(
+        registry.ref("git-sync/git-sync:v4.4.0"),
+        layer_tar,
+        entrypoint=["/git-sync"],
+        user="65533:65533",
+    )
+    patched = run_cli(
+        "image", "patch", "--sidecars", "--registry", registry.host, "--ca", bundle, "-o", "json"
+    )
+    if patched.code != 0:
+        pytest.fail(f"image patch --sidecars failed: {patched.err}")
+    cluster.install_crd("runaiconfig.yaml")
+    cluster.kubectl("create", "namespace", "runai")
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {
+                "apiVersion": "run.ai/v1",
+                "kind": "RunaiConfig",
+                "metadata": {"name": "runai", "namespace": "runai"},
+                "spec": {
+                    "s3": {"image": registry.ref("run-ai-prod/goofys:master")},
+                    "git": {"image": registry.ref("git-sync/git-sync:v4.4.0")},
+                },
+            }
+        ).encode(),
+    )
+    references: dict[str, str] = json.loads(patched.out)["references"]
+    return references

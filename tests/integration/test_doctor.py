@@ -20,12 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import DATA, run_cli
 from tests.integration.conftest import CACHE, openssl_server
-from tests.integration.kube import KubeCluster, started_cluster
+from tests.integration.kube import KubeCluster, install_patched_sidecars, started_cluster
 from tests.integration.registry import (
     Registry,
     gitsync_layout,
     make_tar,
-    push_tar,
     started_registry,
 )
 
@@ -113,44 +112,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, go_tlsclient: Path) -> Iterato
         started_registry(folder / "registry") as registry,
     ):
         tar = make_tar(folder / "sidecar.tar", gitsync_layout(go_tlsclient))
-        push_tar(registry.ref("run-ai-prod/goofys:master"), tar)
-        push_tar(
-            registry.ref("git-sync/git-sync:v4.4.0"),
-            tar,
-            entrypoint=["/git-sync"],
-            user="65533:65533",
-        )
-        patched = run_cli(
-            "image",
-            "patch",
-            "--sidecars",
-            "--registry",
-            registry.host,
-            "--ca",
-            folder / "bundle.pem",
-            "-o",
-            "json",
-        )
-        _ok(patched)
-        references = json.loads(patched.out)["references"]
-        cluster.install_crd("runaiconfig.yaml")
-        cluster.kubectl("create", "namespace", "runai")
-        cluster.kubectl(
-            "apply",
-            "-f",
-            "-",
-            stdin=json.dumps(
-                {
-                    "apiVersion": "run.ai/v1",
-                    "kind": "RunaiConfig",
-                    "metadata": {"name": "runai", "namespace": "runai"},
-                    "spec": {
-                        "s3": {"image": registry.ref("run-ai-prod/goofys:master")},
-                        "git": {"image": registry.ref("git-sync/git-sync:v4.4.0")},
-                    },
-                }
-            ).encode(),
-        )
+        references = install_patched_sidecars(cluster, registry, tar, folder / "bundle.pem")
         config = folder / "airtrust.yaml"
         config.write_text(
             yaml.safe_dump(

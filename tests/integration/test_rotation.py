@@ -188,7 +188,8 @@ def test_rotation_status_and_errors(
 def test_rotation_repatches_the_sidecar_images(
     cluster: KubeCluster, tmp_path: Path, go_tlsclient: Path
 ) -> None:
-    from tests.integration.registry import gitsync_layout, make_tar, push_tar, started_registry
+    from tests.integration.kube import install_patched_sidecars
+    from tests.integration.registry import gitsync_layout, make_tar, started_registry
 
     old = tmp_path / "old"
     assert run_cli("quickstart", "--domain", DOMAIN, "--out", old).code == 0
@@ -196,39 +197,7 @@ def test_rotation_repatches_the_sidecar_images(
     assert run_cli("ca", "create", "--out", new, "--name", "Next Root CA").code == 0
     with started_registry(tmp_path / "registry") as registry:
         tar = make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient))
-        push_tar(registry.ref("run-ai-prod/goofys:master"), tar)
-        push_tar(registry.ref("git-sync/git-sync:v4.4.0"), tar)
-        patched = run_cli(
-            "image",
-            "patch",
-            "--sidecars",
-            "--registry",
-            registry.host,
-            "--ca",
-            old / "ca-bundle.pem",
-            "-o",
-            "json",
-        )
-        assert patched.code == 0, patched.err
-        references = json.loads(patched.out)["references"]
-        cluster.install_crd("runaiconfig.yaml")
-        cluster.kubectl("create", "namespace", "runai")
-        cluster.kubectl(
-            "apply",
-            "-f",
-            "-",
-            stdin=json.dumps(
-                {
-                    "apiVersion": "run.ai/v1",
-                    "kind": "RunaiConfig",
-                    "metadata": {"name": "runai", "namespace": "runai"},
-                    "spec": {
-                        "s3": {"image": registry.ref("run-ai-prod/goofys:master")},
-                        "git": {"image": registry.ref("git-sync/git-sync:v4.4.0")},
-                    },
-                }
-            ).encode(),
-        )
+        references = install_patched_sidecars(cluster, registry, tar, old / "ca-bundle.pem")
         config = write_config(tmp_path, old, cluster.kubeconfig, images={"references": references})
         assert run_cli("apply", "-c", config).code == 0
         started = run_cli(
