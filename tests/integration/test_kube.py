@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -497,7 +496,6 @@ def test_init_writes_a_valid_commented_config(tmp_path: Path) -> None:
 
 def test_unreachable_cluster_exits_3(tmp_path: Path, pki: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    shutil.copy(DATA / "crds" / "runaiconfig.yaml", tmp_path / "x")  # any file; not used
     kubeconfig.write_text(
         yaml.safe_dump(
             {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import Result, run_cli
 from tests.integration.conftest import require, tls_server
 
 HOST = "runai.example.test"
@@ -33,7 +33,7 @@ class Pki:
     key: Path
 
 
-def _ok(result: object) -> None:
+def _ok(result: Result) -> None:
     assert result.code == 0, (result.out, result.err)
 
 

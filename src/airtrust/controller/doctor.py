@@ -68,6 +68,14 @@ class ConnectTo:
     address: str
     address_port: int
 
+    @staticmethod
+    def route(rules: Sequence[ConnectTo], host: str, port: int) -> tuple[str, int]:
+        """Where to connect for host:port: the first matching rule, else the name itself."""
+        for rule in rules:
+            if rule.host == host and rule.port == port:
+                return rule.address, rule.address_port
+        return host, port
+
     @classmethod
     def parse(cls, text: str) -> ConnectTo:
         from airtrust.errors import InputError
@@ -319,10 +327,7 @@ def check_endpoint(
 ) -> list[Check]:
     from airtrust.tlsprobe import Endpoint, fetch_chain
 
-    address, address_port = host, port
-    for rule in connect_to:
-        if rule.host == host and rule.port == port:
-            address, address_port = rule.address, rule.address_port
+    address, address_port = ConnectTo.route(connect_to, host, port)
     endpoint = Endpoint(host, address_port, connect_to=address)
     target = f"https://{host}:{port}"
     try:
@@ -399,16 +404,14 @@ def check_endpoint(
     return checks
 
 
-def check_oidc(session: Session, host: str, port: int, connect_to: Sequence[ConnectTo]) -> Check:
+def check_oidc(
+    session: Session, host: str, port: int, connect_to: Sequence[ConnectTo], path: str
+) -> Check:
     """The Keycloak discovery document over TLS verified with only the bundle, when served."""
     import http.client
     import socket
 
-    address, address_port = host, port
-    for rule in connect_to:
-        if rule.host == host and rule.port == port:
-            address, address_port = rule.address, rule.address_port
-    path = "/auth/realms/runai/.well-known/openid-configuration"
+    address, address_port = ConnectTo.route(connect_to, host, port)
     target = f"https://{host}:{port}{path}"
     context = ssl.create_default_context()
     context.load_verify_locations(cadata=session.bundle.to_pem().decode())
@@ -796,7 +799,9 @@ def run_doctor(
             )
         )
         if not any(c.status == FAIL for c in report.checks if c.name == "control-plane-endpoint"):
-            report.add(check_oidc(session, session.config.domain, 443, connect_to))
+            path = session.profile.oidc_discovery_path
+            if path:
+                report.add(check_oidc(session, session.config.domain, 443, connect_to, path))
         for cluster in session.config.clusters:
             if cluster.domain:
                 report.add(

@@ -179,17 +179,15 @@ def _possible_write_needs(namespaces: Iterable[str]) -> list[Need]:
     return needs
 
 
-def write_needs(change: Change, backup_mode: str) -> list[Need]:
+def write_needs(change: Change, backup_mode: str, profile: Profile) -> list[Need]:
     d = change.desired
     if d.kind == "Namespace":
         return [Need("create", "namespaces")] if change.action is Action.CREATE else []
     if d.manifest is None:
-        cc_plural = d.kind.lower() + "s"
-        return (
-            [Need("patch", cc_plural, d.namespace, "run.ai")]
-            if change.action is Action.UPDATE
-            else []
-        )
+        cc = profile.cluster_config
+        if cc is None or change.action is not Action.UPDATE:
+            return []
+        return [Need("patch", cc.plural, d.namespace, cc.group)]
     needs = []
     if change.action is Action.CREATE:
         needs += [Need("create", "secrets", d.namespace), Need("patch", "secrets", d.namespace)]
@@ -457,7 +455,9 @@ def preflight(session: Session, plan: Plan) -> None:
     missing = {}
     for context, api in session.apis.items():
         needs = [
-            n for c in plan.for_context(context) for n in write_needs(c, session.config.backup.mode)
+            n
+            for c in plan.for_context(context)
+            for n in write_needs(c, session.config.backup.mode, session.profile)
         ]
         missing[context] = check_permissions(api, needs)
     _raise_missing(missing)

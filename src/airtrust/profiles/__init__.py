@@ -117,6 +117,8 @@ class Profile(_Model):
     cluster_config: ClusterConfig | None = None
     sidecars: tuple[Sidecar, ...] = ()
     openshift: OpenShift | None = None
+    #: Served by the control plane's identity provider; doctor checks it when present.
+    oidc_discovery_path: str | None = None
 
     def ca_targets(self, role: str, *, openshift: bool) -> list[SecretTarget]:
         return [
