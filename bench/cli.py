@@ -19,19 +19,25 @@ from pathlib import Path
 AIRTRUST = str(Path(sys.executable).parent / "airtrust")
 
 
-def median_seconds(cmd: list[str], runs: int) -> float:
-    subprocess.run(cmd, capture_output=True, check=True)  # warm the page cache
-    samples = []
+def _once(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
+def median_pair(ours: list[str], peer: list[str], runs: int) -> tuple[float, float]:
+    """Median seconds of each, runs interleaved so machine noise hits both alike."""
+    _once(ours), _once(peer)  # warm the page cache
+    a, b = [], []
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, check=True)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        a.append(_once(ours))
+        b.append(_once(peer))
+    return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--bundle", default="/etc/ssl/certs/ca-certificates.crt")
     args = parser.parse_args()
     bundle = shlex.quote(args.bundle)
@@ -59,8 +65,7 @@ def main() -> None:
     ]
     print(f"{'benchmark':32} {'airtrust':>10} {'openssl':>10} {'ratio':>7}")
     for name, ours, peer in pairs:
-        a = median_seconds(ours, args.runs)
-        b = median_seconds(peer, args.runs)
+        a, b = median_pair(ours, peer, args.runs)
         print(f"{name:32} {a * 1000:8.1f}ms {b * 1000:8.1f}ms {a / b:6.2f}x")
 
 

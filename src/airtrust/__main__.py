@@ -1,5 +1,5 @@
 """``python -m airtrust``: the same entry point as the ``airtrust`` script."""
 
-from airtrust.cli.main import run
+from airtrust.cli.entry import run
 
 run()

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +62,8 @@ class OutputSet:
             ) from exc
         for tmp, path in staged:
             if path.is_dir() and not path.is_symlink():
+                import shutil  # here, not at the top: inspect's fast lane only reads
+
                 shutil.rmtree(path)
             os.replace(tmp, path)
         return [path for _, path in staged]
@@ -71,6 +71,8 @@ class OutputSet:
 
 def _stage_file(path: Path, data: bytes, mode: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -86,6 +88,8 @@ def _stage_file(path: Path, data: bytes, mode: int) -> Path:
 
 def _stage_tree(path: Path, entries: list[tuple[str, bytes]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     os.chmod(tmp, 0o755)
     for name, data in entries:
@@ -98,6 +102,8 @@ def _stage_tree(path: Path, entries: list[tuple[str, bytes]]) -> Path:
 def _remove(path: Path) -> None:
     with contextlib.suppress(OSError):
         if path.is_dir():
+            import shutil
+
             shutil.rmtree(path)
         else:
             path.unlink()

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli.output import Format, OutputOpt, emit, info, rows_table, settings, warn
+from airtrust.cli.output import Format, emit, info, rows_table, settings, warn
+from airtrust.cli.params import OutputOpt
 from airtrust.errors import CheckFailed, InputError
 
 if TYPE_CHECKING:

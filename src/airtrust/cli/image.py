@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli.output import Format, OutputOpt, emit, rows_table, warn
+from airtrust.cli.output import Format, emit, rows_table, warn
+from airtrust.cli.params import OutputOpt
 from airtrust.errors import CheckFailed, InputError
 
 if TYPE_CHECKING:

@@ -7,15 +7,14 @@ starts fast. Exit codes: 0 ok, 1 a check failed, 2 bad input or usage,
 """
 
 import datetime as dt
-import sys
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from airtrust.cli import cluster, image
-from airtrust.cli.output import Format, OutputOpt, emit, error, rows_table, settings, warn
+from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
+from airtrust.cli.params import OutputOpt
 from airtrust.errors import AirtrustError, CheckFailed, InputError, VerificationFailed
 
 if TYPE_CHECKING:
@@ -262,26 +261,6 @@ def cert_issue(
 # --- inspect / verify -----------------------------------------------------------------
 
 
-def _load_target(target: str, connect_to: str | None) -> tuple[list[Any], str]:
-    """Certificates of a file, '-' or https:// endpoint, and a label for messages."""
-    if target.startswith("https://"):
-        import dataclasses
-
-        from airtrust.tlsprobe import fetch_chain, parse_endpoint
-
-        endpoint = dataclasses.replace(parse_endpoint(target), connect_to=connect_to)
-        chain = fetch_chain(endpoint)
-        if not chain:
-            raise AirtrustError(
-                f"{endpoint} sent no certificate", hint="check the server's TLS setup"
-            )
-        return chain, str(endpoint)
-    from airtrust.files import read_input
-    from airtrust.pki.bundle import read_certificates
-
-    return [a.certificate for a in read_certificates(read_input(target), target)], target
-
-
 ConnectToOpt = Annotated[
     str | None,
     typer.Option(
@@ -299,58 +278,9 @@ def inspect_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show every certificate of a bundle, chain or live endpoint, with warnings."""
-    from airtrust.pki.inspect import describe_chain
+    from airtrust.cli.inspect import inspect  # shared with the fast lane in entry.py
 
-    certs, label = _load_target(target, connect_to)
-    presented = True if label.startswith("https://") else None
-    reports = describe_chain(certs, now=_now(), presented=presented)
-    data = {"source": label, "certificates": [r.to_dict() for r in reports]}
-
-    def table(console: Any) -> None:
-        if len(reports) > 5:  # a bundle: one row per certificate reads better than N tables
-            console.print(
-                rows_table(
-                    f"{label} ({len(reports)} certificates)",
-                    ["#", "subject", "not after", "days", "CA", "key", "sha256", "warnings"],
-                    [
-                        (
-                            r.index,
-                            r.subject,
-                            r.not_after[:10],
-                            r.days_left,
-                            "yes" if r.is_ca else "no",
-                            f"{r.key_type} {r.key_bits}",
-                            r.sha256[:16],
-                            "; ".join(r.warnings),
-                        )
-                        for r in reports
-                    ],
-                )
-            )
-            return
-        for r in reports:
-            rows = [
-                ("subject", r.subject),
-                ("issuer", r.issuer),
-                ("serial", r.serial),
-                ("sha256", r.sha256),
-                ("validity", f"{r.not_before} .. {r.not_after} ({r.days_left} days left)"),
-                ("ca", f"yes, path length {r.path_length}" if r.is_ca else "no"),
-                ("key", f"{r.key_type} {r.key_bits} bits, signed with {r.signature_hash}"),
-            ]
-            if r.subject_alt_names:
-                rows.append(("SAN", ", ".join(r.subject_alt_names)))
-            if r.key_usage:
-                rows.append(("key usage", ", ".join(r.key_usage)))
-            if r.extended_key_usage:
-                rows.append(("ext key usage", ", ".join(r.extended_key_usage)))
-            for kind, subtrees in r.name_constraints.items():
-                rows.append((f"{kind} names", ", ".join(subtrees)))
-            for w in r.warnings:
-                rows.append(("warning", w))
-            console.print(rows_table(f"[{r.index}] {label}", ["field", "value"], rows))
-
-    emit(data, output, table=table)
+    inspect(target, connect_to, output)
 
 
 @app.command("verify")
@@ -380,6 +310,7 @@ def verify_cmd(
     CAs without SKI/AKI; servers without AKI; servers without extendedKeyUsage
     or with anyExtendedKeyUsage; CAs with extendedKeyUsage.
     """
+    from airtrust.cli.inspect import load_target
     from airtrust.files import read_input
     from airtrust.pki.bundle import fingerprint, read_certificates
     from airtrust.pki.verify import RELAXATIONS, Profile, verify_server
@@ -399,7 +330,7 @@ def verify_cmd(
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.UTC)
     anchors = [a.certificate for name in ca for a in read_certificates(read_input(name), name)]
-    certs, label = _load_target(target, connect_to)
+    certs, label = load_target(target, connect_to)
     extra = [a.certificate for n in untrusted or () for a in read_certificates(read_input(n), n)]
     if hostname is None and target.startswith("https://"):
         from airtrust.tlsprobe import parse_endpoint
@@ -628,54 +559,27 @@ def quickstart_cmd(
 # --- entry point ----------------------------------------------------------------------
 
 
-def _exit(code: int) -> NoReturn:
-    sys.stdout.flush()
-    raise SystemExit(code)
+def dispatch(args: list[str]) -> int:
+    """Run the typer app on ``args``; click's own outcomes become exit codes.
 
-
-_GLOBAL_FLAGS = {"--quiet", "-q", "--no-color", "--debug"}
-
-
-def _hoist_global_flags(argv: list[str]) -> list[str]:
-    """Let --quiet/--no-color/--debug stand anywhere, as kubectl users expect."""
-    end = argv.index("--") if "--" in argv else len(argv)
-    flags = [a for a in argv[:end] if a in _GLOBAL_FLAGS]
-    rest = [a for a in argv[:end] if a not in _GLOBAL_FLAGS]
-    return [*flags, *rest, *argv[end:]]
-
-
-def run(argv: list[str] | None = None) -> NoReturn:
-    """Console entry point: one line per error, documented exit codes."""
-    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
-    # pyca warns when it parses a non-positive serial (old roots have them);
-    # inspect reports that itself, so the Python warning is only noise.
-    warnings.filterwarnings("ignore", message="Parsed a serial number")
+    Library errors pass through to :func:`airtrust.cli.entry.run`, which
+    prints them for this path and the fast lane alike.
+    """
     try:
         code = app(args=args, prog_name="airtrust", standalone_mode=False)
-        if isinstance(code, int) and code:  # click returns typer.Exit codes here
-            _exit(code)
-    except AirtrustError as exc:
-        if settings.debug:
-            raise
-        error(exc.one_line())
-        _exit(exc.exit_code)
+        return code if isinstance(code, int) else 0  # click returns typer.Exit codes here
     except typer.Exit as exc:
-        _exit(exc.exit_code)
+        return int(exc.exit_code)
     except typer.Abort:
         error("aborted")
-        _exit(130)
-    except KeyboardInterrupt:
-        error("interrupted")
-        _exit(130)
+        return 130
+    except AirtrustError:
+        raise
     except Exception as exc:
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            # click usage errors (typer vendors click): bad option, missing argument.
-            ctx = getattr(exc, "ctx", None)
-            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            error(f"{exc.format_message()}{where} [usage]")
-            _exit(2 if exc.exit_code == 2 else int(exc.exit_code))
-        if settings.debug:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise
-        error(f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it")
-        _exit(70)
-    _exit(0)
+        # click usage errors (typer vendors click): bad option, missing argument.
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        error(f"{exc.format_message()}{where} [usage]")
+        return 2 if exc.exit_code == 2 else int(exc.exit_code)

@@ -2,7 +2,7 @@
 
 Results go to stdout, warnings and errors to stderr, so ``-o json`` output can
 be piped while messages stay visible. rich is imported only when a table is
-drawn, to keep start-up fast.
+drawn, and typer not at all, so the fast lane (``entry``) can use this module.
 """
 
 from __future__ import annotations
@@ -12,20 +12,13 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 
 class Format(enum.StrEnum):
     TABLE = "table"
     JSON = "json"
     YAML = "yaml"
-
-
-OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
-]
 
 
 @dataclass

@@ -60,42 +60,38 @@ _KEY_USAGE_FIELDS = (
 )
 
 
-def _get(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Extension[Any] | None:
-    try:
-        return cert.extensions.get_extension_for_class(cls)
-    except x509.ExtensionNotFound:
-        return None
-
-
 def describe(cert: x509.Certificate, *, now: dt.datetime, index: int = 0) -> CertificateReport:
     warnings: list[str] = []
     try:
+        # One pass over the extensions: looking each type up by class rescans them.
+        found: dict[type[Any], x509.Extension[Any]] = {type(e.value): e for e in cert.extensions}
         extensions_ok = True
-        bc = _get(cert, x509.BasicConstraints)
-        ku = _get(cert, x509.KeyUsage)
-        eku = _get(cert, x509.ExtendedKeyUsage)
-        san = _get(cert, x509.SubjectAlternativeName)
-        nc = _get(cert, x509.NameConstraints)
-        ski = _get(cert, x509.SubjectKeyIdentifier)
-        aki = _get(cert, x509.AuthorityKeyIdentifier)
     except (ValueError, x509.DuplicateExtension) as exc:
-        extensions_ok = False
-        bc = ku = eku = san = nc = ski = aki = None
+        found, extensions_ok = {}, False
         warnings.append(f"malformed extensions: {exc}")
-    ca = is_ca(cert) if extensions_ok else False
+    bc = found.get(x509.BasicConstraints)
+    ku = found.get(x509.KeyUsage)
+    eku = found.get(x509.ExtendedKeyUsage)
+    san = found.get(x509.SubjectAlternativeName)
+    nc = found.get(x509.NameConstraints)
+    ski = found.get(x509.SubjectKeyIdentifier)
+    aki = found.get(x509.AuthorityKeyIdentifier)
+    ca = extensions_ok and (bc.value.ca if bc is not None else is_ca(cert))
     self_signed = cert.subject == cert.issuer
-    key_type, key_bits = describe_public_key(cert.public_key())
+    public_key = cert.public_key()
+    key_type, key_bits = describe_public_key(public_key)
     algo = cert.signature_hash_algorithm
     signature_hash = algo.name if algo is not None else cert.signature_algorithm_oid._name
-    days_left = (cert.not_valid_after_utc - now).days
+    not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    days_left = (not_after - now).days
 
-    if now > cert.not_valid_after_utc:
-        warnings.append(f"expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+    if now > not_after:
+        warnings.append(f"expired on {not_after:%Y-%m-%d}")
     elif days_left < EXPIRY_WARNING_DAYS:
         warnings.append(f"expires in {days_left} days")
-    if now < cert.not_valid_before_utc:
-        warnings.append(f"not valid before {cert.not_valid_before_utc:%Y-%m-%d}")
-    if isinstance(cert.public_key(), rsa.RSAPublicKey) and key_bits < 2048:
+    if now < not_before:
+        warnings.append(f"not valid before {not_before:%Y-%m-%d}")
+    if isinstance(public_key, rsa.RSAPublicKey) and key_bits < 2048:
         warnings.append(f"RSA key of {key_bits} bits; clients require 2048 or more")
     if signature_hash in _WEAK_HASHES and not self_signed:
         warnings.append(f"signed with {signature_hash.upper()}, which clients reject")
@@ -115,7 +111,7 @@ def describe(cert: x509.Certificate, *, now: dt.datetime, index: int = 0) -> Cer
     else:
         if san is None:
             warnings.append("no subjectAltName: Go, Chrome and Python ignore the common name")
-        lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
+        lifetime = (not_after - not_before).days
         if lifetime > 398:
             warnings.append(f"valid for {lifetime} days; browsers cap server certificates at 398")
         if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH not in list(eku.value):
@@ -137,8 +133,8 @@ def describe(cert: x509.Certificate, *, now: dt.datetime, index: int = 0) -> Cer
         issuer=cert.issuer.rfc4514_string(),
         serial=f"{cert.serial_number:x}",
         sha256=fingerprint(cert),
-        not_before=cert.not_valid_before_utc.isoformat(),
-        not_after=cert.not_valid_after_utc.isoformat(),
+        not_before=not_before.isoformat(),
+        not_after=not_after.isoformat(),
         days_left=days_left,
         is_ca=ca,
         path_length=bc.value.path_length if bc is not None else None,
