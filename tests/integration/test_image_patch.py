@@ -10,7 +10,11 @@ server whose certificate airtrust issued.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -449,3 +453,40 @@ def test_attestations_of_patched_platforms_are_dropped_and_reported(
     assert new_index["annotations"] == {
         "org.opencontainers.image.source": "https://example.test/app"
     }
+
+
+def test_progress_bars_on_a_terminal_only(registry: Registry, pki: Path, tmp_path: Path) -> None:
+    ref = registry.ref("base/bars:1")
+    files: dict[str, bytes | str | tuple[str, str]] = {
+        "etc": "dir",
+        "etc/os-release": b"ID=debian\n",
+        "payload.bin": os.urandom(3 << 20),  # incompressible: the read takes a while
+    }
+    push_tar(ref, make_tar(tmp_path / "l.tar", files))
+    base_layer = json.loads(crane("manifest", ref, "--insecure"))["layers"][0]
+    args = ["image", "patch", ref, "--ca", str(pki / "ca-bundle.pem")]
+    env = {**os.environ, "AIRTRUST_CACHE": str(tmp_path / "cache"), "COLUMNS": "120"}
+    dest = registry.ref("bars/a:1")
+    command = shlex.join([sys.executable, "-m", "airtrust", *args, "--to", dest])
+    # `script` gives the CLI a real pseudo-terminal, as a person at a shell has.
+    proc = subprocess.run(
+        [require("script"), "-qec", command, "/dev/null"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    screen = proc.stdout.decode("utf-8", "replace")
+    assert proc.returncode == 0, screen
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    reads = re.findall(r"read layer (\w{12}) .*?([\d.]+)/([\d.]+) MB", plain)
+    assert reads, plain
+    layer, done, total = reads[-1]
+    assert layer == base_layer["digest"][7:19]
+    assert done == total == f"{base_layer['size'] / 1e6:.1f}", reads[-1]
+    assert re.search(r"push layer \w{12} .*?(\d+)/\1 bytes", plain), plain
+    # Piped (not a terminal): no bars, only the result.
+    fresh = {"AIRTRUST_CACHE": str(tmp_path / "c2")}
+    piped = run_cli(*args, "--to", registry.ref("bars/b:1"), env=fresh)
+    assert piped.code == 0, piped.err
+    assert "read layer" not in piped.err and "━" not in piped.err

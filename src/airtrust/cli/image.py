@@ -1,6 +1,8 @@
 """``airtrust image``: patch, inspect and Dockerfile for images that must trust the CA."""
 
+import contextlib
 import datetime as dt
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +15,7 @@ from airtrust.errors import CheckFailed, InputError
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from airtrust.registry.append import Progress
     from airtrust.registry.client import RegistryClient
     from airtrust.registry.reference import Reference
 
@@ -69,14 +72,41 @@ def _ref(text: str) -> "Reference":
     return parse_reference(text)
 
 
-def _progress_printer() -> Any:
+@contextlib.contextmanager
+def _progress_bars() -> Iterator["Progress | None"]:
+    """Byte bars on stderr for layer reads and pushes; none when quiet or not a terminal."""
     import sys
 
     from airtrust.cli.output import settings
 
     if settings.quiet or not sys.stderr.isatty():
-        return None
-    return lambda message: sys.stderr.write(f"  {message}\n")
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True, no_color=not settings.color),
+        transient=False,
+    )
+
+    class Bars:
+        def transfer(self, label: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(label, total=total or None)
+            return lambda n: bars.advance(task, n)
+
+    with bars:
+        yield Bars()
 
 
 @image_app.command("patch")
@@ -118,8 +148,11 @@ def patch_cmd(
                 f"{src} and {dest} are on different registries",
                 hint="patch within one registry (mirror the base there first)",
             )
-        with _client(src.registry, registry_ca, insecure, username, password_env) as client:
-            patcher = Patcher(client, cas, progress=_progress_printer())
+        with (
+            _client(src.registry, registry_ca, insecure, username, password_env) as client,
+            _progress_bars() as progress,
+        ):
+            patcher = Patcher(client, cas, progress=progress)
             chosen = () if platform == "all" else tuple(p.strip() for p in platform.split(","))
             results.append(patcher.patch(src, dest, platforms=chosen))
     for r in results:

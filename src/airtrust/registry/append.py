@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -47,7 +47,20 @@ LAYER_TYPES = {
     DOCKER_MANIFEST: "application/vnd.docker.image.rootfs.diff.tar.gzip",
     OCI_MANIFEST: "application/vnd.oci.image.layer.v1.tar+gzip",
 }
-Progress = Callable[[str], None]
+
+
+class Progress(Protocol):
+    """Where the patcher reports long transfers: the CLI draws bars, tests record."""
+
+    def transfer(self, label: str, total: int) -> Callable[[int], None]:
+        """A transfer of ``total`` bytes begins; the result is called with each chunk's size."""
+        raise NotImplementedError
+
+
+def _metered(chunks: Iterator[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
+    for chunk in chunks:
+        advance(len(chunk))
+        yield chunk
 
 
 def cache_dir() -> Path:
@@ -145,9 +158,20 @@ class Patcher:
     cache: LayerCache = field(default_factory=LayerCache)
     progress: Progress | None = None
 
-    def _say(self, message: str) -> None:
-        if self.progress:
-            self.progress(message)
+    def _meter(self, label: str, total: int) -> Callable[[int], None] | None:
+        """A byte counter whose bar appears only if bytes actually move."""
+        progress = self.progress
+        if progress is None:
+            return None
+        advance: Callable[[int], None] | None = None
+
+        def on_bytes(n: int) -> None:
+            nonlocal advance
+            if advance is None:
+                advance = progress.transfer(label, total)
+            advance(n)
+
+        return on_bytes
 
     # --- reading ------------------------------------------------------------------------
 
@@ -157,10 +181,11 @@ class Patcher:
             digest = desc["digest"]
             index = self.cache.get(digest)
             if index is None:
-                self._say(f"reading layer {digest[7:19]} ({desc.get('size', 0) // 1024} KiB)")
-                index = scan_layer_stream(
-                    self.client.stream_blob(repository, digest), desc.get("mediaType", "")
-                )
+                chunks = self.client.stream_blob(repository, digest)
+                meter = self._meter(f"read layer {digest[7:19]}", int(desc.get("size", 0)))
+                if meter is not None:
+                    chunks = _metered(chunks, meter)
+                index = scan_layer_stream(chunks, desc.get("mediaType", ""))
                 self.cache.put(digest, index)
             indexes.append(index)
         return RootFS.merge(indexes)
@@ -238,9 +263,20 @@ class Patcher:
         raw = _dumps(new_body)
         # Blobs first, manifest last: nothing refers to content that is not there.
         for desc in layers:
-            how = self.client.ensure_blob(dest.repository, desc["digest"], source=src.repository)
+            how = self.client.ensure_blob(
+                dest.repository,
+                desc["digest"],
+                source=src.repository,
+                on_progress=self._meter(f"push layer {desc['digest'][7:19]}", desc.get("size", 0)),
+            )
             log.debug("layer %s %s", desc["digest"][:19], how)
-        self.client.ensure_blob(dest.repository, layer.digest, source=None, data=lambda: layer.blob)
+        self.client.ensure_blob(
+            dest.repository,
+            layer.digest,
+            source=None,
+            data=lambda: layer.blob,
+            on_progress=self._meter(f"push layer {layer.digest[7:19]}", layer.size),
+        )
         self.client.ensure_blob(
             dest.repository, sha256_digest(config_raw), source=None, data=lambda: config_raw
         )
@@ -267,7 +303,12 @@ class Patcher:
                 self.client.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
             return
         for desc in [body["config"], *body.get("layers", [])]:
-            self.client.ensure_blob(dest.repository, desc["digest"], source=src.repository)
+            self.client.ensure_blob(
+                dest.repository,
+                desc["digest"],
+                source=src.repository,
+                on_progress=self._meter(f"copy blob {desc['digest'][7:19]}", desc.get("size", 0)),
+            )
 
     # --- whole image --------------------------------------------------------------------
 

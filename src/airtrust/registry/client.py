@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx  # (the package __init__ keeps httpx's own CLI from loading)
 
 from airtrust.errors import AirtrustError, InputError, Unreachable
 from airtrust.registry.reference import DOCKER_HUB, is_loopback
@@ -445,6 +445,7 @@ class RegistryClient:
         *,
         source: str | None,
         data: Callable[[], bytes] | None = None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> str:
         """Make ``digest`` exist in ``repository``: already there, mounted, or uploaded."""
         if self.blob_exists(repository, digest):
@@ -452,5 +453,5 @@ class RegistryClient:
         if source and source != repository and self.mount_blob(repository, digest, source):
             return "mounted"
         payload = data() if data is not None else self.blob(source or repository, digest)
-        self.upload_blob(repository, payload, digest)
+        self.upload_blob(repository, payload, digest, on_progress=on_progress)
         return "uploaded"
