@@ -133,6 +133,20 @@ def test_tls_and_basic_auth(pki: Path, tmp_path: Path, go_tlsclient: Path) -> No
             env={"REGISTRY_AUTH_FILE": str(Path(env["DOCKER_CONFIG"]) / "config.json")},
         )
         assert from_file.code == 0, from_file.err
+        # Without --registry-ca the host's trust store decides; SSL_CERT_FILE points
+        # OpenSSL's default store at the CA, as installing it on the host would.
+        host_store = run_cli(
+            "image",
+            "inspect",
+            f"{reg.host}/patched/app:1",
+            "--ca",
+            pki / "ca-bundle.pem",
+            env={
+                "REGISTRY_AUTH_FILE": str(Path(env["DOCKER_CONFIG"]) / "config.json"),
+                "SSL_CERT_FILE": str(pki / "ca-bundle.pem"),
+            },
+        )
+        assert host_store.code == 0, host_store.err
 
 
 class _TokenServer(http.server.BaseHTTPRequestHandler):

@@ -25,7 +25,11 @@ image_app = typer.Typer(
 
 CaOpt = Annotated[list[str], typer.Option("--ca", help="CA bundle file(s) the image must trust.")]
 RegistryCaOpt = Annotated[
-    Path | None, typer.Option("--registry-ca", help="CA bundle to verify the registry's TLS.")
+    Path | None,
+    typer.Option(
+        "--registry-ca",
+        help="CA bundle to verify the registry's TLS (default: the host's trust store).",
+    ),
 ]
 InsecureOpt = Annotated[
     bool, typer.Option("--insecure", help="Allow plain HTTP / unverified TLS to the registry.")

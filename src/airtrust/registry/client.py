@@ -126,11 +126,15 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._plain_allowed = insecure or is_loopback(registry)
-        verify: ssl.SSLContext | bool = True
+        # Without --registry-ca, the host's trust store, not certifi's web bundle:
+        # on an isolated network the local CA is installed there, never in certifi.
+        verify: ssl.SSLContext | bool
         if ca_bundle is not None:
             verify = ssl.create_default_context(cafile=str(ca_bundle))
         elif insecure:
             verify = False
+        else:
+            verify = ssl.create_default_context()
         self._http = httpx.Client(
             verify=verify, timeout=timeout, transport=transport, follow_redirects=True
         )
