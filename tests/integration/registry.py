@@ -131,9 +131,9 @@ def push_tar(
     return crane("digest", ref, "--insecure", env=env)
 
 
-def debian_rootfs() -> Path:
-    """A Debian bookworm minbase with ca-certificates, curl, git, python3 and openssl (cached)."""
-    key = hashlib.sha256(DEBIAN_PACKAGES.encode()).hexdigest()[:12]
+def debian_rootfs(packages: str = DEBIAN_PACKAGES) -> Path:
+    """A Debian bookworm minbase with ``packages`` (default: what the tests run), cached."""
+    key = hashlib.sha256(packages.encode()).hexdigest()[:12]
     out = IMAGES / f"debian-bookworm-{key}.tar"
     if out.exists():
         return out
@@ -143,7 +143,7 @@ def debian_rootfs() -> Path:
         [
             require("mmdebstrap"),
             "--variant=minbase",
-            f"--include={DEBIAN_PACKAGES}",
+            f"--include={packages}",
             "--mode=root",
             "--quiet",
             "bookworm",

@@ -169,6 +169,20 @@ def test_rotation_keeps_every_connection_trusted(
     final = json.loads(run_cli("doctor", "-c", config, *connect, "-o", "json").out)["checks"]
     # No server answers for the cluster domain here; everything else must pass.
     assert [c for c in final if c["status"] == "fail" and c["name"] != "cluster-endpoint"] == []
+    # A cluster TLS secret issued again later must not come from the removed CA, which
+    # issue_from in the config still names: refused in one line, nothing written.
+    cluster.kubectl("-n", "runai", "delete", "secret", "runai-cluster-domain-tls-secret")
+    refused = run_cli("apply", "-c", config)
+    assert_one_line_error(
+        refused, 2, "runai/runai-cluster-domain-tls-secret", "issue_from", "new CA's folder"
+    )
+    assert ("runai", "runai-cluster-domain-tls-secret") not in secrets(cluster)
+    text = config.read_text()
+    config.write_text(text.replace(f"issue_from: {new.parent / 'old'}", f"issue_from: {new}"))
+    assert run_cli("apply", "-c", config).code == 0
+    again = secrets(cluster)[("runai", "runai-cluster-domain-tls-secret")]
+    leaf = read_certificates(base64.b64decode(again["data"]["tls.crt"]), "leaf")[0].certificate
+    assert leaf.issuer == new_root.subject
 
 
 def test_rotation_status_and_errors(

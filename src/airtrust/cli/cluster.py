@@ -678,7 +678,7 @@ def rotate_finish_cmd(
     _show_state(
         state.summary(),
         output,
-        "done: point ca.bundle (and tls) in airtrust.yaml at the new CA's files",
+        "done: point ca.bundle, tls and issue_from in airtrust.yaml at the new CA's files",
     )
 
 

@@ -266,7 +266,12 @@ def _cluster_tls(
         live = api.get("v1", "secrets", spec.namespace, spec.name)
         material = _reusable(live, hosts, session) if live is not None else None
         if material is None:
-            material = _issue(session, hosts, f"clusters[{entry.context}].domain")
+            material = _issue(
+                session,
+                hosts,
+                f"clusters[{entry.context}].domain",
+                f"context '{entry.context}': secret {spec.namespace}/{spec.name}",
+            )
         out[(spec.namespace, spec.name)] = material
     return out
 
@@ -297,7 +302,7 @@ def _reusable(live: JsonObj, hosts: list[str], session: Session) -> TLSMaterial 
         return None
 
 
-def _issue(session: Session, hosts: list[str], key_name: str) -> TLSMaterial:
+def _issue(session: Session, hosts: list[str], key_name: str, secret: str) -> TLSMaterial:
     from airtrust.pki import authority
     from airtrust.workspace import chain_pem, load_authority
 
@@ -315,6 +320,23 @@ def _issue(session: Session, hosts: list[str], key_name: str) -> TLSMaterial:
         issuer_key=ca.key,
         now=session.now,
     )
+    try:
+        # A certificate the distributed bundle does not trust would break every client:
+        # typically issue_from still names the CA a finished rotation removed.
+        verify_server(
+            issued.certificate,
+            anchors=session.tls_anchors or session.bundle.certificates,
+            intermediates=list(ca.intermediates()),
+            hostname=hosts[0].replace("*", "x", 1),
+            now=session.now,
+        )
+    except AirtrustError:
+        raise ConfigError(
+            f"{secret} would be issued by issue_from ({session.config.issue_from}), a CA the "
+            "distributed bundle does not trust",
+            hint="point issue_from at the CA folder whose certificate is in the bundle "
+            "(after a CA rotation: the new CA's folder)",
+        ) from None
     return TLSMaterial(
         chain_pem((issued.certificate, *ca.intermediates())),
         keys.key_to_pem(key),
