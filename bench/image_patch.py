@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/image_patch.py [--runs 3]
 
-Builds (once, cached) the base the issue names, a Debian bookworm minbase with
-ca-certificates, git and curl, using mmdebstrap, pushes it as one layer to Debian's docker-registry on
-127.0.0.1, then measures in the same run:
+Builds (once, cached) the base the issue names, a Debian bookworm minbase
+with ca-certificates, git and curl, using mmdebstrap, pushes it as one layer
+to Debian's docker-registry on 127.0.0.1, then measures in the same run:
 
 * airtrust image patch, first time (empty layer cache) and again (cached);
 * buildah bud of the documented Dockerfile (COPY anchors/ + RUN
