@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -250,6 +251,83 @@ def gitsync_layout(go_client: Path) -> dict[str, bytes | str | tuple[str, str]]:
         "usr/sbin/update-ca-certificates": "#!/bin/sh\n# staged, but no shell to run it\n",
         "git-sync": go_client.read_bytes(),
     }
+
+
+def push_zstd(ref: str, tar: Path, layout: Path) -> None:
+    """An image whose one layer skopeo compresses with zstd while pushing it.
+
+    skopeo recompresses only layers that arrive uncompressed, so the source is
+    an OCI layout holding ``tar`` as is.
+    """
+
+    def blob(data: bytes) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (layout / "blobs" / "sha256" / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    data = tar.read_bytes()
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar", **blob(data)}
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]},
+        "config": {},
+    }
+    config_desc = {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        **blob(json.dumps(config).encode()),
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_desc,
+        "layers": [layer],
+    }
+    entry = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        **blob(json.dumps(manifest).encode()),
+        "annotations": {"org.opencontainers.image.ref.name": "img"},
+    }
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    cmd = [
+        require("skopeo"),
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-compress-format",
+        "zstd",
+        f"oci:{layout}:img",
+        f"docker://{ref}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"skopeo could not push the zstd image: {proc.stderr[-1500:]}")
+
+
+def unpack_layers(ref: str, into: Path) -> Path:
+    """The rootfs of a single-platform image without whiteouts, layers decompressed by skopeo
+    (umoci 0.4.7 cannot read zstd layers)."""
+    folder = into / "dir"
+    into.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        require("skopeo"),
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-decompress",
+        f"docker://{ref}",
+        f"dir:{folder}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"skopeo could not read {ref}: {proc.stderr[-1500:]}")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rootfs = into / "rootfs"
+    rootfs.mkdir(parents=True)
+    for layer in manifest["layers"]:
+        with tarfile.open(folder / layer["digest"].removeprefix("sha256:")) as tar:
+            tar.extractall(rootfs, filter="tar")
+    return rootfs
 
 
 def unpack(ref: str, into: Path) -> Path:

@@ -29,11 +29,14 @@ from tests.integration.registry import (
     crane,
     debian_rootfs,
     gitsync_layout,
+    host_bundle,
     make_tar,
     push_tar,
+    push_zstd,
     rhel_layout,
     started_registry,
     unpack,
+    unpack_layers,
 )
 
 pytestmark = pytest.mark.integration
@@ -490,3 +493,23 @@ def test_progress_bars_on_a_terminal_only(registry: Registry, pki: Path, tmp_pat
     piped = run_cli(*args, "--to", registry.ref("bars/b:1"), env=fresh)
     assert piped.code == 0, piped.err
     assert "read layer" not in piped.err and "━" not in piped.err
+
+
+def test_zstd_base_layers_are_read(
+    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path, tls_server: int
+) -> None:
+    ref = registry.ref("base/zstd:1")
+    push_zstd(ref, make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient)), tmp_path / "oci")
+    base = json.loads(crane("manifest", ref, "--insecure"))
+    assert base["layers"][0]["mediaType"].endswith("+zstd"), base
+    dest = registry.ref("patched/zstd:1")
+    result = patch(ref, dest, pki)
+    assert result["platforms"][0]["action"] == "patched"  # type: ignore[index]
+    layers = json.loads(crane("manifest", dest, "--insecure"))["layers"]
+    assert [d["mediaType"].rsplit("+", 1)[1] for d in layers] == ["zstd", "gzip"]
+    rootfs = unpack_layers(dest, tmp_path / "u")
+    bundle = (rootfs / "etc/ssl/certs/ca-certificates.crt").read_bytes()
+    # The base's own bundle, read through zstd, is kept; the CA is added.
+    assert host_bundle().strip() in bundle and (pki / "ca-bundle.pem").read_bytes() in bundle
+    cmd = ["/git-sync", "-connect", f"127.0.0.1:{tls_server}", "-servername", HOST]
+    assert chroot(rootfs, *cmd).returncode == 0, chroot(rootfs, *cmd).stderr

@@ -185,7 +185,7 @@ class Patcher:
                 meter = self._meter(f"read layer {digest[7:19]}", int(desc.get("size", 0)))
                 if meter is not None:
                     chunks = _metered(chunks, meter)
-                index = scan_layer_stream(chunks, desc.get("mediaType", ""))
+                index = scan_layer_stream(chunks)
                 self.cache.put(digest, index)
             indexes.append(index)
         return RootFS.merge(indexes)
