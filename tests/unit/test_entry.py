@@ -53,3 +53,8 @@ def test_global_flags_move_to_the_front_but_not_past_double_dash() -> None:
         "--",
         "--debug",
     ]
+
+
+def test_shell_completion_goes_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_AIRTRUST_COMPLETE", "complete_bash")
+    assert fast_lane(["inspect", "b.pem"]) is None

@@ -14,6 +14,7 @@ defines help, usage and their errors. Both paths call the same function.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -35,6 +36,8 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
 
 def fast_lane(args: list[str]) -> Callable[[], int] | None:
     """The call that runs ``args`` without typer, or None when the lane does not apply."""
+    if "_AIRTRUST_COMPLETE" in os.environ:  # shell completion is typer's job
+        return None
     flags = [a for a in args if a in GLOBAL_FLAGS]
     rest = args[len(flags) :]
     if len(flags) != len(set(flags)) or rest[:1] != ["inspect"]:
