@@ -147,6 +147,55 @@ def test_tls_and_basic_auth(pki: Path, tmp_path: Path, go_tlsclient: Path) -> No
             },
         )
         assert host_store.code == 0, host_store.err
+        _credential_helpers(reg.host, pki, tmp_path)
+
+
+HELPER = """#!/bin/sh
+# docker's credential-helper protocol: `get`, the server on stdin, JSON on stdout.
+[ "$1" = get ] || exit 1
+read -r server
+if [ "$server" = "{host}" ]; then
+  printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{secret}"}}' "$server"
+else
+  echo "credentials not found in native keychain"; exit 1
+fi
+"""
+
+
+def _credential_helpers(host: str, pki: Path, tmp_path: Path) -> None:
+    """Logins kept by a credential helper (credHelpers, credsStore), as docker login
+    leaves them on desktops: the helper is asked, the secret never shows."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-airtrusttest"
+    helper.write_text(HELPER.format(host=host, user=USER, secret=PASSWORD))
+    helper.chmod(0o755)
+    docker = tmp_path / "helper-config"
+    docker.mkdir()
+    env = {"DOCKER_CONFIG": str(docker), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    args = [
+        "image",
+        "inspect",
+        f"{host}/patched/app:1",
+        "--ca",
+        pki / "ca-bundle.pem",
+        "--registry-ca",
+        pki / "ca-bundle.pem",
+    ]
+    for config in ({"credHelpers": {host: "airtrusttest"}}, {"credsStore": "airtrusttest"}):
+        (docker / "config.json").write_text(json.dumps(config))
+        result = run_cli(*args, env=env)
+        assert result.code == 0, (config, result.err)
+        assert PASSWORD not in result.out + result.err
+    # A store with nothing for this registry: anonymous, which this registry refuses.
+    empty = bin_dir / "docker-credential-empty"
+    empty.write_text(HELPER.format(host="elsewhere:5000", user="x", secret="y"))
+    empty.chmod(0o755)
+    (docker / "config.json").write_text(json.dumps({"credsStore": "empty"}))
+    assert_one_line_error(run_cli(*args, env=env), 3, "[registry-auth]")
+    (docker / "config.json").write_text(json.dumps({"credsStore": "missing"}))
+    missing = run_cli(*args, env=env)
+    assert_one_line_error(missing, 2, "docker-credential-missing", "not on PATH")
 
 
 class _TokenServer(http.server.BaseHTTPRequestHandler):

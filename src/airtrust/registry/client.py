@@ -18,7 +18,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -63,28 +65,95 @@ class Credentials:
     password: str = field(repr=False)
 
 
+def auth_files() -> list[Path]:
+    """Where podman and docker keep registry logins, in the order they are read."""
+    files = []
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    if os.environ.get("XDG_RUNTIME_DIR"):  # podman login's default
+        files.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    docker = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    files.append(Path(docker) / "config.json")
+    return files
+
+
 def load_credentials(registry: str) -> Credentials | None:
-    """From $REGISTRY_AUTH_FILE or ~/.docker/config.json (``auths``), as podman and docker do."""
-    candidates = [
-        os.environ.get("REGISTRY_AUTH_FILE"),
-        str(Path.home() / ".docker" / "config.json"),
-    ]
+    """A login for ``registry`` from the auth files: a credential helper named for it
+    (``credHelpers``), an ``auths`` entry, or the default store (``credsStore``)."""
     keys = {registry, f"https://{registry}", f"http://{registry}"}
     if registry == DOCKER_HUB:
         keys |= {"docker.io", "https://index.docker.io/v1/"}
-    for candidate in candidates:
-        if not candidate or not Path(candidate).exists():
+    for path in auth_files():
+        if not path.exists():
             continue
         try:
-            auths = json.loads(Path(candidate).read_text()).get("auths", {})
+            config = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read {candidate}: {exc}", hint="fix the auth file") from None
+            raise InputError(f"cannot read {path}: {exc}", hint="fix the auth file") from None
+        helpers = config.get("credHelpers") or {}
+        for key in keys:
+            if key in helpers:
+                return _from_helper(helpers[key], registry, path)
+        auths = config.get("auths") or {}
         for key in keys:
             entry = auths.get(key)
             if entry and entry.get("auth"):
                 user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
                 return Credentials(user, password)
+        if config.get("credsStore"):
+            found = _from_helper(config["credsStore"], registry, path)
+            if found is not None:
+                return found
     return None
+
+
+def _from_helper(name: str, registry: str, source: Path) -> Credentials | None:
+    """Ask ``docker-credential-NAME get`` (docker's helper protocol); None if it has none."""
+    program = shutil.which(f"docker-credential-{name}")
+    where = f"credential helper docker-credential-{name} (named in {source})"
+    if program is None:
+        raise InputError(
+            f"{where} is not on PATH",
+            hint="install the helper, or remove it from the auth file and log in again",
+            reference="registry-auth",
+        )
+    server = "https://index.docker.io/v1/" if registry == DOCKER_HUB else registry
+    try:
+        proc = subprocess.run(
+            [program, "get"], input=server.encode(), capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(
+            f"{where} failed for {registry} ({type(exc).__name__})",
+            hint="run it by hand: echo REGISTRY | docker-credential-NAME get",
+            reference="registry-auth",
+        ) from None
+    if proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).decode(errors="replace").strip()
+        if "credentials not found" in said.lower():
+            return None
+        # Its stdout may hold a secret on success only; on failure it holds the reason.
+        raise InputError(
+            f"{where} failed for {registry}: {said.splitlines()[0][:200] if said else 'no output'}",
+            hint="log in again (docker login / podman login), then rerun",
+            reference="registry-auth",
+        )
+    try:
+        data = json.loads(proc.stdout)
+        username, secret = str(data["Username"]), str(data["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise InputError(
+            f"{where} did not answer {registry} with Username and Secret",
+            hint="check the helper works: echo REGISTRY | docker-credential-NAME get",
+            reference="registry-auth",
+        ) from None
+    if username == "<token>":
+        raise InputError(
+            f"{where} holds an identity token for {registry}, which airtrust does not use",
+            hint="log in with a username and password or pass --username/--password-env",
+            reference="registry-auth",
+        )
+    return Credentials(username, secret)
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
