@@ -72,6 +72,7 @@ def auth_files() -> list[Path]:
         files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
     if os.environ.get("XDG_RUNTIME_DIR"):  # podman login's default
         files.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    files.append(Path.home() / ".config" / "containers" / "auth.json")
     docker = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
     files.append(Path(docker) / "config.json")
     return files
