@@ -513,3 +513,37 @@ def test_zstd_base_layers_are_read(
     assert host_bundle().strip() in bundle and (pki / "ca-bundle.pem").read_bytes() in bundle
     cmd = ["/git-sync", "-connect", f"127.0.0.1:{tls_server}", "-servername", HOST]
     assert chroot(rootfs, *cmd).returncode == 0, chroot(rootfs, *cmd).stderr
+
+
+def test_patch_from_one_registry_into_another(
+    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path, tls_server: int
+) -> None:
+    tar = make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient))
+    ref = registry.ref("cross/app:1")
+    push_tar(ref, tar, entrypoint=["/git-sync"])
+    amd, arm = registry.ref("cross/multi:amd64"), registry.ref("cross/multi:arm64")
+    push_tar(amd, tar, platform="linux/amd64")
+    push_tar(arm, tar, platform="linux/arm64")
+    index = registry.ref("cross/multi:1")
+    crane("index", "append", "-m", amd, "-m", arm, "-t", index, "--insecure")
+    with started_registry(tmp_path / "release") as release:
+        dest = release.ref("patched/app:1")
+        first = patch(ref, dest, pki)
+        assert first["platforms"][0]["action"] == "patched"  # type: ignore[index]
+        rootfs = unpack(dest, tmp_path / "u")
+        cmd = ["/git-sync", "-connect", f"127.0.0.1:{tls_server}", "-servername", HOST]
+        assert chroot(rootfs, *cmd).returncode == 0, chroot(rootfs, *cmd).stderr
+        # Where the result goes does not change it; a second copy uploads no blob again.
+        within = patch(ref, registry.ref("cross/app:1-ca"), pki)
+        assert within["result_digest"] == first["result_digest"]
+        again = patch(ref, dest, pki)
+        assert again["result_digest"] == first["result_digest"]
+        assert again["bytes_uploaded"] < first["bytes_uploaded"]  # type: ignore[operator]
+        # An index with one platform patched: the other is copied across, blobs and all.
+        multi = patch(index, release.ref("patched/multi:1"), pki, "--platform", "linux/amd64")
+        actions = {p["platform"]: p["action"] for p in multi["platforms"]}  # type: ignore[union-attr]
+        assert actions == {"linux/amd64": "patched", "linux/arm64": "copied"}
+        copied = unpack(
+            f"{release.host}/patched/multi@{crane('digest', arm, '--insecure')}", tmp_path / "a"
+        )
+        assert (copied / "git-sync").exists()

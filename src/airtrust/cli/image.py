@@ -147,16 +147,17 @@ def patch_cmd(
     jobs = _jobs(source, to, sidecars, registry, cas)
     results = []
     for src, dest in jobs:
-        if src.registry != dest.registry:
-            raise InputError(
-                f"{src} and {dest} are on different registries",
-                hint="patch within one registry (mirror the base there first)",
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(
+                _client(src.registry, registry_ca, insecure, username, password_env)
             )
-        with (
-            _client(src.registry, registry_ca, insecure, username, password_env) as client,
-            _progress_bars() as progress,
-        ):
-            patcher = Patcher(client, cas, progress=progress)
+            target = None
+            if dest.registry != src.registry:  # read from one registry, push to another
+                target = stack.enter_context(
+                    _client(dest.registry, registry_ca, insecure, username, password_env)
+                )
+            progress = stack.enter_context(_progress_bars())
+            patcher = Patcher(client, cas, progress=progress, target=target)
             chosen = () if platform == "all" else tuple(p.strip() for p in platform.split(","))
             results.append(patcher.patch(src, dest, platforms=chosen))
     for r in results:

@@ -153,10 +153,30 @@ def _dumps(obj: Any) -> bytes:
 
 @dataclass
 class Patcher:
-    client: RegistryClient  # one registry holds both source and destination
+    client: RegistryClient  # where the source is read
     cas: Sequence[x509.Certificate]
     cache: LayerCache = field(default_factory=LayerCache)
     progress: Progress | None = None
+    target: RegistryClient | None = None  # where the result goes, if another registry
+
+    @property
+    def to(self) -> RegistryClient:
+        return self.target or self.client
+
+    def _ensure(self, dest_repo: str, desc: dict[str, Any], src_repo: str, label: str) -> str:
+        """Make a source blob exist at the destination: present, mounted or copied."""
+        digest = desc["digest"]
+        meter = self._meter(f"{label} {digest[7:19]}", int(desc.get("size", 0)))
+        if self.target is None or self.target is self.client:
+            return self.client.ensure_blob(dest_repo, digest, source=src_repo, on_progress=meter)
+        # Across registries nothing can be mounted: copy the bytes (verified on read).
+        return self.target.ensure_blob(
+            dest_repo,
+            digest,
+            source=None,
+            data=lambda: self.client.blob(src_repo, digest),
+            on_progress=meter,
+        )
 
     def _meter(self, label: str, total: int) -> Callable[[int], None] | None:
         """A byte counter whose bar appears only if bytes actually move."""
@@ -263,21 +283,16 @@ class Patcher:
         raw = _dumps(new_body)
         # Blobs first, manifest last: nothing refers to content that is not there.
         for desc in layers:
-            how = self.client.ensure_blob(
-                dest.repository,
-                desc["digest"],
-                source=src.repository,
-                on_progress=self._meter(f"push layer {desc['digest'][7:19]}", desc.get("size", 0)),
-            )
+            how = self._ensure(dest.repository, desc, src.repository, "push layer")
             log.debug("layer %s %s", desc["digest"][:19], how)
-        self.client.ensure_blob(
+        self.to.ensure_blob(
             dest.repository,
             layer.digest,
             source=None,
             data=lambda: layer.blob,
             on_progress=self._meter(f"push layer {layer.digest[7:19]}", layer.size),
         )
-        self.client.ensure_blob(
+        self.to.ensure_blob(
             dest.repository, sha256_digest(config_raw), source=None, data=lambda: config_raw
         )
         result = Manifest(raw, media, sha256_digest(raw))
@@ -293,22 +308,17 @@ class Patcher:
 
     def _copy(self, src: Reference, dest: Reference, manifest: Manifest) -> None:
         """Make a manifest and its blobs exist in the destination repository."""
-        if src.repository == dest.repository:
+        if (src.registry, src.repository) == (dest.registry, dest.repository):
             return
         body = manifest.json()
         if manifest.is_index:
             for entry in body.get("manifests", []):
                 child = self.client.manifest(src.repository, entry["digest"])
                 self._copy(src, dest, child)
-                self.client.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
+                self.to.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
             return
         for desc in [body["config"], *body.get("layers", [])]:
-            self.client.ensure_blob(
-                dest.repository,
-                desc["digest"],
-                source=src.repository,
-                on_progress=self._meter(f"copy blob {desc['digest'][7:19]}", desc.get("size", 0)),
-            )
+            self._ensure(dest.repository, desc, src.repository, "copy blob")
 
     # --- whole image --------------------------------------------------------------------
 
@@ -316,6 +326,8 @@ class Patcher:
         self, src: Reference, dest: Reference, *, platforms: Sequence[str] = ()
     ) -> PatchResult:
         self.client.ping()
+        if self.target is not None and self.target is not self.client:
+            self.target.ping()
         top = self.client.manifest(src.repository, src.ref)
         result = PatchResult(str(src), str(dest), top.digest, top.digest, noop=True)
         if not top.is_index:
@@ -339,14 +351,14 @@ class Patcher:
             child = self.client.manifest(src.repository, entry["digest"])
             if platforms and platform not in platforms:
                 self._copy(src, dest, child)
-                self.client.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
+                self.to.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
                 result.platforms.append(
                     PlatformResult(platform, child.digest, child.digest, "copied")
                 )
                 entries.append(entry)
                 continue
             new, info = self.patch_manifest(src, dest, child, platform)
-            self.client.put_manifest(dest.repository, new.digest, new.raw, new.media_type)
+            self.to.put_manifest(dest.repository, new.digest, new.raw, new.media_type)
             result.platforms.append(info)
             if new.digest != child.digest:
                 patched[child.digest] = new.digest
@@ -364,7 +376,7 @@ class Patcher:
             if (entry.get("annotations") or {}).get(ATTESTATION):
                 child = self.client.manifest(src.repository, entry["digest"])
                 self._copy(src, dest, child)
-                self.client.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
+                self.to.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
             kept.append(entry)
         if result.dropped_attestations:
             result.warnings.append(
@@ -381,9 +393,9 @@ class Patcher:
 
     def _push_top(self, dest: Reference, manifest: Manifest, result: PatchResult) -> None:
         ref = dest.tag or manifest.digest
-        self.client.put_manifest(dest.repository, ref, manifest.raw, manifest.media_type)
+        self.to.put_manifest(dest.repository, ref, manifest.raw, manifest.media_type)
         result.result_digest = manifest.digest
-        result.bytes_uploaded = self.client.bytes_uploaded
+        result.bytes_uploaded = self.to.bytes_uploaded
 
 
 def _describe(layout: Layout) -> str:
