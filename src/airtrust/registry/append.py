@@ -169,13 +169,15 @@ class Patcher:
         meter = self._meter(f"{label} {digest[7:19]}", int(desc.get("size", 0)))
         if self.target is None or self.target is self.client:
             return self.client.ensure_blob(dest_repo, digest, source=src_repo, on_progress=meter)
+
         # Across registries nothing can be mounted: copy the bytes (verified on read).
+        def fetch() -> bytes:
+            chunks = self.client.stream_blob(src_repo, digest)
+            fetched = self._meter(f"fetch {digest[7:19]}", int(desc.get("size", 0)))
+            return b"".join(_metered(chunks, fetched) if fetched else chunks)
+
         return self.target.ensure_blob(
-            dest_repo,
-            digest,
-            source=None,
-            data=lambda: self.client.blob(src_repo, digest),
-            on_progress=meter,
+            dest_repo, digest, source=None, data=fetch, on_progress=meter
         )
 
     def _meter(self, label: str, total: int) -> Callable[[int], None] | None:
