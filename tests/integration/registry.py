@@ -253,6 +253,14 @@ def gitsync_layout(go_client: Path) -> dict[str, bytes | str | tuple[str, str]]:
     }
 
 
+def skopeo_copy(*args: str, what: str) -> None:
+    """``skopeo copy ARGS``; the test fails saying what could not be done, and why."""
+    cmd = [require("skopeo"), "copy", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"skopeo could not {what}: {proc.stderr[-1500:]}")
+
+
 def push_zstd(ref: str, tar: Path, layout: Path) -> None:
     """An image whose one layer skopeo compresses with zstd while pushing it.
 
@@ -291,18 +299,14 @@ def push_zstd(ref: str, tar: Path, layout: Path) -> None:
     }
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    cmd = [
-        require("skopeo"),
-        "copy",
+    skopeo_copy(
         "--dest-tls-verify=false",
         "--dest-compress-format",
         "zstd",
         f"oci:{layout}:img",
         f"docker://{ref}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"skopeo could not push the zstd image: {proc.stderr[-1500:]}")
+        what="push the zstd image",
+    )
 
 
 def unpack_layers(ref: str, into: Path) -> Path:
@@ -310,17 +314,13 @@ def unpack_layers(ref: str, into: Path) -> Path:
     (umoci 0.4.7 cannot read zstd layers)."""
     folder = into / "dir"
     into.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        require("skopeo"),
-        "copy",
+    skopeo_copy(
         "--src-tls-verify=false",
         "--dest-decompress",
         f"docker://{ref}",
         f"dir:{folder}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"skopeo could not read {ref}: {proc.stderr[-1500:]}")
+        what=f"read {ref}",
+    )
     manifest = json.loads((folder / "manifest.json").read_text())
     rootfs = into / "rootfs"
     rootfs.mkdir(parents=True)
@@ -335,19 +335,13 @@ def unpack(ref: str, into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
     layout = into / "oci"
     bundle = into / "bundle"
-    for cmd in (
-        [
-            require("skopeo"),
-            "copy",
-            "--src-tls-verify=false",
-            f"docker://{ref}",
-            f"oci:{layout}:img",
-        ],
-        [require("umoci"), "unpack", "--image", f"{layout}:img", str(bundle)],
-    ):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-        if proc.returncode != 0:
-            pytest.fail(f"{' '.join(cmd[:2])} failed for {ref}: {proc.stderr[-1500:]}")
+    skopeo_copy(
+        "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:img", what=f"read {ref}"
+    )
+    cmd = [require("umoci"), "unpack", "--image", f"{layout}:img", str(bundle)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"umoci unpack failed for {ref}: {proc.stderr[-1500:]}")
     shutil.rmtree(layout)
     return bundle / "rootfs"
 
