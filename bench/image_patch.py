@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,41 +70,20 @@ def run(work: Path, host: str, rootfs: Path, runs: int) -> None:
     )
     ca = str(work / "pki" / "ca-bundle.pem")
 
+    def patch(tag: str, cache: Path) -> tuple[float, dict[str, Any]]:
+        cmd = [AIRTRUST, "image", "patch", base, "--ca", ca, "--to", f"{host}/bench/airtrust:{tag}"]
+        t, out = timed([*cmd, "-o", "json"], env={"AIRTRUST_CACHE": str(cache)})
+        result: dict[str, Any] = json.loads(out)["results"][0]
+        return t, result
+
     first, warm, uploaded = [], [], 0
     for i in range(runs):
         cache = work / f"cache-{i}"
-        t, _ = timed(
-            [
-                AIRTRUST,
-                "image",
-                "patch",
-                base,
-                "--ca",
-                ca,
-                "--to",
-                f"{host}/bench/airtrust:first{i}",
-                "-q",
-            ],
-            env={"AIRTRUST_CACHE": str(cache)},
-        )
+        t, _ = patch(f"first{i}", cache)
         first.append(t)
-        t, out = timed(
-            [
-                AIRTRUST,
-                "image",
-                "patch",
-                base,
-                "--ca",
-                ca,
-                "--to",
-                f"{host}/bench/airtrust:warm{i}",
-                "-o",
-                "json",
-            ],
-            env={"AIRTRUST_CACHE": str(cache)},
-        )
+        t, result = patch(f"warm{i}", cache)
         warm.append(t)
-        uploaded = json.loads(out)["results"][0]["bytes_uploaded"]
+        uploaded = result["bytes_uploaded"]
     patched = json.loads(crane("manifest", f"{host}/bench/airtrust:warm0", "--insecure"))
     layer_digest = patched["layers"][-1]["digest"]
     layer_file = work / "ca-layer.tar.gz"

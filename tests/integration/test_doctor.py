@@ -290,28 +290,14 @@ def test_server_that_omits_the_intermediate(env: Env, tmp_path: Path) -> None:
 
 
 def test_helm_release_without_custom_ca(env: Env) -> None:
-    env.helm(
-        "upgrade",
-        "runai-backend",
-        str(DATA / "charts" / "control-plane"),
-        "-n",
-        "runai-backend",
-        "--set",
-        "global.customCA.enabled=false",
-    )
+    chart = str(DATA / "charts" / "control-plane")
+    upgrade = ["upgrade", "runai-backend", chart, "-n", "runai-backend", "--set"]
+    env.helm(*upgrade, "global.customCA.enabled=false")
     code, checks = env.doctor()
     failed = [c for c in by_name(checks, "helm") if c["status"] == "fail"]
     assert code == 1 and failed[0]["target"] == "runai-backend/runai-backend"
     assert "--set global.customCA.enabled=true" in failed[0]["fix"]
-    env.helm(
-        "upgrade",
-        "runai-backend",
-        str(DATA / "charts" / "control-plane"),
-        "-n",
-        "runai-backend",
-        "--set",
-        "global.customCA.enabled=true",
-    )
+    env.helm(*upgrade, "global.customCA.enabled=true")
     assert env.doctor()[0] == 0
 
 

@@ -429,37 +429,15 @@ def test_control_plane_and_gpu_clusters_on_separate_apiservers(
 
 def test_quickstart_with_context_then_plan_is_clean(cluster: KubeCluster, tmp_path: Path) -> None:
     out = tmp_path / "qs"
-    first = run_cli(
-        "quickstart",
-        "--domain",
-        DOMAIN,
-        "--out",
-        out,
-        "--context",
-        "admin",
-        "--kubeconfig",
-        cluster.kubeconfig,
-        "-o",
-        "json",
-    )
+    args = ["quickstart", "--domain", DOMAIN, "--out", out, "--context", "admin"]
+    args += ["--kubeconfig", cluster.kubeconfig, "-o", "json"]
+    first = run_cli(*args)
     assert first.code == 0, first.err
     assert (out / "airtrust.yaml").exists()
     assert json.loads(first.out)["apply"]["writes"] == 5
     plan = run_cli("plan", "-c", out / "airtrust.yaml", "--exit-code")
     assert plan.code == 0, plan.out + plan.err
-    second = run_cli(
-        "quickstart",
-        "--domain",
-        DOMAIN,
-        "--out",
-        out,
-        "--context",
-        "admin",
-        "--kubeconfig",
-        cluster.kubeconfig,
-        "-o",
-        "json",
-    )
+    second = run_cli(*args)
     assert json.loads(second.out)["apply"]["writes"] == 0
 
 

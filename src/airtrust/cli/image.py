@@ -42,9 +42,12 @@ PasswordEnvOpt = Annotated[
 
 
 def _cas(files: list[str]) -> "list[x509.Certificate]":
+    """The CAs of --ca, checked before anything talks to a registry."""
     from airtrust.files import read_input
     from airtrust.pki.bundle import parse_bundle
 
+    if not files:
+        raise InputError("no --ca given", hint="pass --ca ca-bundle.pem")
     bundle = parse_bundle([(f, read_input(f)) for f in files], now=dt.datetime.now(dt.UTC))
     return list(bundle.certificates)
 
@@ -141,8 +144,6 @@ def patch_cmd(
     """
     from airtrust.registry.append import Patcher
 
-    if not ca:
-        raise InputError("no --ca given", hint="pass --ca ca-bundle.pem")
     cas = _cas(ca)
     jobs = _jobs(source, to, sidecars, registry, cas)
     results = []
@@ -256,11 +257,10 @@ def inspect_cmd(
     """Whether the image's effective trust store contains every CA (exit 1 if not)."""
     from airtrust.registry.append import inspect_image
 
-    if not ca:
-        raise InputError("no --ca given", hint="pass --ca ca-bundle.pem")
+    cas = _cas(ca)
     ref = _ref(reference)
     with _client(ref.registry, registry_ca, insecure, username, password_env) as client:
-        reports = inspect_image(client, ref, _cas(ca))
+        reports = inspect_image(client, ref, cas)
     data = {
         "image": reference,
         "trusted": all(r.trusted for r in reports),
@@ -322,12 +322,11 @@ def dockerfile_cmd(
     from airtrust.layers.dockerfile import build_context
     from airtrust.registry.append import base_layout
 
-    if not ca:
-        raise InputError("no --ca given", hint="pass --ca ca-bundle.pem")
+    cas = _cas(ca)
     ref = _ref(source)
     with _client(ref.registry, registry_ca, insecure, username, password_env) as client:
         layout, fs, config = base_layout(client, ref)
-    context = build_context(source, layout, fs, config, _cas(ca))
+    context = build_context(source, layout, fs, config, cas)
     outputs = OutputSet(force=force)
     for name, data in context.files.items():
         outputs.add(out / name, data)

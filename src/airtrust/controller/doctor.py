@@ -330,20 +330,18 @@ def check_endpoint(
     address, address_port = ConnectTo.route(connect_to, host, port)
     endpoint = Endpoint(host, address_port, connect_to=address)
     target = f"https://{host}:{port}"
+
+    def check(status: str, evidence: str, fix: str = "") -> Check:
+        return Check(label, "-", target, status, evidence, fix)
+
     try:
         chain = fetch_chain(endpoint)
     except AirtrustError as exc:
         return [
-            Check(
-                label,
-                "-",
-                target,
-                FAIL,
-                exc.message,
-                f"check the ingress/route for {host}; curl -v https://{host}",
-            )
+            check(FAIL, exc.message, f"check the ingress/route for {host}; curl -v https://{host}")
         ]
     shown = " <- ".join(c.subject.rfc4514_string() for c in chain)
+    same_leaf = expected_chain is None or fingerprint(expected_chain[0]) == fingerprint(chain[0])
     try:
         verify_server(
             chain[0],
@@ -353,18 +351,9 @@ def check_endpoint(
             now=session.now,
         )
     except AirtrustError as exc:
-        reason = getattr(exc, "reason", "")
-        fix = f"serve a certificate from the local CA for {host} (airtrust apply)"
-        if (
-            expected_chain is not None
-            and len(expected_chain) > len(chain)
-            and fingerprint(expected_chain[0]) == fingerprint(chain[0])
-        ):
+        if expected_chain is not None and same_leaf and len(expected_chain) > len(chain):
             return [
-                Check(
-                    label,
-                    "-",
-                    target,
+                check(
                     FAIL,
                     f"missing intermediate: the server sends {len(chain)} certificate(s), "
                     f"the TLS secret holds {len(expected_chain)}; served: {shown}",
@@ -372,30 +361,26 @@ def check_endpoint(
                     "ingress must use that secret",
                 )
             ]
-        if expected_chain is not None and fingerprint(expected_chain[0]) != fingerprint(chain[0]):
-            fix = (
-                "the server sends another certificate than the TLS secret holds: point the "
-                "ingress at the secret, or restart it to reload"
-            )
-        return [Check(label, "-", target, FAIL, f"{exc.message} ({reason}); served: {shown}", fix)]
+        fix = (
+            f"serve a certificate from the local CA for {host} (airtrust apply)"
+            if same_leaf
+            else "the server sends another certificate than the TLS secret holds: point the "
+            "ingress at the secret, or restart it to reload"
+        )
+        reason = getattr(exc, "reason", "")
+        return [check(FAIL, f"{exc.message} ({reason}); served: {shown}", fix)]
     days = _days(chain[0], session.now)
     status = WARN if days < warn_days else OK
     checks = [
-        Check(
-            label,
-            "-",
-            target,
+        check(
             status,
             f"verified with the local bundle only; {days} days left; served: {shown}",
             "" if status == OK else "renew the certificate (airtrust apply)",
         )
     ]
-    if expected_chain is not None and fingerprint(expected_chain[0]) != fingerprint(chain[0]):
+    if not same_leaf:
         checks.append(
-            Check(
-                label,
-                "-",
-                target,
+            check(
                 WARN,
                 "served certificate differs from the TLS secret",
                 "restart the ingress controller or point it at the secret",
