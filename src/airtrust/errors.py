@@ -8,26 +8,69 @@ raises and never prints or exits.
 ::
 
     AirtrustError
-     +-- InputError            bad input or usage              exit 2
-     |    +-- BundleError      a CA bundle cannot be built or read
-     |    +-- PrivateKeyError  a private key cannot be read or written
-     |    +-- CertificateError a certificate cannot be issued as asked
-     |    +-- ConfigError      the config file is invalid
+     +-- InputError              bad input or usage; nothing was changed      exit 2
+     |    +-- BundleError        a CA bundle cannot be built or read
+     |    +-- PrivateKeyError    a private key cannot be read or written
+     |    +-- CertificateError   a certificate cannot be issued as asked
+     |    +-- ConfigError        the config file is invalid
      |    +-- OutputExistsError  refusing to overwrite without --force
-     +-- CheckFailed           a verification or doctor check failed   exit 1
-     |    +-- VerificationFailed
-     +-- Unreachable           a cluster, registry or endpoint cannot be reached  exit 3
+     |    +-- ImageNotFound      the image reference names nothing in the registry
+     +-- CheckFailed             a verification or check answered no          exit 1
+     |    +-- VerificationFailed path validation rejected a certificate
+     |    +-- Conflict           server-side apply: fields owned by another manager
+     |    +-- ApiFailure         the apiserver refused a request (not RBAC, not conflict)
+     |    +-- ReleaseUnreadable  a Helm release Secret cannot be decoded
+     +-- Unreachable             a cluster, registry or endpoint cannot be reached   exit 3
+          +-- PermissionDenied   the context's credentials lack a right airtrust needs
+          +-- RegistryError      the registry refused or failed a request
 
-A check that must not be ignored raises; it never returns ``False``.
+Exit codes live here and nowhere else (``EXIT_*``); the CLI reads them from
+the error's class. A check that must not be ignored raises; it never returns
+``False``.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CHANGES_PENDING",
+    "EXIT_CHECK_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "AirtrustError",
+    "ApiFailure",
+    "BundleError",
+    "CertificateError",
+    "CheckFailed",
+    "ConfigError",
+    "Conflict",
+    "ImageNotFound",
+    "InputError",
+    "OutputExistsError",
+    "PermissionDenied",
+    "PrivateKeyError",
+    "RegistryError",
+    "ReleaseUnreadable",
+    "Unreachable",
+    "VerificationFailed",
+]
+
+EXIT_OK = 0
+#: A check failed (verify rejected, doctor found a failure, apply left objects unapplied).
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+#: ``plan --exit-code``: changes are pending (terraform's -detailed-exitcode).
+EXIT_CHANGES_PENDING = 4
+#: A bug: an exception that is not an AirtrustError (sysexits' EX_SOFTWARE).
+EXIT_INTERNAL = 70
 
 
 class AirtrustError(Exception):
     """Base of every error airtrust raises on purpose."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
     reference = "airtrust-error"
 
     def __init__(self, message: str, *, hint: str = "", reference: str | None = None) -> None:
@@ -48,7 +91,7 @@ class AirtrustError(Exception):
 class InputError(AirtrustError):
     """The user gave something airtrust cannot use; nothing was changed."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
     reference = "bad-input"
 
 
@@ -72,10 +115,14 @@ class OutputExistsError(InputError):
     reference = "output-exists"
 
 
+class ImageNotFound(InputError):
+    reference = "image-not-found"
+
+
 class CheckFailed(AirtrustError):
     """A check ran and its answer is no."""
 
-    exit_code = 1
+    exit_code = EXIT_CHECK_FAILED
     reference = "check-failed"
 
 
@@ -92,5 +139,35 @@ class VerificationFailed(CheckFailed):
 class Unreachable(AirtrustError):
     """A server or cluster did not answer; retrying later may help."""
 
-    exit_code = 3
+    exit_code = EXIT_UNREACHABLE
     reference = "unreachable"
+
+
+class Conflict(CheckFailed):
+    """Server-side apply found fields owned by another manager."""
+
+    reference = "apply-conflict"
+
+    def __init__(self, message: str, *, managers: tuple[str, ...], hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.managers = managers
+
+
+class ApiFailure(CheckFailed):
+    """The apiserver refused a request for a reason other than conflict or RBAC."""
+
+    reference = "api-error"
+
+
+class ReleaseUnreadable(CheckFailed):
+    reference = "helm-release-unreadable"
+
+
+class PermissionDenied(Unreachable):
+    """The credentials of a context lack rights airtrust needs."""
+
+    reference = "forbidden"
+
+
+class RegistryError(Unreachable):
+    reference = "registry-error"

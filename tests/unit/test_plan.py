@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,12 +14,20 @@ from hypothesis import strategies as st
 
 from airtrust.config import parse_config
 from airtrust.errors import ConfigError
-from airtrust.kube.helm import decode_release, lookup, merge_values, nested_values
-from airtrust.plan.desired import ClusterFacts, build_desired, secret_manifest
-from airtrust.plan.diff import diff
+from airtrust.kube.api import FIELD_MANAGER
+from airtrust.kube.helm import decode_release
+from airtrust.plan import diff as plan_diff
+from airtrust.plan.desired import ClusterFacts, build_desired
+from airtrust.plan.helm import lookup, merge_values, nested_values
 from airtrust.plan.imagepaths import find_image_patches, resolve, split_reference, walk_strings
+from airtrust.plan.manifests import secret_manifest
 from airtrust.plan.model import Action
 from airtrust.profiles import load_profile, version_key
+
+
+def diff(desired: Any, live: Any) -> Any:
+    return plan_diff.diff(desired, live, manager=FIELD_MANAGER)
+
 
 PROFILE = load_profile()
 

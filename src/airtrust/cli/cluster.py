@@ -10,10 +10,11 @@ import typer
 
 from airtrust.cli.output import Format, emit, info, rows_table, settings, warn
 from airtrust.cli.params import OutputOpt
-from airtrust.errors import CheckFailed, InputError
+from airtrust.errors import EXIT_CHANGES_PENDING, EXIT_CHECK_FAILED, CheckFailed, InputError
 
 if TYPE_CHECKING:
-    from airtrust.controller.reconcile import ApplyReport, Session
+    from airtrust.controller.apply import ApplyReport
+    from airtrust.controller.session import Session
     from airtrust.plan.model import Plan
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The airtrust.yaml to use.")]
@@ -29,14 +30,12 @@ def _now() -> dt.datetime:
 
 def _session(config_path: Path, kubeconfig: Path | None, *, connect: bool = True) -> "Session":
     from airtrust.config import load_config
-    from airtrust.controller.reconcile import open_session
-    from airtrust.controller.rotation import overlay
+    from airtrust.controller.session import open_session
 
-    session = open_session(
+    # A rotation recorded in the cluster decides the bundle and the TLS certificate.
+    return open_session(
         load_config(config_path), now=_now(), kubeconfig=kubeconfig, connect=connect
     )
-    overlay(session)  # a rotation in progress decides the bundle and the TLS certificate
-    return session
 
 
 def plan_data(plan: "Plan") -> dict[str, Any]:
@@ -163,7 +162,7 @@ def plan_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show what apply would change on every context (never shows key material)."""
-    from airtrust.controller.reconcile import make_plan
+    from airtrust.controller.apply import make_plan
 
     session = _session(config, kubeconfig)
     try:
@@ -172,7 +171,7 @@ def plan_cmd(
         session.close()
     emit(plan_data(plan), output, table=_plan_table(plan))
     if exit_code and plan.has_changes:
-        raise typer.Exit(4)
+        raise typer.Exit(EXIT_CHANGES_PENDING)
 
 
 def _progress_bar() -> Any:
@@ -192,19 +191,20 @@ def _progress_bar() -> Any:
 
 
 def run_apply(session: "Session", *, force: bool, dry_run: bool) -> tuple["Plan", "ApplyReport"]:
-    from airtrust.controller.reconcile import execute, make_plan, preflight
+    from airtrust.controller import apply
 
-    plan = make_plan(session)
-    preflight(session, plan)
     bar = _progress_bar()
     if bar is None:
-        return plan, execute(session, plan, force=force, dry_run=dry_run)
+        return apply.run(session, force=force, dry_run=dry_run)
     with bar:
-        task = bar.add_task("applying", total=len(plan.changes))
-        report = execute(
-            session, plan, force=force, dry_run=dry_run, progress=lambda _msg: bar.advance(task)
+        task = bar.add_task("applying", total=None)
+        return apply.run(
+            session,
+            force=force,
+            dry_run=dry_run,
+            on_plan=lambda plan: bar.update(task, total=len(plan.changes)),
+            progress=lambda _msg: bar.advance(task),
         )
-    return plan, report
 
 
 def report_data(report: "ApplyReport") -> dict[str, Any]:
@@ -345,10 +345,10 @@ def _render_controller(
     force: bool,
     output: Format,
 ) -> None:
-    import yaml
-
-    from airtrust.controller.sync import Source, controller_manifests
+    from airtrust.controller.render import write_manifests
     from airtrust.files import OutputSet
+    from airtrust.plan.manifests import controller_manifests
+    from airtrust.plan.source import Source
     from airtrust.profiles import load_profile
 
     if not image:
@@ -366,20 +366,8 @@ def _render_controller(
         target_namespaces=targets,
     )
     outputs = OutputSet(force=force)
-    names = []
-    for index, doc in enumerate(docs):
-        name = f"{index:02d}-{doc['kind'].lower()}.yaml"
-        names.append(name)
-        outputs.add(out / name, yaml.safe_dump(doc, sort_keys=True).encode())
-    outputs.add(
-        out / "kustomization.yaml",
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": names,
-            }
-        ).encode(),
+    write_manifests(
+        outputs, out, [(f"{i:02d}-{doc['kind'].lower()}.yaml", doc) for i, doc in enumerate(docs)]
     )
     files = outputs.commit()
     emit(
@@ -421,8 +409,9 @@ def sync_cmd(
     import signal
     import socket
 
-    from airtrust.controller.sync import LeaderElector, Source, SyncController, serve_metrics
+    from airtrust.controller.sync import LeaderElector, SyncController, serve_metrics
     from airtrust.kube.api import KubeAPI
+    from airtrust.plan.source import Source
     from airtrust.profiles import load_profile
 
     logging.basicConfig(
@@ -443,12 +432,12 @@ def sync_cmd(
         ),
         {},
     )
-    controller = SyncController(api, profile, parsed, targets, selector, labels)
+    controller = SyncController(api, profile, parsed, dict.fromkeys(targets, labels), selector)
     if once:
         written = controller.reconcile()
         info(f"{written} object(s) written")
         return
-    server = serve_metrics(controller, metrics_addr)
+    server = serve_metrics(controller.metrics, metrics_addr)
     elector = None
     if lease_namespace:
         name = identity or f"{socket.gethostname()}-{os.getpid()}"
@@ -480,18 +469,20 @@ def helm_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Helm commands that enable the custom CA, and whether releases have it."""
-    from airtrust.controller.helmsteps import helm_steps, run_step, write_fragments
+    from airtrust.controller.apply import observe_helm
+    from airtrust.controller.helm import run_step, write_fragments
 
     session = _session(config, kubeconfig)
+    path = str(kubeconfig) if kubeconfig else None
     try:
-        steps = helm_steps(session, kubeconfig=kubeconfig)
+        steps = observe_helm(session, kubeconfig=path)
         files = write_fragments(steps, out) if out is not None else []
         charts = dict(_split_chart(c) for c in chart or ())
         results = []
         if run:
             for step in steps:
                 results.append(run_step(step, charts))
-            steps = helm_steps(session, kubeconfig=kubeconfig)
+            steps = observe_helm(session, kubeconfig=path)
     finally:
         session.close()
     data = {
@@ -585,7 +576,8 @@ def doctor_cmd(
     """Check every trust point from the outside in; exit 1 when any check fails."""
     import time
 
-    from airtrust.controller.doctor import ConnectTo, run_doctor
+    from airtrust.controller.doctor import run_doctor
+    from airtrust.probe import ConnectTo
 
     rules = [ConnectTo.parse(c) for c in connect_to or ()]
     while True:
@@ -606,13 +598,14 @@ def doctor_cmd(
                     rows_table(
                         title,
                         ["status", "check", "target", "evidence", "fix"],
-                        [(c.status.upper(), c.name, c.target, c.evidence, c.fix) for c in checks],
+                        [
+                            (str(c.status).upper(), c.name, c.target, c.evidence, c.fix)
+                            for c in checks
+                        ],
                     )
                 )
             console.print(
-                "All checks passed."
-                if not report.failed
-                else f"{sum(c.status == 'fail' for c in report.checks)} check(s) failed."
+                "All checks passed." if not report.failed else f"{report.failures} check(s) failed."
             )
 
         emit(data, output, table=table)
@@ -620,7 +613,7 @@ def doctor_cmd(
             break
         time.sleep(watch)
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 rotate_app = typer.Typer(
@@ -664,12 +657,13 @@ def rotate_finish_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Phase 2: once every endpoint serves the new CA, remove the old CA everywhere."""
-    from airtrust.controller.doctor import ConnectTo
-    from airtrust.controller.rotation import finish, load_state
+    from airtrust.controller.rotation import finish
+    from airtrust.controller.session import read_rotation
+    from airtrust.probe import ConnectTo
 
     session = _session(config, kubeconfig)
     try:
-        state = load_state(session)
+        state = read_rotation(session)
         if state is None:
             raise InputError("no rotation in progress", hint="airtrust rotate start --new-ca DIR")
         state = finish(session, state, connect_to=[ConnectTo.parse(c) for c in connect_to or ()])
@@ -689,11 +683,11 @@ def rotate_status_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Where a rotation stands (read from the cluster)."""
-    from airtrust.controller.rotation import load_state
+    from airtrust.controller.session import read_rotation
 
     session = _session(config, kubeconfig)
     try:
-        state = load_state(session)
+        state = read_rotation(session)
     finally:
         session.close()
     _show_state(state.summary() if state else {"phase": "none"}, output, "")

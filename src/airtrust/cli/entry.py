@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from airtrust.cli.output import Format, error, settings
-from airtrust.errors import AirtrustError
+from airtrust.errors import EXIT_INTERNAL, AirtrustError
 
 GLOBAL_FLAGS = ("--quiet", "-q", "--no-color", "--debug")
 
@@ -109,4 +109,4 @@ def _guarded(call: Callable[[], int]) -> int:
         if settings.debug:
             raise
         error(f"internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it")
-        return 70
+        return EXIT_INTERNAL

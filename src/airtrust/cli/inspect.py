@@ -18,7 +18,7 @@ def load_target(target: str, connect_to: str | None) -> tuple[list[Any], str]:
     if target.startswith("https://"):
         import dataclasses
 
-        from airtrust.tlsprobe import fetch_chain, parse_endpoint
+        from airtrust.probe.tls import fetch_chain, parse_endpoint
 
         endpoint = dataclasses.replace(parse_endpoint(target), connect_to=connect_to)
         chain = fetch_chain(endpoint)

@@ -333,7 +333,7 @@ def verify_cmd(
     certs, label = load_target(target, connect_to)
     extra = [a.certificate for n in untrusted or () for a in read_certificates(read_input(n), n)]
     if hostname is None and target.startswith("https://"):
-        from airtrust.tlsprobe import parse_endpoint
+        from airtrust.probe.tls import parse_endpoint
 
         hostname = parse_endpoint(target).host
     try:

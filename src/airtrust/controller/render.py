@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from airtrust.controller.helmsteps import HelmStep
-from airtrust.controller.reconcile import (
-    Session,
-    _roles,
-    desired_objects,
-    gather_facts,
-    offline_facts,
-)
+from airtrust.controller.apply import desired_objects, gather_facts, offline_facts
+from airtrust.controller.session import Session
 from airtrust.errors import OutputExistsError
 from airtrust.files import OutputSet
-from airtrust.kube.helm import nested_values
-from airtrust.plan.model import Desired
+from airtrust.pki.tlssecret import TLS_TYPE
+from airtrust.plan.helm import helm_steps, nested_values
+from airtrust.plan.manifests import kustomization
+from airtrust.plan.model import Desired, JsonObj
+
+__all__ = ["render", "write_manifests"]
 
 
 def _slug(text: str) -> str:
@@ -37,12 +36,24 @@ def _file_name(index: int, d: Desired) -> str:
     return f"{index:03d}-{d.kind.lower()}-{ns}{_slug(d.name)}.yaml"
 
 
+def write_manifests(outputs: OutputSet, folder: Path, docs: Sequence[tuple[str, JsonObj]]) -> None:
+    """Each (file name, manifest) into ``folder`` with a kustomization listing them;
+    manifests that hold a private key are written 0600."""
+    for name, doc in docs:
+        holds_key = doc.get("type") == TLS_TYPE
+        outputs.add(folder / name, yaml.safe_dump(doc, sort_keys=True).encode(), secret=holds_key)
+    outputs.add(
+        folder / "kustomization.yaml",
+        yaml.safe_dump(kustomization([name for name, _ in docs])).encode(),
+    )
+
+
 def render(
     session: Session, out: Path, *, force: bool = False, offline: bool = False
 ) -> list[Path]:
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out} is not empty", hint="pass --force or choose another --out")
-    facts = offline_facts(session) if offline else gather_facts(session)
+    facts = offline_facts(session.config) if offline else gather_facts(session)
     desired = desired_objects(session, facts)
     outputs = OutputSet(force=True)
     by_context: dict[str, list[Desired]] = {}
@@ -50,37 +61,26 @@ def render(
         by_context.setdefault(d.context, []).append(d)
     for context, items in sorted(by_context.items()):
         folder = out / _slug(context)
-        resources = []
+        docs: list[tuple[str, JsonObj]] = []
         patches = []
         for index, d in enumerate(items):
-            if d.manifest is None:
-                if d.patches:
-                    patches.append(
-                        {
-                            "target": {"kind": d.kind, "namespace": d.namespace, "name": d.name},
-                            "patch": [
-                                op
-                                for p, old, new in d.patches
-                                for op in (
-                                    {"op": "test", "path": p, "value": old},
-                                    {"op": "replace", "path": p, "value": new},
-                                )
-                            ],
-                        }
-                    )
-                continue
-            name = _file_name(index, d)
-            resources.append(name)
-            holds_key = d.manifest.get("type") == "kubernetes.io/tls"
-            outputs.add(
-                folder / name, yaml.safe_dump(d.manifest, sort_keys=True).encode(), secret=holds_key
-            )
-        kustomization = {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": resources,
-        }
-        outputs.add(folder / "kustomization.yaml", yaml.safe_dump(kustomization).encode())
+            if d.manifest is not None:
+                docs.append((_file_name(index, d), d.manifest))
+            elif d.patches:
+                patches.append(
+                    {
+                        "target": {"kind": d.kind, "namespace": d.namespace, "name": d.name},
+                        "patch": [
+                            op
+                            for p, old, new in d.patches
+                            for op in (
+                                {"op": "test", "path": p, "value": old},
+                                {"op": "replace", "path": p, "value": new},
+                            )
+                        ],
+                    }
+                )
+        write_manifests(outputs, folder, docs)
         if patches:
             outputs.add(
                 folder / "image-patches.json",
@@ -91,28 +91,9 @@ def render(
         "# Helm steps for the custom CA (written by airtrust render).",
         "set -e",
     ]
-    sidecar_values = session.config.images.strategy == "helm-values"
-    for context, roles in sorted(_roles(session.config).items()):
-        for role in sorted(roles):
-            release = session.profile.release(role)
-            if release is None:
-                continue
-            values = session.profile.helm_values(
-                role, session.version, sidecar_values=sidecar_values
-            )
-            step = HelmStep(
-                context,
-                role,
-                release.release,
-                release.namespace,
-                release.chart,
-                values,
-                None,
-                False,
-                None,
-            )
-            values_file = out / "helm" / _slug(context) / f"{release.release}.values.yaml"
-            outputs.add(values_file, yaml.safe_dump(nested_values(values)).encode())
-            commands.append(step.command())
+    for step in helm_steps(session.config, session.profile, session.version, {}):
+        values_file = out / "helm" / _slug(step.context) / f"{step.release}.values.yaml"
+        outputs.add(values_file, yaml.safe_dump(nested_values(step.values)).encode())
+        commands.append(step.command())
     outputs.add(out / "helm" / "commands.sh", ("\n".join(commands) + "\n").encode())
     return outputs.commit()

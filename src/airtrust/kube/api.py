@@ -9,45 +9,32 @@ discovery and access reviews need no typed models. Every failure becomes an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx2 as httpx
 
-from airtrust.errors import AirtrustError, ConfigError, InputError, Unreachable
-from airtrust.plan.model import FIELD_MANAGER
+from airtrust.errors import (
+    ApiFailure,
+    ConfigError,
+    Conflict,
+    InputError,
+    PermissionDenied,
+    Unreachable,
+)
+
+__all__ = ["FIELD_MANAGER", "PLURALS", "JsonObj", "KubeAPI", "kubeconfig_path"]
 
 JsonObj = dict[str, Any]
 
-
-class PermissionDenied(AirtrustError):
-    """The credentials of a context lack rights airtrust needs (exit 3)."""
-
-    exit_code = 3
-    reference = "forbidden"
-
-
-class Conflict(AirtrustError):
-    """Server-side apply found fields owned by another manager."""
-
-    exit_code = 1
-    reference = "apply-conflict"
-
-    def __init__(self, message: str, *, managers: tuple[str, ...], hint: str) -> None:
-        super().__init__(message, hint=hint)
-        self.managers = managers
-
-
-class ApiFailure(AirtrustError):
-    """The apiserver refused a request for a reason other than conflict or RBAC."""
-
-    exit_code = 1
-    reference = "api-error"
+#: Server-side apply field manager: how the apiserver knows which fields are ours.
+FIELD_MANAGER = "airtrust"
 
 
 def kubeconfig_path(explicit: Path | None) -> Path:
@@ -72,15 +59,36 @@ def _path(api_version: str, plural: str, namespace: str | None, name: str | None
     return base
 
 
-PLURALS = {"Secret": "secrets", "Namespace": "namespaces", "ConfigMap": "configmaps"}
+PLURALS = {
+    "Secret": "secrets",
+    "Namespace": "namespaces",
+    "ConfigMap": "configmaps",
+    "Lease": "leases",
+    "Job": "jobs",
+}
 
 
-@dataclass
 class KubeAPI:
-    """One cluster context."""
+    """One cluster context; safe to call from many threads."""
 
-    context: str
-    http: httpx.Client
+    def __init__(self, context: str, factory: Callable[[], httpx.Client]) -> None:
+        self.context = context
+        self._factory = factory
+        self._idle: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[httpx.Client]:
+        """An HTTP client this thread alone uses until the block ends."""
+        with self._lock:
+            client = self._idle.pop() if self._idle else None
+        if client is None:
+            client = self._factory()
+        try:
+            yield client
+        finally:
+            with self._lock:
+                self._idle.append(client)
 
     @classmethod
     def connect(
@@ -124,14 +132,18 @@ class KubeAPI:
         params = client_adapter.ConnectionParams(
             timeout=httpx.Timeout(timeout), transport=transport, trust_env=False
         )
+
+        def factory() -> httpx.Client:
+            return client_adapter.Client(single, params)
+
         try:
-            http = client_adapter.Client(single, params)
+            factory().close()  # a broken certificate or user entry fails here, not mid-apply
         except Exception as exc:
             raise ConfigError(
                 f"context '{context}': cannot set up the connection ({exc})",
                 hint="check the kubeconfig's certificate and user entries",
             ) from None
-        return cls(context, http)
+        return cls(context, factory)
 
     @classmethod
     def in_cluster(cls, *, timeout: float = 30.0) -> KubeAPI:
@@ -147,10 +159,13 @@ class KubeAPI:
             ) from None
         assert single is not None
         params = client_adapter.ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
-        return cls("in-cluster", client_adapter.Client(single, params))
+        return cls("in-cluster", lambda: client_adapter.Client(single, params))
 
     def close(self) -> None:
-        self.http.close()
+        with self._lock:
+            clients, self._idle = self._idle, []
+        for client in clients:
+            client.close()
 
     # --- transport --------------------------------------------------------------------
 
@@ -170,9 +185,10 @@ class KubeAPI:
             content = json.dumps(body, sort_keys=True).encode()
             headers["Content-Type"] = content_type or "application/json"
         try:
-            response = self.http.request(
-                method, path, content=content, headers=headers, params=params
-            )
+            with self.client() as http:
+                response = http.request(
+                    method, path, content=content, headers=headers, params=params
+                )
         except httpx.TransportError as exc:
             raise Unreachable(
                 f"context '{self.context}': cannot reach the apiserver ({exc})",
@@ -265,6 +281,31 @@ class KubeAPI:
         if response.status_code == 409:
             return None
         return self._check(response, what)
+
+    def replace(self, manifest: JsonObj) -> JsonObj | None:
+        """PUT with the manifest's resourceVersion; None when someone else wrote first (409)."""
+        meta = manifest["metadata"]
+        plural = PLURALS[manifest["kind"]]
+        path = _path(manifest["apiVersion"], plural, meta.get("namespace"), meta["name"])
+        what = f"replace {manifest['kind']} {meta['name']}"
+        response = self.request(
+            "PUT", path, body=manifest, params={"fieldManager": FIELD_MANAGER}, what=what
+        )
+        if response.status_code == 409:
+            return None
+        return self._check(response, what)
+
+    def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> None:
+        """DELETE (background propagation); gone already is fine."""
+        what = f"delete {plural} {namespace + '/' if namespace else ''}{name}"
+        response = self.request(
+            "DELETE",
+            _path(api_version, plural, namespace, name),
+            params={"propagationPolicy": "Background"},
+            what=what,
+        )
+        if response.status_code != 404:
+            self._check(response, what)
 
     def apply(self, manifest: JsonObj, *, force: bool = False, dry_run: bool = False) -> JsonObj:
         """Server-side apply as field manager ``airtrust``; raises Conflict on 409."""

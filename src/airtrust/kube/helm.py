@@ -14,30 +14,15 @@ import base64
 import binascii
 import gzip
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from airtrust.errors import AirtrustError
+from airtrust.errors import ReleaseUnreadable
 from airtrust.kube.api import KubeAPI
+from airtrust.plan.helm import Release, merge_values
+
+__all__ = ["decode_release", "deployed_release"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class ReleaseUnreadable(AirtrustError):
-    exit_code = 1
-    reference = "helm-release-unreadable"
-
-
-@dataclass(frozen=True)
-class Release:
-    name: str
-    namespace: str
-    revision: int
-    status: str
-    chart: str
-    chart_version: str
-    values: dict[str, Any]  # effective: chart defaults overlaid with user values
 
 
 def decode_release(data: str, *, source: str) -> dict[str, Any]:
@@ -53,32 +38,6 @@ def decode_release(data: str, *, source: str) -> dict[str, Any]:
             hint="check the Secret was written by Helm 3",
         ) from None
     return release
-
-
-def merge_values(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Helm's coalescing: nested maps merge, anything else is replaced; null deletes."""
-    out = dict(defaults)
-    for key, value in overrides.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_values(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def lookup(values: Mapping[str, Any], dotted: str) -> Any:
-    current: Any = values
-    for part in dotted.split("."):
-        if not isinstance(current, Mapping) or part not in current:
-            return None
-        current = current[part]
-    return current
-
-
-def is_true(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def deployed_release(api: KubeAPI, name: str, namespace: str) -> Release | None:
@@ -110,16 +69,3 @@ def deployed_release(api: KubeAPI, name: str, namespace: str) -> Release | None:
         chart_version=str(metadata.get("version", "")),
         values=merge_values(chart.get("values") or {}, record.get("config") or {}),
     )
-
-
-def nested_values(flat: Mapping[str, str]) -> dict[str, Any]:
-    """{'global.customCA.enabled': 'true'} -> nested YAML-ready values (booleans typed)."""
-    out: dict[str, Any] = {}
-    for dotted, value in sorted(flat.items()):
-        node = out
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        typed: Any = {"true": True, "false": False}.get(value, value)
-        node[parts[-1]] = typed
-    return out

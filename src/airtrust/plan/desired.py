@@ -7,26 +7,18 @@ in as material, so the same inputs always give the same manifests.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from airtrust.config import Config
+from airtrust.pki.tlssecret import TLSMaterial
 from airtrust.plan.imagepaths import find_image_patches
-from airtrust.plan.model import BUNDLE_HASH, CERT_HASH, MANAGED_BY, Desired, JsonObj
+from airtrust.plan.manifests import namespace_manifest, secret_manifest
+from airtrust.plan.model import BUNDLE_HASH, CERT_HASH, Desired, JsonObj
+from airtrust.plan.topology import CLUSTER, CONTROL_PLANE, Role, ca_secret_targets, tls_secret_name
 from airtrust.profiles import Profile
 
-CONTROL_PLANE = "control-plane"
-CLUSTER = "cluster"
-
-
-@dataclass(frozen=True)
-class TLSMaterial:
-    """A certificate chain and key as they go into a kubernetes.io/tls Secret."""
-
-    chain_pem: bytes
-    key_pem: bytes
-    fingerprint: str
+__all__ = ["ClusterFacts", "TLSMaterial", "build_desired"]
 
 
 @dataclass(frozen=True)
@@ -34,44 +26,12 @@ class ClusterFacts:
     """What the engine learned about one context before planning."""
 
     context: str
-    roles: frozenset[str]
+    roles: frozenset[Role]
     openshift: bool
     workload_namespaces: tuple[str, ...] = ()
     #: secret name -> (namespace, material), decided by the engine (reuse or issue).
     cluster_tls: Mapping[tuple[str, str], TLSMaterial] = field(default_factory=dict)
     cluster_config: JsonObj | None = None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def namespace_manifest(name: str) -> JsonObj:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-
-
-def secret_manifest(
-    namespace: str,
-    name: str,
-    *,
-    secret_type: str,
-    data: Mapping[str, bytes],
-    labels: Mapping[str, str] | None = None,
-    annotations: Mapping[str, str] | None = None,
-) -> JsonObj:
-    """A Secret exactly as airtrust applies and renders it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {**(labels or {}), MANAGED_BY[0]: MANAGED_BY[1]},
-            "annotations": dict(annotations or {}),
-        },
-        "type": secret_type,
-        "data": {k: _b64(v) for k, v in sorted(data.items())},
-    }
 
 
 @dataclass
@@ -154,18 +114,21 @@ def build_desired(
     out: list[Desired] = []
     for fact in facts:
         ctx = _ContextObjects(fact.context, profile, bundle_pem, bundle_digest)
-        for role in sorted(fact.roles):
-            for target in profile.ca_targets(role, openshift=fact.openshift):
-                ctx.ca_secret(target.namespace, target.labels_for(version), f"CA bundle ({role})")
+        workloads = fact.workload_namespaces
+        profile_targets = ca_secret_targets(profile, version, fact.roles, openshift=fact.openshift)
+        for target in profile_targets:
+            ctx.ca_secret(target.namespace, target.labels, target.purpose)
         if CONTROL_PLANE in fact.roles and control_plane_tls is not None and not fact.openshift:
-            name = (config.tls.secret_name if config.tls else None) or profile.tls_secret.name
             ctx.tls_secret(
-                profile.tls_secret.namespace, name, control_plane_tls, "control-plane TLS"
+                profile.tls_secret.namespace,
+                tls_secret_name(config, profile),
+                control_plane_tls,
+                "control-plane TLS",
             )
         for (namespace, name), material in sorted(fact.cluster_tls.items()):
             ctx.tls_secret(namespace, name, material, "cluster TLS")
-        for namespace in fact.workload_namespaces:
-            ctx.ca_secret(namespace, {}, "CA bundle (workloads)")
+        for target in ca_secret_targets(profile, version, (), openshift=False, workloads=workloads):
+            ctx.ca_secret(target.namespace, target.labels, target.purpose)
         cc = profile.cluster_config
         if (
             CLUSTER in fact.roles

@@ -15,7 +15,9 @@ import hashlib
 from typing import Any
 
 from airtrust.errors import AirtrustError
-from airtrust.plan.model import FIELD_MANAGER, Action, Change, Desired, JsonObj
+from airtrust.plan.model import Action, Change, Desired, JsonObj
+
+__all__ = ["diff", "foreign_managers", "pem_fingerprints"]
 
 
 def _decode(value: str | None) -> bytes | None:
@@ -45,21 +47,22 @@ def _short(fps: list[str] | None) -> str:
     return "{" + ", ".join(fp[:12] for fp in fps) + "}"
 
 
-def foreign_managers(live: JsonObj, data_keys: list[str]) -> tuple[str, ...]:
-    """Managers other than airtrust that own ``.data.<key>`` or ``.type`` of the live object."""
+def foreign_managers(live: JsonObj, data_keys: list[str], manager: str) -> tuple[str, ...]:
+    """Managers other than ``manager`` that own ``.data.<key>`` or ``.type`` of the live object."""
     owners = set()
     for entry in live.get("metadata", {}).get("managedFields") or []:
-        manager = entry.get("manager", "")
-        if manager == FIELD_MANAGER:
+        owner = entry.get("manager", "")
+        if owner == manager:
             continue
         fields: Any = entry.get("fieldsV1") or {}
         owned_data = fields.get("f:data", {})
         if any(f"f:{k}" in owned_data for k in data_keys) or "f:type" in fields:
-            owners.add(manager)
+            owners.add(owner)
     return tuple(sorted(owners))
 
 
-def diff(desired: Desired, live: JsonObj | None) -> Change:
+def diff(desired: Desired, live: JsonObj | None, *, manager: str) -> Change:
+    """What applying ``desired`` as field manager ``manager`` would change on ``live``."""
     if desired.kind == "Namespace":
         return Change(desired, Action.CREATE if live is None else Action.UNCHANGED)
     if desired.manifest is None:  # cluster-config patch
@@ -67,13 +70,13 @@ def diff(desired: Desired, live: JsonObj | None) -> Change:
             return Change(desired, Action.UNCHANGED)
         reasons = tuple(f"{p}: {old} -> {new}" for p, old, new in desired.patches)
         version = (live or {}).get("metadata", {}).get("resourceVersion")
-        return Change(desired, Action.UPDATE, reasons, live_resource_version=version)
+        return Change(desired, Action.UPDATE, reasons, live_resource_version=version, live=live)
     if live is None:
         return Change(desired, Action.CREATE, ("does not exist",))
-    return _diff_secret(desired, live)
+    return _diff_secret(desired, live, manager)
 
 
-def _diff_secret(desired: Desired, live: JsonObj) -> Change:
+def _diff_secret(desired: Desired, live: JsonObj, manager: str) -> Change:
     manifest = desired.manifest
     assert manifest is not None
     reasons: list[str] = []
@@ -110,8 +113,10 @@ def _diff_secret(desired: Desired, live: JsonObj) -> Change:
                     else f"{field[:-1]} {k} is {have_map[k]!r}, must be {v!r}"
                 )
     if not reasons:
-        return Change(desired, Action.UNCHANGED, live_resource_version=meta.get("resourceVersion"))
-    owners = foreign_managers(live, changed_keys) if changed_keys else ()
+        return Change(
+            desired, Action.UNCHANGED, live_resource_version=meta.get("resourceVersion"), live=live
+        )
+    owners = foreign_managers(live, changed_keys, manager) if changed_keys else ()
     return Change(
         desired,
         Action.UPDATE,
@@ -119,4 +124,5 @@ def _diff_secret(desired: Desired, live: JsonObj) -> Change:
         foreign_managers=owners,
         overwrites_foreign_data=bool(changed_keys) and bool(owners),
         live_resource_version=meta.get("resourceVersion"),
+        live=live,
     )

@@ -10,10 +10,19 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-JsonObj = dict[str, Any]
+__all__ = [
+    "BACKUP_OF",
+    "BUNDLE_HASH",
+    "CERT_HASH",
+    "MANAGED_BY",
+    "Action",
+    "Change",
+    "Desired",
+    "JsonObj",
+    "Plan",
+]
 
-#: Server-side apply field manager: how the apiserver knows which fields are ours.
-FIELD_MANAGER = "airtrust"
+JsonObj = dict[str, Any]
 
 MANAGED_BY = ("app.kubernetes.io/managed-by", "airtrust")
 BUNDLE_HASH = "airtrust.io/bundle-sha256"
@@ -60,6 +69,8 @@ class Change:
     #: True when live data exists that airtrust did not write and would overwrite.
     overwrites_foreign_data: bool = False
     live_resource_version: str | None = None
+    #: The live object this change was planned against (for backups), never shown.
+    live: JsonObj | None = field(default=None, repr=False, compare=False)
 
     @property
     def context(self) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx  # (the package __init__ keeps httpx's own CLI from loading)
 
-from airtrust.errors import AirtrustError, InputError, Unreachable
+from airtrust.errors import ImageNotFound, InputError, RegistryError, Unreachable
 from airtrust.registry.reference import DOCKER_HUB, is_loopback
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,6 @@ ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 CHUNK = 8 * 1024 * 1024
 MONOLITHIC_LIMIT = 16 * 1024 * 1024
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
-
-
-class RegistryError(AirtrustError):
-    exit_code = 3
-    reference = "registry-error"
-
-
-class NotFound(InputError):
-    reference = "image-not-found"
 
 
 def sha256_digest(data: bytes) -> str:
@@ -365,7 +356,7 @@ class RegistryClient:
             headers={"Accept": ACCEPT},
         )
         if response.status_code == 404:
-            raise NotFound(
+            raise ImageNotFound(
                 f"{self.registry}/{repository}:{ref} does not exist",
                 hint="check the repository and tag (is the image mirrored there?)",
             )

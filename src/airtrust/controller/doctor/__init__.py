@@ -1,0 +1,98 @@
+"""``airtrust doctor``: prove, from the outside in, that every part trusts the CA.
+
+Each check has a name, a status (ok, warn, fail, skip), the evidence it saw
+and, when not ok, a fix a user can copy. Checks never stop at the first
+problem: doctor reports every trust point so one run shows the whole picture.
+doctor only reads (``--probe`` creates and removes its one Job).
+
+Run:ai's preinstall-diagnostics only checks that one cluster TLS secret is
+unexpired and matches a host name; doctor adds the CA bundle itself, the CA
+secret in every namespace (same certificates everywhere, labels), key/cert
+pairs and chains of every TLS secret, the live endpoints as a client with
+only the local bundle sees them (missing intermediates named), the identity
+provider's discovery document, the Helm releases' custom-CA values, and the
+sidecar images' trust stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from airtrust.controller.apply import gather_facts
+from airtrust.controller.doctor.bundle import check_bundle
+from airtrust.controller.doctor.endpoints import check_endpoint, check_oidc
+from airtrust.controller.doctor.helm import check_helm
+from airtrust.controller.doctor.model import Check, DoctorReport, Status
+from airtrust.controller.doctor.probe import check_probe
+from airtrust.controller.doctor.secrets import check_ca_secrets, check_tls_secrets
+from airtrust.controller.doctor.sidecars import check_sidecars
+from airtrust.controller.session import Session
+from airtrust.pki.tlssecret import served_chain
+from airtrust.plan.manifests import ROTATION_RECORD
+from airtrust.plan.rotation import Phase
+from airtrust.plan.topology import tls_secret_name
+from airtrust.probe import ConnectTo
+
+__all__ = ["Check", "DoctorReport", "Status", "run_doctor"]
+
+
+def _rotation(session: Session) -> list[Check]:
+    state = session.rotation
+    target = f"ConfigMap {ROTATION_RECORD}"
+    if state is None:
+        return []
+    if state.phase is Phase.STARTED:
+        return [
+            Check(
+                "rotation",
+                "-",
+                target,
+                Status.WARN,
+                f"rotation in progress since {state.started_at}: bundles carry the old "
+                f"and the new CA (expected); TLS {state.tls}",
+                "airtrust rotate finish once every endpoint serves the new CA",
+            )
+        ]
+    return [Check("rotation", "-", target, Status.OK, f"finished {state.finished_at}")]
+
+
+def _endpoints(session: Session, connect_to: Sequence[ConnectTo], warn_days: int) -> list[Check]:
+    config, profile = session.config, session.profile
+    expected = None
+    if config.control_plane is not None and config.tls is not None:
+        live = session.apis[config.control_plane.context].get(
+            "v1", "secrets", profile.tls_secret.namespace, tls_secret_name(config, profile)
+        )
+        expected = served_chain(live)
+    out = check_endpoint(
+        session, config.domain, 443, connect_to, expected, "control-plane-endpoint", warn_days
+    )
+    if profile.oidc_discovery_path and not any(c.status is Status.FAIL for c in out):
+        out.append(check_oidc(session, config.domain, 443, connect_to, profile.oidc_discovery_path))
+    for cluster in config.clusters:
+        if cluster.domain:
+            out += check_endpoint(
+                session, cluster.domain, 443, connect_to, None, "cluster-endpoint", warn_days
+            )
+    return out
+
+
+def run_doctor(
+    session: Session,
+    *,
+    connect_to: Sequence[ConnectTo] = (),
+    probe: bool = False,
+    endpoints: bool = True,
+) -> DoctorReport:
+    warn_days = session.config.doctor.warn_days
+    checks = [*_rotation(session), *check_bundle(session, warn_days)]
+    facts = {f.context: f for f in gather_facts(session)}
+    checks += check_ca_secrets(session, facts)
+    checks += check_tls_secrets(session, facts, warn_days)
+    if endpoints:
+        checks += _endpoints(session, connect_to, warn_days)
+    checks += check_helm(session)
+    checks += check_sidecars(session, facts)
+    if probe:
+        checks += check_probe(session, facts)
+    return DoctorReport(tuple(checks))

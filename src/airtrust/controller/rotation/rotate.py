@@ -1,0 +1,170 @@
+"""The two phases of a rotation (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from airtrust.controller import apply
+from airtrust.controller.session import Session, follow, live_control_plane_tls, read_rotation
+from airtrust.errors import CheckFailed, InputError
+from airtrust.pki import keys
+from airtrust.pki.bundle import Bundle, build_bundle, fingerprint, read_certificates
+from airtrust.pki.tlssecret import TLSMaterial
+from airtrust.plan.manifests import namespace_manifest, rotation_configmap
+from airtrust.plan.rotation import Phase, RotationState, TLSState
+from airtrust.plan.topology import rotation_location
+from airtrust.probe import ConnectTo, probe_endpoint
+
+__all__ = ["finish", "save_state", "start"]
+
+
+def save_state(session: Session, state: RotationState) -> None:
+    context, namespace = rotation_location(session.config, session.profile)
+    api = session.apis[context]
+    if api.get("v1", "namespaces", None, namespace) is None:
+        api.create(namespace_manifest(namespace))
+    api.apply(rotation_configmap(namespace, state.to_data()), force=True)
+
+
+def _apply(session: Session) -> None:
+    _, report = apply.run(session)
+    if report.failed:
+        raise CheckFailed(
+            f"{len(report.failed)} object(s) not applied; first: {report.failed[0].message}",
+            hint="fix the cause and rerun the same rotate command (it continues)",
+            reference="rotation-incomplete",
+        )
+
+
+def _repatch_images(session: Session, bundle: Bundle, suffix: str) -> dict[str, str]:
+    """Re-patch each configured sidecar image for ``bundle``; the new references."""
+    from airtrust.registry.append import Patcher
+    from airtrust.registry.client import RegistryClient
+    from airtrust.registry.reference import parse_reference
+
+    out = {}
+    images = session.config.images
+    for source, current in sorted(images.references.items()):
+        ref = parse_reference(current)
+        tag = (ref.tag or "latest").split("-rot-")[0]
+        dest = ref.with_tag(f"{tag}-rot-{suffix}")
+        with RegistryClient(
+            ref.registry, ca_bundle=images.registry_ca, insecure=images.insecure
+        ) as client:
+            Patcher(client, bundle.certificates).patch(ref, dest)
+        out[source] = str(dest)
+    return out
+
+
+def _stamp(session: Session) -> str:
+    return session.now.isoformat(timespec="seconds")
+
+
+def start(session: Session, new_ca: Path, *, keep_tls: bool = False) -> RotationState:
+    from airtrust.workspace import chain_pem, load_authority
+
+    existing = read_rotation(session)
+    authority = None if keep_tls else load_authority(new_ca)
+    chain_file = new_ca / "chain.pem" if (new_ca / "chain.pem").exists() else new_ca / "ca.crt"
+    if not chain_file.exists():
+        raise InputError(f"{new_ca} is not a CA folder", hint="airtrust ca create --out NEW")
+    new_anchors = read_certificates(chain_file.read_bytes(), str(chain_file))
+    new_certs = [a.certificate for a in new_anchors]
+    new_pem = build_bundle(new_anchors, now=session.now).to_pem()
+    if existing is not None and existing.phase is Phase.STARTED and existing.new_pem != new_pem:
+        raise InputError(
+            "another rotation is in progress",
+            hint="finish it first (airtrust rotate finish) or check rotate status",
+        )
+    if existing is not None and existing.phase is Phase.STARTED:
+        state = existing  # continue an interrupted start
+    else:
+        if {fingerprint(c) for c in new_certs} <= set(session.bundle.fingerprints):
+            raise InputError(
+                "the new CA is already the one in use",
+                hint="give a CA folder made with airtrust ca create --out NEW",
+            )
+        state = RotationState(Phase.STARTED, session.bundle.to_pem(), new_pem, _stamp(session))
+    save_state(session, state)
+    # 1. every bundle carries old + new.
+    session = session.evolve(bundle=state.bundle(session.now))
+    if session.config.images.strategy == "patch" and session.config.images.references:
+        if not state.images:
+            state = state.evolve(images=_repatch_images(session, session.bundle, "both"))
+            save_state(session, state)
+        session = follow(session, state)
+    _apply(session)
+    # 2. only now serve certificates from the new CA: everyone already trusts it.
+    config = session.config
+    if authority is not None and config.control_plane is not None and config.tls is not None:
+        from airtrust.pki import authority as pki_authority
+
+        key = keys.generate_key(keys.DEFAULT_KEY_TYPE)
+        issued = pki_authority.issue_server(
+            pki_authority.ServerSpec(config.domain),
+            key.public_key(),
+            issuer_chain=authority.chain,
+            issuer_key=authority.key,
+            now=session.now,
+        ).certificate
+        # Cluster TLS secrets too: only certificates from the new CA may be kept.
+        session = session.evolve(
+            control_plane_tls=TLSMaterial(
+                chain_pem((issued, *authority.intermediates())),
+                keys.key_to_pem(key),
+                fingerprint(issued),
+            ),
+            config=config.model_copy(update={"issue_from": new_ca}),
+            tls_anchors=tuple(new_certs),
+        )
+        _apply(session)
+        state = state.evolve(tls=TLSState.REISSUED)
+        save_state(session, state)
+    return state
+
+
+def finish(
+    session: Session, state: RotationState, *, connect_to: Sequence[ConnectTo] = ()
+) -> RotationState:
+    if state.phase is not Phase.STARTED:
+        raise InputError("no rotation in progress", hint="airtrust rotate status")
+    new_only = state.new_bundle(session.now)
+    problems = []
+    config = session.config
+    if config.control_plane is not None and config.tls is not None:
+        if live_control_plane_tls(session, new_only.certificates) is None:
+            problems.append("the control-plane TLS secret does not chain to the new CA")
+        result = probe_endpoint(
+            config.domain,
+            443,
+            anchors=new_only.certificates,
+            now=session.now,
+            connect_to=connect_to,
+        )
+        if not result.trusted:
+            why = result.unreachable or result.rejected
+            problems.append(
+                f"{result.url} is not trusted with the new CA alone "
+                f"({why.message if why else 'unknown'})"
+            )
+    if problems:
+        raise CheckFailed(
+            "rotate finish refused: " + "; ".join(problems),
+            hint="serve the certificates issued under the new CA (restart or reload the "
+            "ingress), check with airtrust doctor, then run rotate finish again",
+            reference="rotation-not-ready",
+        )
+    state = state.evolve(phase=Phase.FINISHED, finished_at=_stamp(session))
+    session = session.evolve(bundle=new_only)
+    if state.images:
+        state = state.evolve(images=_repatch_images(session, new_only, "new"))
+        images = session.config.images.model_copy(update={"references": dict(state.images)})
+        session = session.evolve(config=session.config.model_copy(update={"images": images}))
+    session = session.evolve(
+        control_plane_tls=live_control_plane_tls(session, new_only.certificates)
+        or session.control_plane_tls
+    )
+    _apply(session)
+    save_state(session, state)
+    return state

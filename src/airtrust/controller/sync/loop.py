@@ -1,0 +1,174 @@
+"""The reconcile loop of ``airtrust sync``: watch, validate, converge."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airtrust.controller.apply import parallel
+from airtrust.controller.sync.health import Metrics
+from airtrust.controller.sync.lease import LeaderElector
+from airtrust.errors import AirtrustError, InputError
+from airtrust.kube.api import FIELD_MANAGER, KubeAPI
+from airtrust.kube.watch import Watcher
+from airtrust.pki.bundle import Bundle, parse_bundle
+from airtrust.plan.diff import diff
+from airtrust.plan.manifests import secret_manifest
+from airtrust.plan.model import BUNDLE_HASH, Action, Desired
+from airtrust.plan.source import Source, SourceKind
+from airtrust.profiles import Profile
+
+__all__ = ["SyncController"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncController:
+    api: KubeAPI
+    profile: Profile
+    source: Source
+    #: namespace -> the labels its CA secret carries (the profile's, for its version)
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    selector: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    last_good: Bundle | None = None
+    dirty: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    # --- one pass ----------------------------------------------------------------------
+
+    def read_source(self, now: dt.datetime) -> Bundle | None:
+        """The validated bundle from the source, or None (keep the last good one)."""
+        s = self.source
+        live = self.api.get("v1", s.plural, s.namespace, s.name)
+        try:
+            if live is None:
+                raise InputError(
+                    f"{s.kind} {s.namespace}/{s.name} does not exist", hint="create the CA source"
+                )
+            raw = (live.get("data") or {}).get(s.key)
+            if raw is None:
+                raise InputError(
+                    f"{s.kind} {s.namespace}/{s.name} has no key {s.key}",
+                    hint="put the CA bundle under that key",
+                )
+            data = base64.b64decode(raw) if s.kind is SourceKind.SECRET else raw.encode()
+            bundle = parse_bundle([(f"{s.kind} {s.namespace}/{s.name}", data)], now=now)
+        except AirtrustError as exc:
+            log.error("CA source refused, keeping the last good bundle: %s", exc.one_line())
+            self.metrics.source_valid = 0
+            return None
+        self.metrics.source_valid = 1
+        return bundle
+
+    def targets(self) -> list[str]:
+        names = set(self.namespaces)
+        if self.selector:
+            names.update(self.api.namespaces(self.selector))
+        existing = set(self.api.namespaces())
+        return sorted(names & existing)
+
+    def reconcile(self, *, write: bool = True) -> int:
+        """One pass; returns the number of objects written."""
+        now = self.clock()
+        bundle = self.read_source(now) or self.last_good
+        if bundle is None:
+            raise InputError("no valid CA bundle yet", hint="fix the CA source")
+        self.last_good = bundle
+        self.metrics.expiry_seconds = round((bundle.earliest_expiry() - now).total_seconds(), 3)
+        ca = self.profile.ca_secret
+        live = {
+            obj["metadata"]["namespace"]: obj
+            for obj in self.api.list_objects(
+                "v1", "secrets", field_selector=f"metadata.name={ca.name}"
+            )
+        }
+        pending = []
+        for namespace in self.targets():
+            manifest = secret_manifest(
+                namespace,
+                ca.name,
+                secret_type="Opaque",
+                data={ca.key: bundle.to_pem()},
+                labels=self.namespaces.get(namespace, {}),
+                annotations={BUNDLE_HASH: bundle.digest},
+            )
+            desired = Desired(
+                self.api.context,
+                "Secret",
+                namespace,
+                ca.name,
+                "sync",
+                manifest=manifest,
+                bundle_key=ca.key,
+            )
+            change = diff(desired, live.get(namespace), manager=FIELD_MANAGER)
+            if change.action is not Action.UNCHANGED:
+                pending.append(manifest)
+        writes = 0
+        if write and pending:
+            # force: the controller owns these objects and restores any edit.
+            writes = len(parallel(pending, lambda m: self.api.apply(m, force=True)))
+        self.metrics.out_of_sync = 0 if write else len(pending)
+        self.metrics.writes += writes
+        return writes
+
+    # --- loops -------------------------------------------------------------------------
+
+    def _changed(self, _kind: str, _obj: Mapping[str, Any]) -> None:
+        self.dirty.set()
+
+    def watches(self) -> Iterator[threading.Thread]:
+        s = self.source
+        ca = self.profile.ca_secret.name
+        specs = [
+            ("/api/v1/namespaces", {}),
+            ("/api/v1/secrets", {"fieldSelector": f"metadata.name={ca}"}),
+            (
+                f"/api/v1/namespaces/{s.namespace}/{s.plural}",
+                {"fieldSelector": f"metadata.name={s.name}"},
+            ),
+        ]
+        for path, params in specs:
+            watcher = Watcher(self.api, path, self._changed, self.stop, params=params)
+            thread = threading.Thread(target=watcher.run, daemon=True)
+            thread.start()
+            yield thread
+
+    def run(self, elector: LeaderElector | None, *, resync: float = 30.0) -> None:
+        list(self.watches())
+        next_resync = 0.0
+        tick = min(elector.duration / 3, resync) if elector else resync
+        while not self.stop.is_set():
+            leader = True
+            if elector is not None:
+                try:
+                    leader = elector.try_acquire()
+                except AirtrustError as exc:
+                    log.warning("lease: %s", exc.one_line())
+                    leader = False
+            self.metrics.leader = int(leader)
+            if self.dirty.is_set() or time.monotonic() >= next_resync:
+                self.dirty.clear()
+                next_resync = time.monotonic() + resync
+                try:
+                    written = self.reconcile(write=leader)
+                    self.metrics.reconciles += 1
+                    if written:
+                        log.info("reconciled: %d object(s) written", written)
+                except Exception as exc:  # apiserver gone, bad source: count, retry soon
+                    self.metrics.errors += 1
+                    text = exc.one_line() if isinstance(exc, AirtrustError) else repr(exc)
+                    log.error("reconcile failed: %s", text)
+                    self.stop.wait(1.0)
+                    self.dirty.set()
+                    continue
+            self.dirty.wait(timeout=tick)

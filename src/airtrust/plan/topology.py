@@ -1,0 +1,156 @@
+"""Which context plays which role, and which objects each role puts where (pure).
+
+Every use case (apply, doctor, render, rotation, sync, helm) asks the same
+questions of the config and the profile: what roles a context has, which
+namespaces hold a CA secret there, what the TLS secrets are called and which
+host names they must cover. They are answered here once, from data only, so
+the answers cannot drift apart between plan and doctor.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from airtrust.config import Cluster, Config
+from airtrust.profiles import Profile
+
+__all__ = [
+    "CLUSTER",
+    "CONTROL_PLANE",
+    "CASecretTarget",
+    "ClusterTLSSpec",
+    "Role",
+    "ca_secret_targets",
+    "cluster_entry",
+    "cluster_tls_specs",
+    "hostname_probe",
+    "roles_by_context",
+    "rotation_location",
+    "target_namespaces",
+    "tls_secret_name",
+]
+
+
+class Role(enum.StrEnum):
+    """What a context is to the platform; the profile names its targets by these."""
+
+    CONTROL_PLANE = "control-plane"
+    CLUSTER = "cluster"
+
+
+CONTROL_PLANE = Role.CONTROL_PLANE
+CLUSTER = Role.CLUSTER
+
+
+def roles_by_context(config: Config) -> dict[str, frozenset[Role]]:
+    """Each context of the config with its roles (one context may hold both)."""
+    roles: dict[str, set[Role]] = {}
+    if config.control_plane is not None:
+        roles.setdefault(config.control_plane.context, set()).add(Role.CONTROL_PLANE)
+    for cluster in config.clusters:
+        roles.setdefault(cluster.context, set()).add(Role.CLUSTER)
+    return {context: frozenset(r) for context, r in roles.items()}
+
+
+def cluster_entry(config: Config, context: str) -> Cluster | None:
+    return next((c for c in config.clusters if c.context == context), None)
+
+
+@dataclass(frozen=True)
+class CASecretTarget:
+    """One namespace that must hold the CA secret, with the labels its version needs."""
+
+    namespace: str
+    labels: Mapping[str, str]
+    purpose: str
+
+
+def ca_secret_targets(
+    profile: Profile,
+    version: str,
+    roles: Iterable[Role],
+    *,
+    openshift: bool,
+    workloads: Iterable[str] = (),
+) -> list[CASecretTarget]:
+    """The profile's CA secret targets for these roles, then the workload namespaces."""
+    out = [
+        CASecretTarget(t.namespace, t.labels_for(version), f"CA bundle ({role})")
+        for role in sorted(roles)
+        for t in profile.ca_targets(role, openshift=openshift)
+    ]
+    out += [CASecretTarget(ns, {}, "CA bundle (workloads)") for ns in workloads]
+    return out
+
+
+def tls_secret_name(config: Config, profile: Profile) -> str:
+    """The control plane's TLS secret: the config may rename it, the profile names it."""
+    return (config.tls.secret_name if config.tls else None) or profile.tls_secret.name
+
+
+@dataclass(frozen=True)
+class ClusterTLSSpec:
+    """A cluster TLS secret and the host names its certificate must cover."""
+
+    namespace: str
+    name: str
+    hosts: tuple[str, ...]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def cluster_tls_specs(
+    profile: Profile, version: str, entry: Cluster | None
+) -> list[ClusterTLSSpec]:
+    """The cluster TLS secrets this cluster entry asks for (none without a domain)."""
+    if entry is None or not entry.domain:
+        return []
+    out = []
+    for spec in profile.cluster_tls_for(version):
+        if "{inference_domain}" in "".join(spec.names) and not entry.inference_domain:
+            continue
+        hosts = tuple(
+            n.format(cluster_domain=entry.domain, inference_domain=entry.inference_domain)
+            for n in spec.names
+        )
+        out.append(ClusterTLSSpec(spec.namespace, spec.name, hosts))
+    return out
+
+
+def hostname_probe(host: str) -> str:
+    """A concrete name a wildcard must cover: ``*.x.y`` -> ``x.x.y``."""
+    return host.replace("*", "x", 1)
+
+
+def target_namespaces(
+    config: Config,
+    profile: Profile,
+    version: str,
+    context: str,
+    *,
+    openshift: bool,
+    workloads: Iterable[str] = (),
+) -> list[str]:
+    """Every namespace this context's roles read or write in (for the RBAC preflight)."""
+    roles = roles_by_context(config).get(context, frozenset())
+    out = {t.namespace for t in ca_secret_targets(profile, version, roles, openshift=openshift)}
+    if Role.CONTROL_PLANE in roles:
+        out.add(profile.tls_secret.namespace)
+    out.update(workloads)
+    if Role.CLUSTER in roles:
+        out.update(
+            s.namespace for s in cluster_tls_specs(profile, version, cluster_entry(config, context))
+        )
+    return sorted(out)
+
+
+def rotation_location(config: Config, profile: Profile) -> tuple[str, str]:
+    """(context, namespace) of the rotation record: beside the control plane."""
+    if config.control_plane is not None:
+        return config.control_plane.context, profile.tls_secret.namespace
+    context = config.clusters[0].context
+    return context, profile.ca_targets(Role.CLUSTER, openshift=False)[0].namespace
