@@ -15,6 +15,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from airtrust.errors import ConfigError
 
+__all__ = [
+    "DEFAULT_FILE",
+    "TEMPLATE",
+    "Backup",
+    "CASource",
+    "Cluster",
+    "ClusterConfigPaths",
+    "Config",
+    "ControlPlane",
+    "Doctor",
+    "Images",
+    "TLSSource",
+    "Workloads",
+    "load_config",
+    "parse_config",
+]
+
 DEFAULT_FILE = "airtrust.yaml"
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from airtrust.errors import InputError, OutputExistsError
 
+__all__ = ["PUBLIC_MODE", "SECRET_MODE", "OutputSet", "read_input", "read_secret"]
+
 PUBLIC_MODE = 0o644
 SECRET_MODE = 0o600
 

@@ -31,6 +31,25 @@ from airtrust.pki.bundle import Bundle, build_bundle, certificate_to_pem, read_c
 from airtrust.pki.verify import verify_server
 from airtrust.profiles import Profile, load_profile
 
+__all__ = [
+    "BUNDLE",
+    "CA_CERT",
+    "CA_CHAIN",
+    "CA_KEY",
+    "RENEW_BEFORE",
+    "TLS_CERT",
+    "TLS_KEY",
+    "Authority",
+    "CAResult",
+    "QuickstartReport",
+    "ServerResult",
+    "chain_pem",
+    "create_ca",
+    "issue_server_files",
+    "load_authority",
+    "quickstart",
+]
+
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 CA_CHAIN = "chain.pem"

@@ -10,7 +10,31 @@ import typer
 
 from airtrust.cli.output import Format, emit, info, rows_table, settings, warn
 from airtrust.cli.params import OutputOpt
+from airtrust.clock import utc_now
 from airtrust.errors import EXIT_CHANGES_PENDING, EXIT_CHECK_FAILED, CheckFailed, InputError
+
+__all__ = [
+    "ConfigOpt",
+    "KubeconfigOpt",
+    "apply_cmd",
+    "doctor_cmd",
+    "helm_cmd",
+    "init_cmd",
+    "plan_cmd",
+    "plan_data",
+    "quickstart_cluster",
+    "register",
+    "render_cmd",
+    "render_config_text",
+    "report_data",
+    "rotate_app",
+    "rotate_finish_cmd",
+    "rotate_start_cmd",
+    "rotate_status_cmd",
+    "run_apply",
+    "show_report",
+    "sync_cmd",
+]
 
 if TYPE_CHECKING:
     from airtrust.controller.apply import ApplyReport
@@ -25,7 +49,7 @@ KubeconfigOpt = Annotated[
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return utc_now()
 
 
 def _session(config_path: Path, kubeconfig: Path | None, *, connect: bool = True) -> "Session":

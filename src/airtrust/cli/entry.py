@@ -23,6 +23,8 @@ from typing import NoReturn
 from airtrust.cli.output import Format, error, settings
 from airtrust.errors import EXIT_INTERNAL, AirtrustError
 
+__all__ = ["GLOBAL_FLAGS", "fast_lane", "hoist_global_flags", "run"]
+
 GLOBAL_FLAGS = ("--quiet", "-q", "--no-color", "--debug")
 
 

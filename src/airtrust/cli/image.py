@@ -1,7 +1,6 @@
 """``airtrust image``: patch, inspect and Dockerfile for images that must trust the CA."""
 
 import contextlib
-import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -10,7 +9,21 @@ import typer
 
 from airtrust.cli.output import Format, emit, rows_table, warn
 from airtrust.cli.params import OutputOpt
+from airtrust.clock import utc_now
 from airtrust.errors import CheckFailed, InputError
+
+__all__ = [
+    "CaOpt",
+    "InsecureOpt",
+    "PasswordEnvOpt",
+    "RegistryCaOpt",
+    "UserOpt",
+    "dockerfile_cmd",
+    "image_app",
+    "inspect_cmd",
+    "patch_cmd",
+    "register",
+]
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -48,7 +61,7 @@ def _cas(files: list[str]) -> "list[x509.Certificate]":
 
     if not files:
         raise InputError("no --ca given", hint="pass --ca ca-bundle.pem")
-    bundle = parse_bundle([(f, read_input(f)) for f in files], now=dt.datetime.now(dt.UTC))
+    bundle = parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
     return list(bundle.certificates)
 
 

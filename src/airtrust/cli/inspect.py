@@ -6,11 +6,13 @@ so the two give the same output by construction.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from airtrust.cli.output import Format, emit, rows_table
+from airtrust.clock import utc_now
 from airtrust.errors import AirtrustError
+
+__all__ = ["inspect", "load_target"]
 
 
 def load_target(target: str, connect_to: str | None) -> tuple[list[Any], str]:
@@ -39,7 +41,7 @@ def inspect(target: str, connect_to: str | None, output: Format) -> None:
 
     certs, label = load_target(target, connect_to)
     presented = True if label.startswith("https://") else None
-    reports = describe_chain(certs, now=dt.datetime.now(dt.UTC), presented=presented)
+    reports = describe_chain(certs, now=utc_now(), presented=presented)
     data = {"source": label, "certificates": [r.to_dict() for r in reports]}
 
     def table(console: Any) -> None:

@@ -15,7 +15,29 @@ import typer
 from airtrust.cli import cluster, image
 from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
 from airtrust.cli.params import OutputOpt
+from airtrust.clock import utc_now
 from airtrust.errors import AirtrustError, CheckFailed, InputError, VerificationFailed
+
+__all__ = [
+    "KEY_TYPES",
+    "ConnectToOpt",
+    "ForceOpt",
+    "KeyTypeOpt",
+    "PassEnvOpt",
+    "PassFileOpt",
+    "app",
+    "bundle_app",
+    "bundle_build",
+    "ca_app",
+    "ca_create",
+    "cert_app",
+    "cert_issue",
+    "dispatch",
+    "inspect_cmd",
+    "main",
+    "quickstart_cmd",
+    "verify_cmd",
+]
 
 if TYPE_CHECKING:
     from airtrust.pki.keys import KeyType
@@ -59,7 +81,7 @@ KeyTypeOpt = Annotated[
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return utc_now()
 
 
 def _key_type(text: str) -> "KeyType":

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["Format", "Settings", "emit", "error", "info", "rows_table", "settings", "warn"]
+
 
 class Format(enum.StrEnum):
     TABLE = "table"

@@ -20,6 +20,8 @@ from airtrust.layers.rootfs import RootFS
 from airtrust.layers.truststore import Layout, file_name, trust_layer
 from airtrust.pki.bundle import certificate_to_pem
 
+__all__ = ["BuildContext", "build_context"]
+
 
 @dataclass
 class BuildContext:

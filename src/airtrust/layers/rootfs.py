@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from airtrust.layers.scan import Entry, LayerIndex
 
+__all__ = ["RootFS", "relative_link"]
+
 
 @dataclass
 class RootFS:

@@ -17,6 +17,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "BLOCK",
+    "CONTENT_PATHS",
+    "GZIP_MAGIC",
+    "LISTED_DIRS",
+    "SCAN_VERSION",
+    "TYPE_PATHS",
+    "ZSTD_MAGIC",
+    "Entry",
+    "LayerIndex",
+    "iter_headers",
+    "normalise",
+    "scan_layer_stream",
+    "scan_tar",
+    "wanted",
+]
+
 BLOCK = 512
 #: Bump when what is kept changes: cached indexes of older versions are ignored.
 SCAN_VERSION = 2

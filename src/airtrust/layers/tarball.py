@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from airtrust.layers.scan import Entry
 
+__all__ = ["GZIP_LEVEL", "Layer", "build_layer", "build_tar"]
+
 GZIP_LEVEL = 6
 
 

@@ -29,6 +29,18 @@ from airtrust.layers.scan import Entry
 from airtrust.pki.bundle import certificate_to_pem, fingerprint, read_certificates
 from airtrust.pki.truststore import subject_hash
 
+__all__ = [
+    "ANCHOR_DIRS",
+    "BUNDLES",
+    "CERT_DIR",
+    "DEFAULT_BUNDLE",
+    "UPDATE_TOOLS",
+    "Layout",
+    "detect_layout",
+    "file_name",
+    "trust_layer",
+]
+
 BUNDLES = (
     "etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine, git-sync (staged Debian)
     "etc/pki/tls/certs/ca-bundle.crt",  # RHEL, UBI, Fedora (usually a symlink)

@@ -38,6 +38,18 @@ from airtrust.errors import CertificateError
 from airtrust.pki import names
 from airtrust.pki.keys import public_key_matches
 
+__all__ = [
+    "BACKDATE",
+    "DEFAULT_CA_DAYS",
+    "DEFAULT_SERVER_DAYS",
+    "CASpec",
+    "Issued",
+    "ServerSpec",
+    "create_intermediate",
+    "create_root",
+    "issue_server",
+]
+
 DEFAULT_CA_DAYS = 3650
 DEFAULT_SERVER_DAYS = 397
 #: Backdating absorbs clock skew between the machine that issues and the nodes that verify.

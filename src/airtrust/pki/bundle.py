@@ -28,6 +28,18 @@ from cryptography.hazmat.primitives import serialization
 
 from airtrust.errors import BundleError
 
+__all__ = [
+    "MAX_BUNDLE_BYTES",
+    "Anchor",
+    "Bundle",
+    "build_bundle",
+    "certificate_to_pem",
+    "fingerprint",
+    "is_ca",
+    "parse_bundle",
+    "read_certificates",
+]
+
 #: Kubernetes rejects a Secret whose data exceeds 1 MiB; a bundle that cannot
 #: be stored in ``runai-ca-cert`` is of no use to the platform.
 MAX_BUNDLE_BYTES = 1024 * 1024

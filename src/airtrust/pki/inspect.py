@@ -18,6 +18,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from airtrust.pki.bundle import fingerprint, is_ca
 from airtrust.pki.keys import describe_public_key
 
+__all__ = ["EXPIRY_WARNING_DAYS", "CertificateReport", "describe", "describe_chain"]
+
 EXPIRY_WARNING_DAYS = 30
 _WEAK_HASHES = {"sha1", "md5"}
 

@@ -18,6 +18,16 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from airtrust.errors import PrivateKeyError
 
+__all__ = [
+    "DEFAULT_KEY_TYPE",
+    "KeyType",
+    "describe_public_key",
+    "generate_key",
+    "key_from_pem",
+    "key_to_pem",
+    "public_key_matches",
+]
+
 
 class KeyType(enum.StrEnum):
     """Key algorithms a CA or server certificate can use.

@@ -15,6 +15,19 @@ from cryptography import x509
 
 from airtrust.errors import CertificateError
 
+__all__ = [
+    "Constraints",
+    "IPAddress",
+    "IPNetwork",
+    "covers",
+    "dns_matches_subtree",
+    "hostname_matches",
+    "normalise_dns_name",
+    "parse_ip",
+    "parse_network",
+    "san_names",
+]
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

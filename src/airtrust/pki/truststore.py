@@ -25,6 +25,16 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from airtrust.pki.bundle import Bundle, certificate_to_pem
 
+__all__ = [
+    "DEFAULT_STORE_PASSWORD",
+    "alias_for",
+    "canonical_name",
+    "hash_dir_entries",
+    "subject_hash",
+    "to_jks",
+    "to_pkcs12",
+]
+
 DEFAULT_STORE_PASSWORD = "changeit"  # Java's well-known default; a truststore holds no secret
 
 

@@ -31,6 +31,8 @@ from airtrust.errors import VerificationFailed
 from airtrust.pki import names
 from airtrust.pki.bundle import fingerprint, is_ca
 
+__all__ = ["RELAXATIONS", "STRICT_EXTRAS", "Profile", "Verified", "verify_server"]
+
 
 class Profile(enum.StrEnum):
     STRICT = "strict"

@@ -12,6 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+__all__ = [
+    "escape",
+    "find_image_patches",
+    "image_name",
+    "references_to",
+    "resolve",
+    "split_reference",
+    "unescape",
+    "walk_strings",
+]
+
 
 def split_reference(ref: str) -> tuple[str, str]:
     """'host:5000/a/b:tag' -> ('host:5000/a/b', ':tag'); digests keep their '@'."""

@@ -16,6 +16,8 @@ from cryptography import x509
 
 from airtrust.errors import InputError, Unreachable
 
+__all__ = ["Endpoint", "fetch_chain", "parse_endpoint"]
+
 
 @dataclass(frozen=True)
 class Endpoint:

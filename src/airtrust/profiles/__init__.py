@@ -16,6 +16,22 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from airtrust.errors import ConfigError
 
+__all__ = [
+    "DEFAULT_PROFILE",
+    "CASecret",
+    "ClusterConfig",
+    "ClusterTLS",
+    "HelmRelease",
+    "OpenShift",
+    "Profile",
+    "SecretTarget",
+    "Sidecar",
+    "SidecarValues",
+    "TLSSecret",
+    "load_profile",
+    "version_key",
+]
+
 DEFAULT_PROFILE = "runai"
 
 

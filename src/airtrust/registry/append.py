@@ -37,6 +37,24 @@ from airtrust.registry.client import (
 )
 from airtrust.registry.reference import Reference
 
+__all__ = [
+    "ATTESTATION",
+    "BASE_LABEL",
+    "CREATED_BY",
+    "LABEL",
+    "LAYER_TYPES",
+    "LayerCache",
+    "PatchResult",
+    "Patcher",
+    "PlatformResult",
+    "Progress",
+    "TrustReport",
+    "base_layout",
+    "ca_label",
+    "cache_dir",
+    "inspect_image",
+]
+
 log = logging.getLogger(__name__)
 
 LABEL = "dev.airtrust.ca-sha256"

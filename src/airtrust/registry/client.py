@@ -32,6 +32,25 @@ import httpx  # (the package __init__ keeps httpx's own CLI from loading)
 from airtrust.errors import ImageNotFound, InputError, RegistryError, Unreachable
 from airtrust.registry.reference import DOCKER_HUB, is_loopback
 
+__all__ = [
+    "ACCEPT",
+    "CHUNK",
+    "DOCKER_LIST",
+    "DOCKER_MANIFEST",
+    "INDEX_TYPES",
+    "MANIFEST_TYPES",
+    "MONOLITHIC_LIMIT",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "RETRY_DELAYS",
+    "Credentials",
+    "Manifest",
+    "RegistryClient",
+    "auth_files",
+    "load_credentials",
+    "sha256_digest",
+]
+
 log = logging.getLogger(__name__)
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from airtrust.errors import InputError
 
+__all__ = ["DOCKER_HUB", "Reference", "is_loopback", "parse_reference"]
+
 DOCKER_HUB = "registry-1.docker.io"
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")

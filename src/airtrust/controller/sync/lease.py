@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airtrust.clock import utc_now
 from airtrust.kube.api import KubeAPI
 from airtrust.plan.manifests import LEASE_NAME, lease, micro_time
 
@@ -38,7 +39,7 @@ class LeaderElector:
     namespace: str
     identity: str
     duration: int = 15
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    clock: Callable[[], dt.datetime] = utc_now
 
     def try_acquire(self) -> bool:
         now = self.clock()

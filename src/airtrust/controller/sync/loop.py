@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airtrust.clock import utc_now
 from airtrust.controller.apply import parallel
 from airtrust.controller.sync.health import Metrics
 from airtrust.controller.sync.lease import LeaderElector
@@ -41,7 +42,7 @@ class SyncController:
     last_good: Bundle | None = None
     dirty: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    clock: Callable[[], dt.datetime] = utc_now
 
     # --- one pass ----------------------------------------------------------------------
 
