@@ -23,18 +23,13 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from airtrust.errors import InputError
+from airtrust.layers.image import Image, LayerDescriptor, canonical, sha256_digest
 from airtrust.layers.rootfs import RootFS
 from airtrust.layers.scan import SCAN_VERSION, LayerIndex, scan_layer_stream
 from airtrust.layers.tarball import build_layer
 from airtrust.layers.truststore import Layout, detect_layout, trust_layer
 from airtrust.pki.bundle import fingerprint
-from airtrust.registry.client import (
-    DOCKER_MANIFEST,
-    OCI_MANIFEST,
-    Manifest,
-    RegistryClient,
-    sha256_digest,
-)
+from airtrust.registry.client import Manifest, RegistryClient
 from airtrust.registry.reference import Reference
 
 __all__ = [
@@ -42,7 +37,6 @@ __all__ = [
     "BASE_LABEL",
     "CREATED_BY",
     "LABEL",
-    "LAYER_TYPES",
     "LayerCache",
     "PatchResult",
     "Patcher",
@@ -61,10 +55,6 @@ LABEL = "dev.airtrust.ca-sha256"
 BASE_LABEL = "dev.airtrust.base-digest"
 CREATED_BY = "airtrust image patch"
 ATTESTATION = "vnd.docker.reference.type"
-LAYER_TYPES = {
-    DOCKER_MANIFEST: "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    OCI_MANIFEST: "application/vnd.oci.image.layer.v1.tar+gzip",
-}
 
 
 class Progress(Protocol):
@@ -165,10 +155,6 @@ def _platform(desc: dict[str, Any], config: dict[str, Any] | None = None) -> str
     return text + (f"/{p['variant']}" if p.get("variant") else "")
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=False).encode()
-
-
 @dataclass
 class Patcher:
     client: RegistryClient  # where the source is read
@@ -237,13 +223,10 @@ class Patcher:
         return data
 
     @staticmethod
-    def airtrust_top(config: dict[str, Any], manifest: dict[str, Any]) -> bool:
-        history = [h for h in config.get("history", []) if not h.get("empty_layer")]
-        return (
-            bool(history)
-            and str(history[-1].get("created_by", "")).startswith(CREATED_BY)
-            and len(history) == len(manifest.get("layers", []))
-        )
+    def airtrust_top(image: Image) -> bool:
+        """Is the top layer one airtrust added (then a re-patch replaces it)?"""
+        top = image.top_history()
+        return top is not None and str(top.get("created_by", "")).startswith(CREATED_BY)
 
     # --- one platform -------------------------------------------------------------------
 
@@ -251,58 +234,30 @@ class Patcher:
         self, src: Reference, dest: Reference, manifest: Manifest, platform: str
     ) -> tuple[Manifest, PlatformResult]:
         body = manifest.json()
-        config = self.config(src.repository, body)
+        image = Image(body, self.config(src.repository, body), manifest.media_type)
         label = ca_label(self.cas)
-        labels = (config.get("config") or {}).get("Labels") or {}
-        if labels.get(LABEL) == label:
+        if image.labels.get(LABEL) == label:
             self._copy(src, dest, manifest)
             return manifest, PlatformResult(platform, manifest.digest, manifest.digest, "unchanged")
-        layers = list(body["layers"])
-        diff_ids = list(config["rootfs"]["diff_ids"])
-        history = list(config.get("history", []))
-        replaced = False
-        if self.airtrust_top(config, body):
-            layers, diff_ids, replaced = layers[:-1], diff_ids[:-1], True
-            last = max(i for i, h in enumerate(history) if not h.get("empty_layer"))
-            history = history[:last] + history[last + 1 :]
-        fs = self.rootfs(src.repository, layers)
+        base, replaced = image, self.airtrust_top(image)
+        if replaced:
+            base = image.without_top_layer()
+        fs = self.rootfs(src.repository, base.layers)
         layout, entries = trust_layer(fs, self.cas)
         layer = build_layer(entries)
-        new_config = json.loads(json.dumps(config))
-        new_config["rootfs"]["diff_ids"] = [*diff_ids, layer.diff_id]
-        created = config.get("created") or "1970-01-01T00:00:00Z"
-        new_config["history"] = [
-            *history,
-            {
-                "created": created,
+        base_digest = image.labels.get(BASE_LABEL, manifest.digest) if replaced else manifest.digest
+        patched = base.append(
+            LayerDescriptor(layer.digest, layer.diff_id, layer.size),
+            history={
+                "created": image.config.get("created") or "1970-01-01T00:00:00Z",
                 "created_by": f"{CREATED_BY}: add CA sha256 {label}",
                 "comment": f"trust store: {_describe(layout)}",
             },
-        ]
-        new_config.setdefault("config", {})
-        base_digest = labels.get(BASE_LABEL, manifest.digest) if replaced else manifest.digest
-        new_config["config"]["Labels"] = {**labels, LABEL: label, BASE_LABEL: base_digest}
-        config_raw = _dumps(new_config)
-        media = manifest.media_type
-        new_body = json.loads(json.dumps(body))
-        new_body["config"] = {
-            **body["config"],
-            "digest": sha256_digest(config_raw),
-            "size": len(config_raw),
-        }
-        new_body["layers"] = [
-            *layers,
-            {"mediaType": LAYER_TYPES[media], "digest": layer.digest, "size": layer.size},
-        ]
-        if media == OCI_MANIFEST:
-            new_body["annotations"] = {
-                **(body.get("annotations") or {}),
-                LABEL: label,
-                "org.opencontainers.image.base.digest": manifest.digest,
-            }
-        raw = _dumps(new_body)
+            labels={LABEL: label, BASE_LABEL: base_digest},
+            annotations={LABEL: label, "org.opencontainers.image.base.digest": manifest.digest},
+        )
         # Blobs first, manifest last: nothing refers to content that is not there.
-        for desc in layers:
+        for desc in base.layers:
             how = self._ensure(dest.repository, desc, src.repository, "push layer")
             log.debug("layer %s %s", desc["digest"][:19], how)
         self.to.ensure_blob(
@@ -312,10 +267,11 @@ class Patcher:
             data=lambda: layer.blob,
             on_progress=self._meter(f"push layer {layer.digest[7:19]}", layer.size),
         )
+        config_raw = patched.config_raw
         self.to.ensure_blob(
             dest.repository, sha256_digest(config_raw), source=None, data=lambda: config_raw
         )
-        result = Manifest(raw, media, sha256_digest(raw))
+        result = Manifest(patched.manifest_raw, manifest.media_type, patched.digest)
         return result, PlatformResult(
             platform,
             manifest.digest,
@@ -406,7 +362,7 @@ class Patcher:
         if not patched and src == dest:
             return result
         new_index = {**index, "manifests": kept}
-        raw = _dumps(new_index)
+        raw = canonical(new_index)
         self._push_top(dest, Manifest(raw, top.media_type, sha256_digest(raw)), result)
         result.noop = False
         return result

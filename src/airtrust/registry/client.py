@@ -17,19 +17,20 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx  # (the package __init__ keeps httpx's own CLI from loading)
 
 from airtrust.errors import ImageNotFound, InputError, RegistryError, Unreachable
+from airtrust.layers.image import INDEX_TYPES, MANIFEST_TYPES, MediaType, sha256_digest
+from airtrust.registry.auth import Credentials, RegistryAuth
 from airtrust.registry.reference import DOCKER_HUB, is_loopback
 
 __all__ = [
@@ -53,26 +54,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+OCI_INDEX = MediaType.OCI_INDEX
+OCI_MANIFEST = MediaType.OCI_MANIFEST
+DOCKER_LIST = MediaType.DOCKER_LIST
+DOCKER_MANIFEST = MediaType.DOCKER_MANIFEST
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 CHUNK = 8 * 1024 * 1024
 MONOLITHIC_LIMIT = 16 * 1024 * 1024
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
 
 
 def auth_files() -> list[Path]:
@@ -167,16 +156,10 @@ def _from_helper(name: str, registry: str, source: Path) -> Credentials | None:
     return Credentials(username, secret)
 
 
-def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    scheme, _, rest = header.partition(" ")
-    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
-    return scheme.lower(), params
-
-
 @dataclass(frozen=True)
 class Manifest:
     raw: bytes
-    media_type: str
+    media_type: MediaType
     digest: str
 
     def json(self) -> dict[str, Any]:
@@ -203,8 +186,6 @@ class RegistryClient:
     ) -> None:
         self.registry = registry
         self.credentials = credentials if credentials is not None else load_credentials(registry)
-        self._tokens: dict[str, str] = {}
-        self._basic = False
         self._plain_allowed = insecure or is_loopback(registry)
         # Without --registry-ca, the host's trust store, not certifi's web bundle:
         # on an isolated network the local CA is installed there, never in certifi.
@@ -216,7 +197,11 @@ class RegistryClient:
         else:
             verify = ssl.create_default_context()
         self._http = httpx.Client(
-            verify=verify, timeout=timeout, transport=transport, follow_redirects=True
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=True,
+            auth=RegistryAuth(registry, self.credentials),
         )
         self.scheme = "https"
         self.bytes_uploaded = 0
@@ -266,84 +251,20 @@ class RegistryClient:
             reference="registry-unreachable",
         )
 
-    def _auth_header(self, scope: str) -> dict[str, str]:
-        if scope in self._tokens:
-            return {"Authorization": f"Bearer {self._tokens[scope]}"}
-        if self._basic and self.credentials:
-            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-        return {}
-
-    def _authenticate(self, challenge: str, scope: str) -> None:
-        scheme, params = _parse_challenge(challenge)
-        if scheme == "basic":
-            if self.credentials is None:
-                raise RegistryError(
-                    f"registry {self.registry} requires a login",
-                    hint="log in (docker/podman login writes the auth file) or pass --username",
-                    reference="registry-auth",
-                )
-            self._basic = True
-            return
-        if scheme != "bearer" or "realm" not in params:
-            raise RegistryError(
-                f"registry {self.registry}: unsupported auth '{scheme}'",
-                hint="use a registry with Basic or token auth",
-            )
-        query: list[tuple[str, str]] = []
-        if params.get("service"):
-            query.append(("service", params["service"]))
-        for s in scope.split(" "):
-            query.append(("scope", s))
-        auth = None
-        if self.credentials is not None:
-            auth = (self.credentials.username, self.credentials.password)
-        response = self._send("GET", params["realm"], params=query, auth=auth, retry_auth=False)
-        if response.status_code != 200:
-            raise RegistryError(
-                f"registry {self.registry}: token service refused ({response.status_code})",
-                hint="check the credentials and that the account may access the repository",
-                reference="registry-auth",
-            )
-        body = response.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise RegistryError(
-                f"registry {self.registry}: token service sent no token",
-                hint="check the token service",
-            )
-        self._tokens[scope] = token
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        scope: str = "",
-        retry_auth: bool = True,
-        **kwargs: Any,
-    ) -> httpx.Response:
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request with the retry policy: transport errors, 5xx and 429 are tried again
+        with backoff (authentication is the client's ``auth`` flow, not this loop)."""
         for attempt, delay in enumerate((*RETRY_DELAYS, None)):
-            headers = {**kwargs.pop("headers", {}), **(self._auth_header(scope) if scope else {})}
             try:
-                response = self._http.request(method, self._url(url), headers=headers, **kwargs)
+                response = self._http.request(method, self._url(url), **kwargs)
             except httpx.TransportError as exc:
                 if delay is None or (isinstance(exc, httpx.ConnectError) and attempt > 1):
                     raise self._unreachable(exc) from None
                 log.debug("retrying %s %s after %s", method, url, type(exc).__name__)
                 time.sleep(delay)
-                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
-                continue
-            if response.status_code == 401 and retry_auth and scope:
-                challenge = response.headers.get("WWW-Authenticate", "")
-                self._tokens.pop(scope, None)
-                self._authenticate(challenge, scope)
-                retry_auth = False
-                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 continue
             if (response.status_code >= 500 or response.status_code == 429) and delay is not None:
                 time.sleep(delay)
-                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 continue
             return response
         raise AssertionError("unreachable")
@@ -371,7 +292,6 @@ class RegistryClient:
         response = self._send(
             "GET",
             f"/v2/{repository}/manifests/{ref}",
-            scope=f"repository:{repository}:pull",
             headers={"Accept": ACCEPT},
         )
         if response.status_code == 404:
@@ -390,14 +310,13 @@ class RegistryClient:
                 f"{repository}:{ref} has unsupported manifest type '{media}'",
                 hint="airtrust handles OCI and Docker schema 2 images",
             )
-        return Manifest(raw, media, sha256_digest(raw))
+        return Manifest(raw, MediaType(media), sha256_digest(raw))
 
     def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str) -> str:
         response = self._send(
             "PUT",
             f"/v2/{repository}/manifests/{ref}",
             content=raw,
-            scope=f"repository:{repository}:pull,push",
             headers={"Content-Type": media_type},
         )
         if response.status_code not in (200, 201):
@@ -408,17 +327,13 @@ class RegistryClient:
     # --- blobs --------------------------------------------------------------------------
 
     def blob_exists(self, repository: str, digest: str) -> bool:
-        response = self._send(
-            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
-        )
+        response = self._send("HEAD", f"/v2/{repository}/blobs/{digest}")
         if response.status_code in (200, 404):
             return response.status_code == 200
         raise self._fail(response, f"HEAD blob {digest[:19]}")
 
     def blob(self, repository: str, digest: str) -> bytes:
-        response = self._send(
-            "GET", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
-        )
+        response = self._send("GET", f"/v2/{repository}/blobs/{digest}")
         if response.status_code != 200:
             raise self._fail(response, f"GET blob {digest[:19]}")
         data = response.content
@@ -431,14 +346,8 @@ class RegistryClient:
 
     def stream_blob(self, repository: str, digest: str) -> Iterator[bytes]:
         """Chunks of a blob, verified against its digest at the end."""
-        self._send(
-            "HEAD", f"/v2/{repository}/blobs/{digest}", scope=f"repository:{repository}:pull"
-        )  # get a token first
         hasher = hashlib.sha256()
-        headers = self._auth_header(f"repository:{repository}:pull")
-        with self._http.stream(
-            "GET", self._url(f"/v2/{repository}/blobs/{digest}"), headers=headers
-        ) as response:
+        with self._http.stream("GET", self._url(f"/v2/{repository}/blobs/{digest}")) as response:
             if response.status_code != 200:
                 response.read()
                 raise self._fail(response, f"GET blob {digest[:19]}")
@@ -453,19 +362,17 @@ class RegistryClient:
 
     def mount_blob(self, repository: str, digest: str, source: str) -> bool:
         """Cross-repository mount; False when the registry wants an upload instead (202)."""
-        scope = f"repository:{repository}:pull,push repository:{source}:pull"
         response = self._send(
             "POST",
             f"/v2/{repository}/blobs/uploads/",
             params={"mount": digest, "from": source},
-            scope=scope,
         )
         if response.status_code == 201:
             return True
         if response.status_code == 202:
             location = response.headers.get("Location")
             if location:  # cancel the upload session the fallback opened
-                self._send("DELETE", location, scope=scope)
+                self._send("DELETE", location)
             return False
         raise self._fail(response, f"mount blob {digest[:19]}")
 
@@ -477,8 +384,7 @@ class RegistryClient:
         on_progress: Callable[[int], None] | None = None,
     ) -> str:
         digest = digest or sha256_digest(data)
-        scope = f"repository:{repository}:pull,push"
-        response = self._send("POST", f"/v2/{repository}/blobs/uploads/", scope=scope)
+        response = self._send("POST", f"/v2/{repository}/blobs/uploads/")
         if response.status_code != 202:
             raise self._fail(response, "start upload")
         location = response.headers["Location"]
@@ -489,7 +395,6 @@ class RegistryClient:
                 response = self._send(
                     "PATCH",
                     location,
-                    scope=scope,
                     content=chunk,
                     headers={
                         "Content-Type": "application/octet-stream",
@@ -510,7 +415,6 @@ class RegistryClient:
         response = self._send(
             "PUT",
             f"{location}{sep}digest={digest}",
-            scope=scope,
             content=body,
             headers={"Content-Type": "application/octet-stream"},
         )
