@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,28 @@ def run_cli(
         check=False,
     )
     return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing in a test run reads the machine's layer cache: a warm machine must decode
+    every layer again, as a new one does."""
+    old = os.environ.get("AIRTRUST_LAYER_CACHE")
+    os.environ["AIRTRUST_LAYER_CACHE"] = str(tmp_path_factory.mktemp("layer-cache"))
+    yield
+    if old is None:
+        os.environ.pop("AIRTRUST_LAYER_CACHE", None)
+    else:
+        os.environ["AIRTRUST_LAYER_CACHE"] = old
+
+
+@pytest.fixture(autouse=True)
+def _layer_cache(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own layer cache, unless it is about the cache shared between runs."""
+    if request.node.get_closest_marker("shared_layer_cache") is None:
+        monkeypatch.setenv("AIRTRUST_LAYER_CACHE", str(tmp_path / "layer-cache"))
 
 
 @pytest.fixture

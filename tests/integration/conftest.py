@@ -106,8 +106,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def openssl_server(cert: Path, key: Path, *, extra: tuple[str, ...] = ()) -> Iterator[Server]:
-    """``openssl s_server`` on 127.0.0.1 serving ``cert`` (leaf + chain) with ``-www``."""
+def openssl_server(
+    cert: Path, key: Path, *, extra: tuple[str, ...] = (), www_root: Path | None = None
+) -> Iterator[Server]:
+    """``openssl s_server`` on 127.0.0.1 serving ``cert`` (leaf + chain) with ``-www`` (a
+    status page for any path), or with ``-WWW`` serving the files under ``www_root``."""
     require("openssl")
     port = free_port()
     # s_server sends only the first certificate of -cert; the rest goes in -cert_chain.
@@ -128,10 +131,11 @@ def openssl_server(cert: Path, key: Path, *, extra: tuple[str, ...] = ()) -> Ite
             *chain_args,
             "-key",
             str(key),
-            "-www",
+            "-WWW" if www_root else "-www",
             "-quiet",
             *extra,
         ],
+        cwd=www_root,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -330,13 +330,22 @@ def unpack_layers(ref: str, into: Path) -> Path:
     return rootfs
 
 
-def unpack(ref: str, into: Path) -> Path:
-    """skopeo copy to an OCI layout, then umoci unpack: the rootfs a runtime would see."""
+def unpack(ref: str, into: Path, platform: str | None = None) -> Path:
+    """skopeo copy to an OCI layout, then umoci unpack: the rootfs a runtime would see
+    (of ``platform``, e.g. linux/arm64, when ``ref`` is an index)."""
     into.mkdir(parents=True, exist_ok=True)
     layout = into / "oci"
     bundle = into / "bundle"
+    choose: list[str] = []
+    if platform:
+        os_name, arch = platform.split("/")[:2]
+        choose = ["--override-os", os_name, "--override-arch", arch]
     skopeo_copy(
-        "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:img", what=f"read {ref}"
+        *choose,
+        "--src-tls-verify=false",
+        f"docker://{ref}",
+        f"oci:{layout}:img",
+        what=f"read {ref}",
     )
     cmd = [require("umoci"), "unpack", "--image", f"{layout}:img", str(bundle)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
@@ -413,3 +422,27 @@ class KillSwitchProxy:
     def close(self) -> None:
         self._stop = True
         self.listener.close()
+
+
+def openssl_verifies(bundle: Path, leaf: Path) -> bool:
+    """Does ``openssl verify`` accept ``leaf`` (and its chain) with ``bundle`` as anchors?"""
+    blocks = leaf.read_text().split("-----END CERTIFICATE-----")
+    chain = [b + "-----END CERTIFICATE-----\n" for b in blocks if "BEGIN CERTIFICATE" in b]
+    untrusted: list[str] = []
+    if len(chain) > 1:
+        rest = leaf.with_name(leaf.name + ".untrusted.pem")
+        rest.write_text("".join(chain[1:]))
+        untrusted = ["-untrusted", str(rest)]
+    first = leaf.with_name(leaf.name + ".leaf.pem")
+    first.write_text(chain[0])
+    proc = subprocess.run(
+        [require("openssl"), "verify", "-CAfile", str(bundle), *untrusted, str(first)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def count_certificates(bundle: Path) -> int:
+    return bundle.read_text().count("-----BEGIN CERTIFICATE-----")

@@ -31,6 +31,53 @@ def test_bad_bundle_input_changes_nothing(name: str, reference: str, tmp_path: P
     assert list(tmp_path.iterdir()) == []
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(("name", "reference"), sorted(BAD_FILES.items()))
+def test_bad_input_leaves_an_existing_bundle_byte_identical(
+    name: str, reference: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "bundle.pem"
+    assert run_cli("bundle", "build", CORPUS / "ok-two-cas.pem", "--out", out).code == 0
+    before = _snapshot(tmp_path)
+    result = run_cli("bundle", "build", CORPUS / name, "--out", out, "--force")
+    assert_one_line_error(result, 2, f"[{reference}]", name)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "reference"),
+    [
+        (["--domain", "bad_domain..example"], "bad-certificate-request"),
+        (["--domain", "ok.example.test", "--days", "0"], "bad-certificate-request"),
+        (["--domain", "ok.example.test", "--ip", "999.1.1.1"], "bad-certificate-request"),
+        (["--domain", "ok.example.test", "--ca-dir", "/nonexistent/ca"], "not-a-ca-folder"),
+    ],
+)
+def test_bad_input_leaves_an_existing_cert_folder_byte_identical(
+    args: list[str], reference: str, tmp_path: Path
+) -> None:
+    assert run_cli("ca", "create", "--out", tmp_path / "ca").code == 0
+    out = tmp_path / "tls"
+    issued = run_cli(
+        "cert", "issue", "--ca-dir", tmp_path / "ca", "--domain", "a.test", "--out", out
+    )
+    assert issued.code == 0, issued.err
+    before = _snapshot(out)
+    extra = [] if "--ca-dir" in args else ["--ca-dir", str(tmp_path / "ca")]
+    result = run_cli("cert", "issue", *extra, *args, "--out", out, "--force")
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert f"[{reference}]" in result.err, result.err
+    assert _snapshot(out) == before
+    assert stat.S_IMODE((out / "tls.key").stat().st_mode) == 0o600
+
+
 @pytest.mark.parametrize("name", sorted(OK_FILES))
 def test_tolerated_inputs_build(name: str, tmp_path: Path) -> None:
     result = run_cli("bundle", "build", CORPUS / name, "--out", tmp_path / "b.pem", "-o", "json")

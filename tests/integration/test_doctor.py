@@ -1,5 +1,10 @@
 """doctor on a fully set-up environment (real apiserver, registry, Helm, TLS servers),
-then one fault at a time, each caught by the right check with the right fix."""
+then one fault at a time, each caught by the right check with the right fix.
+
+The environment is built once per module; before each test the ``healthy``
+fixture brings it back to the known good state and proves it with doctor, so
+every fault test stands alone (any order, ``-k`` works, one failing test does
+not break the next)."""
 
 from __future__ import annotations
 
@@ -31,6 +36,17 @@ from tests.integration.registry import (
 pytestmark = pytest.mark.integration
 DOMAIN = "runai.example.test"
 HELM = str(CACHE / "bin" / "helm")
+ISSUER = f"https://{DOMAIN}/auth/realms/runai"
+OIDC_DOCUMENT = {
+    "issuer": ISSUER,
+    "authorization_endpoint": f"{ISSUER}/protocol/openid-connect/auth",
+    "token_endpoint": f"{ISSUER}/protocol/openid-connect/token",
+    "jwks_uri": f"{ISSUER}/protocol/openid-connect/certs",
+}
+RELEASES = (
+    ("runai-backend", "control-plane", "runai-backend"),
+    ("runai-cluster", "runai-cluster", "runai"),
+)
 
 
 @dataclass
@@ -40,6 +56,7 @@ class Env:
     folder: Path
     config: Path
     port: int
+    references: dict[str, str]
 
     def doctor(
         self, *extra: str, config: Path | None = None, port: int | None = None
@@ -131,13 +148,16 @@ def env(tmp_path_factory: pytest.TempPathFactory, go_tlsclient: Path) -> Iterato
                 }
             )
         )
-        with openssl_server(folder / "tls" / "tls.crt", folder / "tls" / "tls.key") as server:
-            e = Env(cluster, registry, folder, config, server.port)
+        www = folder / "www"
+        discovery = www / "auth" / "realms" / "runai" / ".well-known" / "openid-configuration"
+        discovery.parent.mkdir(parents=True)
+        discovery.write_text(json.dumps(OIDC_DOCUMENT))
+        with openssl_server(
+            folder / "tls" / "tls.crt", folder / "tls" / "tls.key", www_root=www
+        ) as server:
+            e = Env(cluster, registry, folder, config, server.port, references)
             e.apply()
-            for release, chart, ns in (
-                ("runai-backend", "control-plane", "runai-backend"),
-                ("runai-cluster", "runai-cluster", "runai"),
-            ):
+            for release, chart, ns in RELEASES:
                 e.helm(
                     "install",
                     release,
@@ -151,7 +171,36 @@ def env(tmp_path_factory: pytest.TempPathFactory, go_tlsclient: Path) -> Iterato
             yield e
 
 
-def test_fully_set_up_environment_is_all_ok(env: Env) -> None:
+def _live_versions(env: Env) -> dict[str, str]:
+    """uid -> resourceVersion of everything doctor may read."""
+    kinds = "namespaces,secrets,configmaps,runaiconfigs.run.ai"
+    items = env.cluster.get(kinds, "-A")["items"]
+    return {i["metadata"]["uid"]: i["metadata"]["resourceVersion"] for i in items}
+
+
+@pytest.fixture
+def healthy(env: Env) -> Env:
+    """The known good state, whatever the test before did: secrets applied (taking over
+    any foreign edit, and naming the patched sidecars again), both releases with the
+    custom CA."""
+    env.apply("--force-conflicts")
+    for release, chart, ns in RELEASES:
+        env.helm(
+            "upgrade",
+            release,
+            str(DATA / "charts" / chart),
+            "-n",
+            ns,
+            "--set",
+            "global.customCA.enabled=true",
+        )
+    code, checks = env.doctor()
+    assert code == 0, [c for c in checks if c["status"] == "fail"]
+    return env
+
+
+def test_fully_set_up_environment_is_all_ok(healthy: Env) -> None:
+    env = healthy
     code, checks = env.doctor()
     bad = [c for c in checks if c["status"] in ("fail", "warn")]
     assert code == 0 and not bad, bad
@@ -173,7 +222,8 @@ def test_fully_set_up_environment_is_all_ok(env: Env) -> None:
     assert "cannot run pods" in skipped[0]["evidence"]
 
 
-def test_deleted_secret(env: Env) -> None:
+def test_deleted_secret(healthy: Env) -> None:
+    env = healthy
     env.cluster.kubectl("-n", "runai", "delete", "secret", "runai-ca-cert")
     code, checks = env.doctor()
     failed = [c for c in by_name(checks, "ca-secret") if c["status"] == "fail"]
@@ -205,7 +255,8 @@ def _secret_with(
     )
 
 
-def test_secret_with_a_different_ca(env: Env) -> None:
+def test_secret_with_a_different_ca(healthy: Env) -> None:
+    env = healthy
     other = (DATA / "bad-input" / "ok-two-cas.pem").read_bytes()
     _secret_with(env, "runai-backend", "runai-ca-cert", {"runai-ca.pem": other})
     code, checks = env.doctor()
@@ -258,7 +309,8 @@ def _leaf(env: Env, host: str, *, expired: bool = False) -> tuple[bytes, bytes]:
         (DOMAIN, True, "expired"),
     ],
 )
-def test_bad_tls_secret(env: Env, host: str, expired: bool, needle: str) -> None:
+def test_bad_tls_secret(healthy: Env, host: str, expired: bool, needle: str) -> None:
+    env = healthy
     chain, key = _leaf(env, host, expired=expired)
     _secret_with(
         env,
@@ -275,7 +327,8 @@ def test_bad_tls_secret(env: Env, host: str, expired: bool, needle: str) -> None
     assert env.doctor()[0] == 0
 
 
-def test_server_that_omits_the_intermediate(env: Env, tmp_path: Path) -> None:
+def test_server_that_omits_the_intermediate(healthy: Env, tmp_path: Path) -> None:
+    env = healthy
     leaf_only = tmp_path / "leaf.pem"
     leaf_only.write_text(
         (env.folder / "tls" / "tls.crt").read_text().split("-----END CERTIFICATE-----")[0]
@@ -289,7 +342,8 @@ def test_server_that_omits_the_intermediate(env: Env, tmp_path: Path) -> None:
     assert "leaf + intermediates" in endpoint["fix"]
 
 
-def test_helm_release_without_custom_ca(env: Env) -> None:
+def test_helm_release_without_custom_ca(healthy: Env) -> None:
+    env = healthy
     chart = str(DATA / "charts" / "control-plane")
     upgrade = ["upgrade", "runai-backend", chart, "-n", "runai-backend", "--set"]
     env.helm(*upgrade, "global.customCA.enabled=false")
@@ -301,7 +355,8 @@ def test_helm_release_without_custom_ca(env: Env) -> None:
     assert env.doctor()[0] == 0
 
 
-def test_sidecar_still_on_the_unpatched_image(env: Env) -> None:
+def test_sidecar_still_on_the_unpatched_image(healthy: Env) -> None:
+    env = healthy
     original = env.registry.ref("run-ai-prod/goofys:master")
     env.cluster.kubectl(
         "-n",
@@ -321,7 +376,8 @@ def test_sidecar_still_on_the_unpatched_image(env: Env) -> None:
     assert env.doctor()[0] == 0
 
 
-def test_bundle_expiring_soon_warns(env: Env, tmp_path: Path) -> None:
+def test_bundle_expiring_soon_warns(healthy: Env, tmp_path: Path) -> None:
+    env = healthy
     _ok(run_cli("ca", "create", "--out", tmp_path / "short", "--days", "10", "--name", "Short CA"))
     config = yaml.safe_load(env.config.read_text())
     config["ca"]["bundle"] = [str(tmp_path / "short" / "ca.crt")]
@@ -334,7 +390,8 @@ def test_bundle_expiring_soon_warns(env: Env, tmp_path: Path) -> None:
     assert "rotate" in bundle["fix"]
 
 
-def test_table_output_groups_by_context(env: Env) -> None:
+def test_table_output_groups_by_context(healthy: Env) -> None:
+    env = healthy
     result = run_cli(
         "doctor",
         "-c",
@@ -346,3 +403,32 @@ def test_table_output_groups_by_context(env: Env) -> None:
     assert result.code == 0, result.err
     assert "context admin" in result.out and "outside the clusters" in result.out
     assert "All checks passed." in result.out
+
+
+def test_doctor_writes_nothing(healthy: Env) -> None:
+    before = _live_versions(healthy)
+    code, _ = healthy.doctor()
+    assert code == 0
+    assert _live_versions(healthy) == before
+
+
+def test_oidc_discovery_is_parsed_and_its_issuer_compared(healthy: Env, tmp_path: Path) -> None:
+    (ok,) = by_name(healthy.doctor()[1], "oidc")
+    assert ok["status"] == "ok" and ISSUER in ok["evidence"], ok
+    # The same server, but the identity provider names another issuer (a wrong frontend
+    # URL): every OIDC client refuses it, so doctor must too.
+    www = tmp_path / "www"
+    wrong = www / "auth" / "realms" / "runai" / ".well-known" / "openid-configuration"
+    wrong.parent.mkdir(parents=True)
+    wrong.write_text(json.dumps({**OIDC_DOCUMENT, "issuer": "https://keycloak.internal/auth"}))
+    tls = healthy.folder / "tls"
+    with openssl_server(tls / "tls.crt", tls / "tls.key", www_root=www) as server:
+        code, checks = healthy.doctor(port=server.port)
+    (bad,) = by_name(checks, "oidc")
+    assert code == 1 and bad["status"] == "fail", bad
+    assert "keycloak.internal" in bad["evidence"] and f"https://{DOMAIN}" in bad["fix"]
+    # Not JSON at all (a status page where the document should be): fail, not ok.
+    with openssl_server(tls / "tls.crt", tls / "tls.key") as server:
+        code, checks = healthy.doctor(port=server.port)
+    (page,) = by_name(checks, "oidc")
+    assert code == 1 and page["status"] == "fail" and "not an OpenID" in page["evidence"]

@@ -26,11 +26,13 @@ from tests.integration.conftest import git_https_server, require
 from tests.integration.registry import (
     Registry,
     alpine_layout,
+    count_certificates,
     crane,
     debian_rootfs,
     gitsync_layout,
     host_bundle,
     make_tar,
+    openssl_verifies,
     push_tar,
     push_zstd,
     rhel_layout,
@@ -244,9 +246,45 @@ def test_deterministic_noop_and_replacement(
     assert result.code == 0, result.err
     replaced = json.loads(result.out)["results"][0]["platforms"][0]
     assert replaced["action"] == "replaced-previous"
-    layers_1 = json.loads(crane("manifest", registry.ref("det/a:1"), "--insecure"))["layers"]
-    layers_2 = json.loads(crane("manifest", registry.ref("det/a:2"), "--insecure"))["layers"]
-    assert len(layers_1) == len(layers_2) == 2
+    base_digest = crane("digest", ref, "--insecure")
+    base_layers = json.loads(crane("manifest", ref, "--insecure"))["layers"]
+    manifest_1 = json.loads(crane("manifest", registry.ref("det/a:1"), "--insecure"))
+    manifest_2 = json.loads(crane("manifest", registry.ref("det/a:2"), "--insecure"))
+    layers_1, layers_2 = manifest_1["layers"], manifest_2["layers"]
+    # The base layer is kept byte for byte; airtrust's layer is replaced, not stacked.
+    assert [d["digest"] for d in layers_1[:-1]] == [d["digest"] for d in base_layers]
+    assert [d["digest"] for d in layers_2[:-1]] == [d["digest"] for d in base_layers]
+    assert layers_1[-1]["digest"] != layers_2[-1]["digest"]
+    # What the layers hold, read by skopeo + umoci and judged by openssl.
+    leaf_other = tmp_path / "other-leaf"
+    issued = run_cli("cert", "issue", "--ca-dir", other, "--domain", HOST, "--out", leaf_other)
+    assert issued.code == 0, issued.err
+    bundle = "etc/ssl/certs/ca-certificates.crt"
+    rootfs_1 = unpack(registry.ref("det/a:1"), tmp_path / "u1")
+    rootfs_2 = unpack(registry.ref("det/a:2"), tmp_path / "u2")
+    host = len(host_bundle().decode().split("-----BEGIN CERTIFICATE-----")) - 1
+    assert count_certificates(rootfs_1 / bundle) == host + 1
+    assert count_certificates(rootfs_2 / bundle) == host + 2
+    assert openssl_verifies(rootfs_1 / bundle, pki / "tls.crt")
+    assert not openssl_verifies(rootfs_1 / bundle, leaf_other / "tls.crt")
+    assert openssl_verifies(rootfs_2 / bundle, pki / "tls.crt")
+    assert openssl_verifies(rootfs_2 / bundle, leaf_other / "tls.crt")
+    # The history says what was done, once; labels and annotations name the base.
+    config_2 = json.loads(crane("config", registry.ref("det/a:2"), "--insecure"))
+    ours = [h for h in config_2["history"] if "airtrust" in h.get("created_by", "")]
+    assert len(ours) == 1 and ours[0] is config_2["history"][-1]
+    fingerprints = sorted(
+        fp for fp in config_2["config"]["Labels"]["dev.airtrust.ca-sha256"].split(",")
+    )
+    assert len(fingerprints) == 2
+    assert ours[0]["created_by"] == "airtrust image patch: add CA sha256 " + ",".join(fingerprints)
+    assert ours[0]["comment"].startswith("trust store: ") and bundle in ours[0]["comment"]
+    assert config_2["config"]["Labels"]["dev.airtrust.base-digest"] == base_digest
+    assert manifest_2["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest_2["annotations"]["org.opencontainers.image.base.digest"] == crane(
+        "digest", registry.ref("det/a:1"), "--insecure"
+    )
+    assert manifest_2["annotations"]["dev.airtrust.ca-sha256"] == ",".join(fingerprints)
 
 
 def test_multi_arch_index(
@@ -269,6 +307,15 @@ def test_multi_arch_index(
     one = patch(index, registry.ref("multi/app:1-amd"), pki, "--platform", "linux/amd64")
     actions = {p["platform"]: p["action"] for p in one["platforms"]}  # type: ignore[union-attr]
     assert actions == {"linux/amd64": "patched", "linux/arm64": "copied"}
+    # Every platform unpacked by skopeo + umoci; its trust store judged by openssl.
+    bundle = "etc/ssl/certs/ca-certificates.crt"
+    for platform in ("linux/amd64", "linux/arm64"):
+        arch = platform.split("/")[1]
+        both = unpack(registry.ref("multi/app:1-ca"), tmp_path / f"all-{arch}", platform)
+        assert openssl_verifies(both / bundle, pki / "tls.crt"), platform
+        assert openssl_verifies(both / "etc/ssl/cert.pem", pki / "tls.crt"), platform
+        only = unpack(registry.ref("multi/app:1-amd"), tmp_path / f"amd-{arch}", platform)
+        assert openssl_verifies(only / bundle, pki / "tls.crt") is (arch == "amd64"), platform
     inspect = run_cli(
         "image",
         "inspect",
@@ -468,7 +515,7 @@ def test_progress_bars_on_a_terminal_only(registry: Registry, pki: Path, tmp_pat
     push_tar(ref, make_tar(tmp_path / "l.tar", files))
     base_layer = json.loads(crane("manifest", ref, "--insecure"))["layers"][0]
     args = ["image", "patch", ref, "--ca", str(pki / "ca-bundle.pem")]
-    env = {**os.environ, "AIRTRUST_CACHE": str(tmp_path / "cache"), "COLUMNS": "120"}
+    env = {**os.environ, "AIRTRUST_LAYER_CACHE": str(tmp_path / "cache"), "COLUMNS": "120"}
     dest = registry.ref("bars/a:1")
     command = shlex.join([sys.executable, "-m", "airtrust", *args, "--to", dest])
     # `script` gives the CLI a real pseudo-terminal, as a person at a shell has.
@@ -489,7 +536,7 @@ def test_progress_bars_on_a_terminal_only(registry: Registry, pki: Path, tmp_pat
     assert done == total == f"{base_layer['size'] / 1e6:.1f}", reads[-1]
     assert re.search(r"push layer \w{12} .*?(\d+)/\1 bytes", plain), plain
     # Piped (not a terminal): no bars, only the result.
-    fresh = {"AIRTRUST_CACHE": str(tmp_path / "c2")}
+    fresh = {"AIRTRUST_LAYER_CACHE": str(tmp_path / "c2")}
     piped = run_cli(*args, "--to", registry.ref("bars/b:1"), env=fresh)
     assert piped.code == 0, piped.err
     assert "read layer" not in piped.err and "━" not in piped.err

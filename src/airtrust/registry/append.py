@@ -72,6 +72,10 @@ def _metered(chunks: Iterator[bytes], advance: Callable[[int], None]) -> Iterato
 
 
 def cache_dir() -> Path:
+    """$AIRTRUST_LAYER_CACHE, else $AIRTRUST_CACHE/layers, else ~/.cache/airtrust/layers."""
+    explicit = os.environ.get("AIRTRUST_LAYER_CACHE")
+    if explicit:
+        return Path(explicit)
     return Path(os.environ.get("AIRTRUST_CACHE", Path.home() / ".cache" / "airtrust")) / "layers"
 
 
