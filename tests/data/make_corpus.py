@@ -9,7 +9,9 @@ The 10 000-certificate bundle is made by a test fixture instead (6 MB).
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -71,7 +73,9 @@ def main() -> None:
         ),
         "leaf-only.pem": leaf.pem,
         "expired-ca.pem": expired.pem,
-        "garbage-between.pem": root.pem + b"this line is not a comment\n" + other.pem,
+        "ok-text-between.pem": root.pem + b"this line is not a comment\n" + other.pem,
+        "binary-between.pem": root.pem + b"\x00\x01\x02 binary\xff\n" + other.pem,
+        "broken-boundary.pem": root.pem + b"-----BEGIN CERTIFICAT\n" + other.pem,
         "pem-headers.pem": root.pem.replace(
             b"-----BEGIN CERTIFICATE-----\n",
             b"-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n\n",
@@ -83,7 +87,41 @@ def main() -> None:
     }
     for name, data in files.items():
         (OUT / name).write_bytes(data)
+    field_shapes()
+
+
+def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(["openssl", *args], input=stdin, capture_output=True, check=True).stdout
+
+
+def field_shapes() -> None:
+    """CA files as they come from the field, written by the real openssl from the corpus
+    CAs (run after main, or alone: ``make_corpus.py field``)."""
+    root, two = OUT / "ok-root.pem", OUT / "ok-two-cas.pem"
+    with tempfile.TemporaryDirectory() as tmp:
+        # `openssl x509 -text`: the text dump above the PEM block, as corporate CAs are sent.
+        text = _openssl("x509", "-in", str(root), "-text")
+        (OUT / "ok-openssl-text.pem").write_bytes(text)
+        # `openssl pkcs12 -nokeys`: Bag Attributes, subject= and issuer= lines.
+        p12 = Path(tmp) / "cas.p12"
+        _openssl(
+            "pkcs12", "-export", "-nokeys", "-in", str(two), "-out", str(p12), "-passout", "pass:"
+        )
+        (OUT / "ok-pkcs12-nokeys.pem").write_bytes(
+            _openssl("pkcs12", "-in", str(p12), "-nokeys", "-passin", "pass:")
+        )
+        # `openssl crl2pkcs7`: BER with an unsorted SET, which pyca warns about.
+        (OUT / "ok-crl2pkcs7.p7b").write_bytes(
+            _openssl("crl2pkcs7", "-nocrl", "-certfile", str(two), "-outform", "DER")
+        )
+        # RHEL's ca-bundle.trust.crt shape: TRUSTED CERTIFICATE with trust settings.
+        (OUT / "ok-trusted-certificate.pem").write_bytes(
+            _openssl("x509", "-in", str(root), "-addtrust", "serverAuth", "-trustout")
+        )
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["field"]:
+        field_shapes()
+    else:
+        main()

@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +97,17 @@ def wait_for_port(
             return
         time.sleep(0.05)
     pytest.fail(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds.
+    Tests wait on what they need to see, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"not within {timeout} s: {what}")
 
 
 @dataclass(frozen=True)

@@ -462,3 +462,56 @@ def test_fast_lane_never_loads_typer(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().endswith("LOADED:"), proc.stderr
+
+
+def test_big_bundle_prints_a_summary_and_the_table_on_request(tmp_path: Path) -> None:
+    from tests.helpers.certs import make
+
+    big = tmp_path / "big.pem"
+    cas = [make(f"Field CA {i:03d}").pem for i in range(117)]
+    big.write_bytes(b"".join(cas) + cas[0] + cas[1])
+    out = tmp_path / "bundle.pem"
+    short = run_cli("bundle", "build", big, "--out", out)
+    assert short.code == 0, short.err
+    lines = short.out.strip().splitlines()
+    assert len(lines) == 1, short.out
+    assert "117 CA certificate(s) kept from 1 file(s), 2 duplicate(s) dropped" in lines[0]
+    for flag in (["-o", "table"], ["--verbose"]):
+        full = run_cli("bundle", "build", big, "--out", out, "--force", *flag)
+        assert full.code == 0 and full.out.count("Field CA") == 117, flag
+    data = json.loads(run_cli("bundle", "build", big, "--out", out, "--force", "-o", "json").out)
+    assert (data["files"], data["kept"], data["duplicates"]) == (1, 117, 2)
+
+
+@pytest.mark.parametrize(
+    "name", ["ok-crl2pkcs7.p7b", "ok-trusted-certificate.pem", "ok-openssl-text.pem"]
+)
+def test_field_shapes_build_quietly_and_openssl_agrees(name: str, tmp_path: Path) -> None:
+    """No library warning reaches the terminal; openssl reads the result as the same CAs."""
+    out = tmp_path / "b.pem"
+    result = run_cli("bundle", "build", CORPUS / name, "--out", out)
+    assert result.code == 0 and result.err == "", result.err
+    if name == "ok-trusted-certificate.pem":
+        assert "note: OpenSSL trust settings dropped" in result.out
+    ours = subprocess.run(
+        ["openssl", "crl2pkcs7", "-nocrl", "-certfile", str(out)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    listed = subprocess.run(
+        ["openssl", "pkcs7", "-print_certs", "-noout"], input=ours, capture_output=True, check=True
+    ).stdout.decode()
+    expected = json.loads((CORPUS / "expected.json").read_text())[name]["certificates"]
+    assert listed.count("subject=") == expected
+
+
+def test_verify_refuses_an_unusable_host_name_in_one_line(tmp_path: Path) -> None:
+    from tests.helpers.certs import make
+
+    root = make("Underscore Root")
+    leaf = make("foo_bar.example.com", issuer=root, ca=False, dns=("foo_bar.example.com",))
+    (tmp_path / "ca.pem").write_bytes(root.pem)
+    (tmp_path / "leaf.pem").write_bytes(leaf.pem)
+    for extra in ([], ["--hostname", "foo_bar.example.com"], ["--hostname", "bad\x01name"]):
+        result = run_cli("verify", "--ca", tmp_path / "ca.pem", tmp_path / "leaf.pem", *extra)
+        assert_one_line_error(result, 1, "[verify-bad-hostname]")

@@ -535,3 +535,48 @@ def test_cluster_tls_secrets_issued_then_reused(
         clusters=[{"context": "admin", "domain": "gpu2.example.test"}],
     )
     assert_one_line_error(run_cli("plan", "-c", no_ca), 2, "issue_from")
+
+
+def test_parallel_applies_under_cpu_load_share_no_connection(cluster: KubeCluster) -> None:
+    """Seen once under load: 'tlsv1 alert decode error' from the apiserver during a parallel
+    apply (a TLS record garbled by two threads writing one connection). 32 threads write 300
+    secrets three times while two processes hog the CPU; every request must succeed."""
+    import subprocess
+    import sys
+
+    from airtrust.controller.apply import parallel
+    from airtrust.kube.api import KubeAPI
+    from airtrust.plan.manifests import secret_manifest
+
+    cluster.kubectl("create", "namespace", "stress")
+    hogs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time\nend = time.time() + 120\nwhile time.time() < end: pass",
+            ]
+        )
+        for _ in range(2)
+    ]
+    api = KubeAPI.connect("admin", kubeconfig=cluster.kubeconfig)
+    try:
+        for round_ in range(3):
+            manifests = [
+                secret_manifest(
+                    "stress",
+                    f"s{i}",
+                    secret_type="Opaque",
+                    data={"n": f"{round_}-{i}".encode() * 200},
+                )
+                for i in range(300)
+            ]
+            applied = parallel(manifests, lambda m: api.apply(m, force=True), workers=32)
+            assert len(applied) == 300
+        listed = list(api.list_objects("v1", "secrets", "stress"))
+        assert len([s for s in listed if s["metadata"]["name"].startswith("s")]) == 300
+    finally:
+        api.close()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()

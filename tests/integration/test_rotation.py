@@ -17,6 +17,7 @@ import pytest
 from airtrust.kube.api import KubeAPI
 from airtrust.pki.bundle import read_certificates
 from tests.conftest import assert_one_line_error, run_cli
+from tests.integration.conftest import wait_for
 from tests.integration.kube import KubeCluster
 from tests.integration.test_kube import DOMAIN, secrets, write_config
 
@@ -132,8 +133,14 @@ def test_rotation_keeps_every_connection_trusted(
     api = KubeAPI.connect("admin", kubeconfig=cluster.kubeconfig)
     loop = ClientLoop(api, server.port)
     connect = ["--connect-to", f"{DOMAIN}:443:127.0.0.1:{server.port}"]
+
+    def connections(more: int) -> None:
+        """Let the client loop make ``more`` successful connections (or fail trying)."""
+        goal = loop.ok + more
+        wait_for(f"{more} more client connections", lambda: loop.ok >= goal or bool(loop.failures))
+
     try:
-        time.sleep(0.5)
+        connections(3)
         started = run_cli("rotate", "start", "--new-ca", new, "-c", config, "-o", "json")
         assert started.code == 0, started.err
         assert json.loads(started.out)["phase"] == "started"
@@ -148,12 +155,12 @@ def test_rotation_keeps_every_connection_trusted(
         doctor = json.loads(run_cli("doctor", "-c", config, *connect, "-o", "json").out)
         rotation = next(c for c in doctor["checks"] if c["name"] == "rotation")
         assert rotation["status"] == "warn" and "expected" in rotation["evidence"]
-        time.sleep(0.5)
+        connections(3)
         server.swap(*_live_tls(cluster))  # the ingress reloads the re-issued certificate
-        time.sleep(0.5)
+        connections(3)
         finished = run_cli("rotate", "finish", "-c", config, *connect, "-o", "json")
         assert finished.code == 0, finished.err
-        time.sleep(0.5)
+        connections(3)
     finally:
         loop.finish()
         api.close()

@@ -8,29 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import DATA, ROOT, run_cli
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, wait_for
 from tests.integration.kube import KubeCluster, run_script
 
 pytestmark = pytest.mark.integration
 SELECTOR = "airtrust.io/ca=true"
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"not within {timeout} s: {what}")
 
 
 class Replica:
@@ -182,9 +172,13 @@ def test_two_replicas_one_leader_and_failover(
     wait_for("first replica leads", lambda: replicas[0].metrics().get("airtrust_leader") == 1.0)
     second = Replica(cluster, "replica-b", tmp_path / "b.log")
     replicas.append(second)
-    wait_for("second replica serves metrics", lambda: "airtrust_leader" in second.metrics())
-    time.sleep(2)
+    # Two passes of its loop: it has asked for the lease at least twice and been refused.
+    wait_for(
+        "second replica has run its loop twice",
+        lambda: second.metrics().get("airtrust_reconcile_total", 0) >= 2,
+    )
     assert second.metrics()["airtrust_leader"] == 0.0
+    assert replicas[0].metrics()["airtrust_leader"] == 1.0
     replicas[0].stop()
     wait_for("the other replica takes over", lambda: second.metrics().get("airtrust_leader") == 1.0)
     cluster.kubectl("create", "namespace", "team-b")
@@ -197,7 +191,11 @@ def test_apiserver_restart_under_the_controller(
 ) -> None:
     wait_for("initial convergence", lambda: bundle_in(cluster, "runai") == pems[0])
     run_script("stop-apiserver", cluster.folder)
-    time.sleep(3)
+    wait_for(
+        "the controller notices the apiserver is gone",
+        lambda: replicas[0].metrics().get("airtrust_reconcile_errors_total", 0) >= 1,
+        timeout=30,
+    )
     run_script("start-apiserver", cluster.folder)
     cluster.kubectl("create", "namespace", "after-restart")
     cluster.kubectl("label", "namespace", "after-restart", SELECTOR)

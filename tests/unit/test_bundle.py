@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
+import warnings
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,35 +19,16 @@ from tests.helpers.certs import make
 CORPUS = DATA / "bad-input"
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)  # inside every corpus CA's validity
 
-OK_FILES = {
-    "ok-root.pem": 1,
-    "ok-two-cas.pem": 2,
-    "ok-duplicates.pem": 2,
-    "ok-crlf.pem": 1,
-    "ok-bom.pem": 1,
-    "ok-comments.pem": 2,
-    "ok-root.der": 1,
-    "ok-two-cas.p7b": 2,
-    "ok-two-cas.p7c.pem": 2,
-}
+#: Every corpus file with the result it must give (tests/data/bad-input/expected.json):
+#: accepted with N certificates (and a note), or refused with a reference and words.
+EXPECTED: dict[str, dict[str, object]] = json.loads((CORPUS / "expected.json").read_text())
+OK_FILES = {n: int(str(e["certificates"])) for n, e in EXPECTED.items() if "certificates" in e}
+BAD_FILES = {n: str(e["error"]) for n, e in EXPECTED.items() if "error" in e}
 
-BAD_FILES = {
-    "empty.pem": "bad-bundle",
-    "whitespace.pem": "bad-bundle",
-    "truncated.pem": "truncated-pem",
-    "truncated.der": "not-a-certificate",
-    "junk.bin": "not-a-certificate",
-    "key-in-bundle.pem": "private-key-in-bundle",
-    "key-only.der": "private-key-in-bundle",
-    "encrypted-key.pem": "private-key-in-bundle",
-    "leaf-only.pem": "leaf-in-bundle",
-    "expired-ca.pem": "expired-ca",
-    "garbage-between.pem": "garbage-in-bundle",
-    "pem-headers.pem": "garbage-in-bundle",
-    "mismatched-end.pem": "truncated-pem",
-    "bad-base64.pem": "truncated-pem",
-    "certificate-request.pem": "unsupported-block",
-}
+
+def test_every_corpus_file_has_an_expected_result() -> None:
+    on_disk = {p.name for p in CORPUS.iterdir() if p.name != "expected.json"}
+    assert on_disk == set(EXPECTED)
 
 
 def _parse(name: str, **kw: bool) -> Bundle:
@@ -54,9 +37,14 @@ def _parse(name: str, **kw: bool) -> Bundle:
 
 @pytest.mark.parametrize(("name", "count"), sorted(OK_FILES.items()))
 def test_accepted_inputs(name: str, count: int) -> None:
-    bundle = _parse(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no library warning may reach a user
+        bundle = _parse(name)
     assert len(bundle.anchors) == count
     assert bundle.to_pem().count(b"-----BEGIN CERTIFICATE-----") == count
+    assert bundle.duplicates == EXPECTED[name].get("duplicates", 0)
+    note = EXPECTED[name].get("note")
+    assert bundle.notes == ((note,) if note else ())
 
 
 @pytest.mark.parametrize(("name", "reference"), sorted(BAD_FILES.items()))
@@ -65,6 +53,7 @@ def test_rejected_inputs(name: str, reference: str) -> None:
         _parse(name)
     assert info.value.reference == reference
     assert name in info.value.message
+    assert str(EXPECTED[name]["says"]) in info.value.message
     assert info.value.hint
 
 

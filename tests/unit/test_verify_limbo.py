@@ -1,4 +1,5 @@
-"""airtrust's verifier against the public x509-limbo vectors (shared/data/x509-limbo).
+"""airtrust's verifier against the public x509-limbo vectors (tests/data/x509-limbo,
+vendored from shared/data with its Apache-2.0 LICENSE, so a clone runs on its own).
 
 Every case must give the expected result, except the ones listed in
 DEVIATIONS, each with the reason airtrust deliberately differs.
@@ -15,9 +16,9 @@ from cryptography import x509
 
 from airtrust.errors import VerificationFailed
 from airtrust.pki.verify import verify_server
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-LIMBO = SHARED / "data" / "x509-limbo"
+LIMBO = DATA / "x509-limbo"
 
 DEVIATIONS = {
     # Stricter than the vector, on purpose:
@@ -53,7 +54,7 @@ CASES = _cases()
 
 
 def test_suite_is_complete() -> None:
-    assert len(CASES) == 135 + 14, "shared/data/x509-limbo changed; re-read its README"
+    assert len(CASES) == 135 + 14, "tests/data/x509-limbo changed; re-read its README"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c["id"]) for c in CASES])

@@ -429,7 +429,18 @@ def bundle_build(
         ),
     ] = None,
     force: ForceOpt = False,
-    output: OutputOpt = Format.TABLE,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List every certificate (as -o table).")
+    ] = False,
+    output: Annotated[
+        Format | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Result format (default: a short summary; table lists every certificate).",
+            case_sensitive=False,
+        ),
+    ] = None,
 ) -> None:
     """Merge CA certificates into one canonical bundle or truststore."""
     from airtrust.files import OutputSet, read_input, read_secret
@@ -457,26 +468,38 @@ def bundle_build(
     else:
         outputs.add_tree(out, truststore.hash_dir_entries(bundle))
     outputs.commit()
+    summary = (
+        f"wrote {out} ({fmt}): {len(bundle.anchors)} CA certificate(s) kept from "
+        f"{len(inputs)} file(s), {bundle.duplicates} duplicate(s) dropped"
+    )
     data: dict[str, Any] = {
         "out": str(out),
         "format": fmt,
         "digest": bundle.digest,
+        "files": len(inputs),
+        "kept": len(bundle.anchors),
+        "duplicates": bundle.duplicates,
+        "notes": list(bundle.notes),
         "certificates": [
             {"subject": a.subject, "sha256": a.fingerprint, "from": a.origin}
             for a in bundle.anchors
         ],
     }
-    emit(
-        data,
-        output,
-        table=lambda c: c.print(
-            rows_table(
-                f"{out} ({fmt}, {len(bundle.anchors)} CA certificates)",
-                ["subject", "sha256", "from"],
-                [(a.subject, a.fingerprint[:16], a.origin) for a in bundle.anchors],
+
+    def table(console: Any) -> None:
+        if output is Format.TABLE or verbose:
+            console.print(
+                rows_table(
+                    f"{out} ({fmt}, {len(bundle.anchors)} CA certificates)",
+                    ["subject", "sha256", "from"],
+                    [(a.subject, a.fingerprint[:16], a.origin) for a in bundle.anchors],
+                )
             )
-        ),
-    )
+        console.print(summary, markup=False, soft_wrap=True)
+        for note in bundle.notes:
+            console.print(f"note: {note}", markup=False, soft_wrap=True)
+
+    emit(data, output or Format.TABLE, table=table)
 
 
 # --- quickstart -----------------------------------------------------------------------

@@ -1,11 +1,18 @@
 """CA bundles: read anything people call a CA file, write one canonical form.
 
 A bundle is the set of trust anchors that goes into ``runai-ca.pem``, into
-image trust stores and into clients. Reading is strict because a bundle is
-copied everywhere: a private key pasted into it would be distributed to every
-namespace, so any key block is refused by name (never echoed), and so is text
-that is neither a PEM block nor a ``#`` comment. Only header-free
-CERTIFICATE blocks are accepted, as trust-manager does.
+image trust stores and into clients. Reading is strict where it matters,
+because a bundle is copied everywhere: a private key pasted into it would be
+distributed to every namespace, so any key block is refused by name (never
+echoed), and so are binary data, unterminated or mismatched blocks, bad
+base64 and headers inside a block. Only header-free CERTIFICATE blocks are
+accepted, as trust-manager does. Explanatory text outside blocks is allowed
+(RFC 7468, section 2): it is how CAs are handed over, as the output of
+``openssl x509 -text`` or ``openssl pkcs12 -nokeys`` (``Bag Attributes``,
+``subject=`` lines), and openssl, Go and Python all read such files.
+OpenSSL's ``TRUSTED CERTIFICATE`` blocks (RHEL's ``ca-bundle.trust.crt``) are
+read as the certificate they hold; their trust settings are dropped, and
+said so.
 
 Writing is canonical: deduplicated by SHA-256 fingerprint, sorted by subject
 then fingerprint, each block ending in a newline. The same set of
@@ -20,8 +27,9 @@ import binascii
 import datetime as dt
 import hashlib
 import re
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -30,6 +38,7 @@ from airtrust.errors import BundleError
 
 __all__ = [
     "MAX_BUNDLE_BYTES",
+    "TRUST_DROPPED",
     "Anchor",
     "Bundle",
     "build_bundle",
@@ -56,6 +65,8 @@ class Anchor:
 
     certificate: x509.Certificate
     origin: str
+    #: what was left behind when reading it (e.g. OpenSSL trust settings)
+    notes: tuple[str, ...] = ()
 
     @property
     def der(self) -> bytes:
@@ -113,12 +124,10 @@ def _key_error(origin: str, where: str, kind: str) -> BundleError:
 def _read_der(data: bytes, origin: str) -> list[Anchor]:
     try:
         return [Anchor(x509.load_der_x509_certificate(data), origin)]
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         pass
-    from cryptography.hazmat.primitives.serialization import pkcs7  # rare; costs start-up
-
     try:
-        certs = pkcs7.load_der_pkcs7_certificates(data)
+        certs = _load_pkcs7(data)
     except ValueError:
         certs = None
     if certs:
@@ -130,6 +139,37 @@ def _read_der(data: bytes, origin: str) -> list[Anchor]:
         hint="check the file, or export the CA again as PEM",
         reference="not-a-certificate",
     )
+
+
+#: Said in summaries for every TRUSTED CERTIFICATE block read.
+TRUST_DROPPED = "OpenSSL trust settings dropped (TRUSTED CERTIFICATE block)"
+
+
+def _load_pkcs7(der: bytes) -> list[x509.Certificate]:
+    """PKCS#7 certificates; the library's warnings (e.g. on the BER and unsorted SET that
+    ``openssl crl2pkcs7`` writes) never reach the user: the certificates are what count."""
+    from cryptography.hazmat.primitives.serialization import pkcs7  # rare; costs start-up
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return list(pkcs7.load_der_pkcs7_certificates(der))
+
+
+def _first_element(der: bytes) -> bytes:
+    """The first DER element (tag, length, value) of ``der``; raises ValueError."""
+    if len(der) < 2 or der[0] != 0x30:
+        raise ValueError("not a DER SEQUENCE")
+    first = der[1]
+    if first < 0x80:
+        length, start = first, 2
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or len(der) < 2 + count:
+            raise ValueError("bad DER length")
+        length, start = int.from_bytes(der[2 : 2 + count], "big"), 2 + count
+    if start + length > len(der):
+        raise ValueError("truncated DER")
+    return der[: start + length]
 
 
 def _looks_like_der_key(data: bytes) -> bool:
@@ -163,11 +203,8 @@ def _read_pem(data: bytes, origin: str) -> list[Anchor]:
                 continue
             m = _BEGIN.match(line)
             if m is None:
-                raise BundleError(
-                    f"{origin} line {lineno}: text outside a PEM block",
-                    hint="remove it, or make it a comment starting with '#'",
-                    reference="garbage-in-bundle",
-                )
+                _explanatory_text(line, origin, lineno)
+                continue
             block_type, body, start = m.group(1), [], lineno
             block_no += 1
             if "PRIVATE KEY" in block_type:
@@ -208,6 +245,22 @@ def _read_pem(data: bytes, origin: str) -> list[Anchor]:
     return anchors
 
 
+def _explanatory_text(line: str, origin: str, lineno: int) -> None:
+    """Text outside blocks is allowed (RFC 7468); binary data and broken boundaries are not."""
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in line):
+        raise BundleError(
+            f"{origin} line {lineno}: binary data outside a PEM block",
+            hint="a PEM bundle is plain text; check the file was not corrupted",
+            reference="garbage-in-bundle",
+        )
+    if line.startswith("-----"):
+        raise BundleError(
+            f"{origin} line {lineno}: a malformed or unmatched PEM boundary",
+            hint="the file is corrupt or truncated; export it again",
+            reference="truncated-pem",
+        )
+
+
 def _decode_block(block_type: str, b64: str, origin: str, block_no: int, line: int) -> list[Anchor]:
     where = f"{origin} block {block_no} (line {line})"
     try:
@@ -218,20 +271,23 @@ def _decode_block(block_type: str, b64: str, origin: str, block_no: int, line: i
             hint="the block is corrupt or truncated; export it again",
             reference="truncated-pem",
         ) from exc
-    if block_type in _CERT_TYPES:
+    notes: tuple[str, ...] = ()
+    if block_type == "TRUSTED CERTIFICATE":
+        # DER certificate followed by OpenSSL's X509_CERT_AUX (trust and reject settings).
+        der = _first_element(der)
+        notes = (TRUST_DROPPED,)
+    if block_type in _CERT_TYPES or notes:
         try:
-            return [Anchor(x509.load_der_x509_certificate(der), where)]
-        except ValueError as exc:
+            return [Anchor(x509.load_der_x509_certificate(der), where, notes)]
+        except (ValueError, x509.InvalidVersion) as exc:
             raise BundleError(
                 f"{where}: not a valid X.509 certificate ({exc})",
                 hint="the block is corrupt or truncated; export it again",
                 reference="not-a-certificate",
             ) from exc
     if block_type == "PKCS7":
-        from cryptography.hazmat.primitives.serialization import pkcs7
-
         try:
-            certs = pkcs7.load_der_pkcs7_certificates(der)
+            certs = _load_pkcs7(der)
         except ValueError as exc:
             raise BundleError(
                 f"{where}: not a valid PKCS#7 certificate bundle",
@@ -239,13 +295,6 @@ def _decode_block(block_type: str, b64: str, origin: str, block_no: int, line: i
                 reference="not-a-certificate",
             ) from exc
         return [Anchor(c, f"{where} #{i + 1}") for i, c in enumerate(certs)]
-    if block_type == "TRUSTED CERTIFICATE":
-        raise BundleError(
-            f"{where}: OpenSSL TRUSTED CERTIFICATE blocks carry trust settings airtrust "
-            "cannot carry over",
-            hint="convert with 'openssl x509 -in FILE -out CA.pem' and give CA.pem",
-            reference="unsupported-block",
-        )
     raise BundleError(
         f"{where}: a {block_type} block does not belong in a CA bundle",
         hint="keep only CERTIFICATE blocks",
@@ -267,6 +316,13 @@ class Bundle:
     """A validated, deduplicated, canonically ordered set of CA certificates."""
 
     anchors: tuple[Anchor, ...]
+    #: certificates read more than once and kept once
+    duplicates: int = field(default=0, compare=False)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What reading left behind, once each (e.g. OpenSSL trust settings dropped)."""
+        return tuple(dict.fromkeys(n for a in self.anchors for n in a.notes))
 
     @property
     def certificates(self) -> tuple[x509.Certificate, ...]:
@@ -308,7 +364,9 @@ def build_bundle(
 ) -> Bundle:
     """Validate, deduplicate and sort; raise on the first certificate that must not be trusted."""
     unique: dict[str, Anchor] = {}
+    seen = 0
     for anchor in anchors:
+        seen += 1
         try:
             fp = anchor.fingerprint
             ca = is_ca(anchor.certificate)
@@ -337,7 +395,7 @@ def build_bundle(
         unique[fp] = anchor
     if not unique:
         raise BundleError("no certificates given", hint="name at least one CA file")
-    bundle = Bundle(tuple(sorted(unique.values(), key=_sort_key)))
+    bundle = Bundle(tuple(sorted(unique.values(), key=_sort_key)), duplicates=seen - len(unique))
     size = len(bundle.to_pem())
     if size > max_bytes:
         raise BundleError(

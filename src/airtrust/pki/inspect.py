@@ -12,9 +12,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from airtrust.errors import InputError
 from airtrust.pki.bundle import fingerprint, is_ca
 from airtrust.pki.keys import describe_public_key
 
@@ -63,6 +65,20 @@ _KEY_USAGE_FIELDS = (
 
 
 def describe(cert: x509.Certificate, *, now: dt.datetime, index: int = 0) -> CertificateReport:
+    """Everything a person needs to judge one certificate, with warnings in plain words.
+    A field pyca cannot decode is reported, never raised; a certificate that cannot be
+    described at all is one :class:`InputError`."""
+    try:
+        return _describe(cert, now=now, index=index)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InputError(
+            f"certificate {index + 1} cannot be read ({exc})",
+            hint="the certificate is malformed; get it again from its issuer",
+            reference="malformed-certificate",
+        ) from None
+
+
+def _describe(cert: x509.Certificate, *, now: dt.datetime, index: int) -> CertificateReport:
     warnings: list[str] = []
     try:
         # One pass over the extensions: looking each type up by class rescans them.
@@ -80,10 +96,19 @@ def describe(cert: x509.Certificate, *, now: dt.datetime, index: int = 0) -> Cer
     aki = found.get(x509.AuthorityKeyIdentifier)
     ca = extensions_ok and (bc.value.ca if bc is not None else is_ca(cert))
     self_signed = cert.subject == cert.issuer
-    public_key = cert.public_key()
-    key_type, key_bits = describe_public_key(public_key)
-    algo = cert.signature_hash_algorithm
-    signature_hash = algo.name if algo is not None else cert.signature_algorithm_oid._name
+    public_key: Any = None
+    try:
+        public_key = cert.public_key()
+        key_type, key_bits = describe_public_key(public_key)
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        key_type, key_bits = "unreadable", 0
+        warnings.append(f"public key cannot be read ({exc}): no client can use this certificate")
+    try:
+        algo = cert.signature_hash_algorithm
+        signature_hash = algo.name if algo is not None else cert.signature_algorithm_oid._name
+    except (UnsupportedAlgorithm, ValueError):
+        signature_hash = cert.signature_algorithm_oid.dotted_string
+        warnings.append(f"unknown signature algorithm {signature_hash}")
     not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
     days_left = (not_after - now).days
 

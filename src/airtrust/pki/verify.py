@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509 import verification as v
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
@@ -101,7 +101,10 @@ def _malformed(cert: x509.Certificate, exc: Exception) -> VerificationFailed:
 
 
 def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or "(empty subject)"
+    try:
+        return cert.subject.rfc4514_string() or "(empty subject)"
+    except ValueError:
+        return f"(unreadable subject, sha256 {fingerprint(cert)[:16]})"
 
 
 def _fail(reason: str, message: str, hint: str) -> VerificationFailed:
@@ -160,7 +163,17 @@ def _subject_for(
     try:
         return hostname, x509.IPAddress(ipaddress.ip_address(hostname))
     except ValueError:
-        return hostname, x509.DNSName(hostname)
+        pass
+    try:
+        # An internationalised name is checked as its A-label, as TLS clients do.
+        a_label = hostname if hostname.isascii() else hostname.encode("idna").decode("ascii")
+        return hostname, x509.DNSName(a_label)
+    except (UnicodeError, ValueError) as exc:
+        raise _fail(
+            "bad-hostname",
+            f"{hostname!r} is not a host name a TLS client can check a certificate against ({exc})",
+            "use a DNS name of letters, digits, hyphens and dots, or an IP address",
+        ) from None
 
 
 def verify_server(
@@ -177,7 +190,24 @@ def verify_server(
 
     ``hostname`` defaults to the leaf's first SAN, which checks the chain but
     not the name. ``now`` is explicit so results do not depend on the clock.
+    Whatever pyca cannot decode (a key type, an extension) is one
+    :class:`VerificationFailed`, never a library exception.
     """
+    try:
+        return _verify_server(leaf, anchors, intermediates, hostname, now, profile, max_depth)
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+        raise _malformed(leaf, exc) from None
+
+
+def _verify_server(
+    leaf: x509.Certificate,
+    anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    hostname: str | None,
+    now: dt.datetime,
+    profile: Profile,
+    max_depth: int | None,
+) -> Verified:
     if not anchors:
         raise _fail("no-anchors", "the CA bundle is empty", "give --ca with at least one CA")
     name, subject = _subject_for(leaf, hostname)
@@ -188,7 +218,17 @@ def verify_server(
         ca_policy, ee_policy = _relaxed_policies()
         builder = builder.extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
     try:
-        chain = builder.build_server_verifier(subject).verify(leaf, list(intermediates))
+        verifier = builder.build_server_verifier(subject)
+    except ValueError as exc:
+        raise _fail(
+            "bad-hostname",
+            f"'{name}' is not a host name a TLS client can check a certificate against ({exc})",
+            "use a DNS name of letters, digits, hyphens and dots (no '_'), or an IP address",
+        ) from None
+    try:
+        chain = verifier.verify(leaf, list(intermediates))
+    except ValueError as exc:
+        raise _malformed(leaf, exc) from None
     except v.VerificationError as exc:
         try:
             raise _diagnose(leaf, anchors, intermediates, name, now, profile, str(exc)) from None
