@@ -92,8 +92,15 @@ class Doctor(_Model):
 
 
 class ClusterConfigPaths(_Model):
-    #: JSON pointers into the cluster config object to patch, instead of searching.
-    image_paths: tuple[str, ...] = ()
+    #: The cluster-config fields that name the sidecar images, instead of searching: a list
+    #: of JSON pointers (the fields must exist), or pointer -> sidecar role (s3, git), so a
+    #: field that does not exist yet is added.
+    image_paths: tuple[str, ...] | dict[str, str] = ()
+
+    def pins(self) -> dict[str, str | None]:
+        if isinstance(self.image_paths, dict):
+            return dict(self.image_paths)
+        return dict.fromkeys(self.image_paths)
 
 
 class Config(_Model):
@@ -240,8 +247,9 @@ images:
   strategy: patch
   references: {{}}
 
-# Pin the cluster-config fields that name the sidecar images (JSON pointers),
-# instead of letting airtrust find them.
+# Pin the cluster-config fields that name the sidecar images, instead of letting
+# airtrust find them: JSON pointer -> sidecar (s3 or git); a missing field is added.
+#   image_paths: {{/spec/s3/image: s3, /spec/git/image: git}}
 cluster_config:
   image_paths: []
 """

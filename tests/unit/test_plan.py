@@ -65,14 +65,47 @@ def test_image_patches_find_mirrors_and_skip_prose() -> None:
             "registry.k8s.io/git-sync/git-sync": "new/git-sync:1",
         },
     )
-    assert patches == [
+    assert [(p.pointer, p.old, p.new) for p in patches.patches] == [
         ("/spec/a/image", "mirror.local/run-ai-prod/goofys:master", "new/goofys:1"),
         ("/spec/list/0/x", "registry.k8s.io/git-sync/git-sync:v4.4.0", "new/git-sync:1"),
         ("/spec/weird~1key~0", "gcr.io/run-ai-prod/goofys:master", "new/goofys:1"),
     ]
     assert resolve(spec, "/weird~1key~0") == "gcr.io/run-ai-prod/goofys:master"
     done = {"a": "new/goofys:1"}
-    assert find_image_patches(done, {"gcr.io/run-ai-prod/goofys": "new/goofys:1"}) == []
+    already = find_image_patches(done, {"gcr.io/run-ai-prod/goofys": "new/goofys:1"})
+    assert already.patches == () and not already.nothing_found
+    empty = find_image_patches({}, {"gcr.io/run-ai-prod/goofys": "new/goofys:1"})
+    assert empty.patches == () and empty.nothing_found
+
+
+def test_pinned_absent_field_is_added_with_its_parents() -> None:
+    spec = {"s3": {"other": 1}, "flat": "x"}
+    replacements = {"gcr.io/run-ai-prod/goofys": "new/goofys:1"}
+    sidecars = {"s3": "gcr.io/run-ai-prod/goofys", "git": "registry.k8s.io/git-sync/git-sync"}
+    plan = find_image_patches(
+        spec,
+        replacements,
+        pinned={
+            "/spec/s3/sidecar/image": "s3",
+            "/spec/new/deep/image": "s3",
+            "/spec/flat/image": "s3",
+            "/spec/unnamed/image": None,
+        },
+        sidecars=sidecars,
+    )
+    ops = [p.ops() for p in plan.patches]
+    assert ops == [
+        [
+            {"op": "add", "path": "/spec/s3/sidecar", "value": {}},
+            {"op": "add", "path": "/spec/s3/sidecar/image", "value": "new/goofys:1"},
+        ],
+        [
+            {"op": "add", "path": "/spec/new", "value": {}},
+            {"op": "add", "path": "/spec/new/deep", "value": {}},
+            {"op": "add", "path": "/spec/new/deep/image", "value": "new/goofys:1"},
+        ],
+    ]
+    assert plan.unresolved == ("/spec/flat/image", "/spec/unnamed/image")
 
 
 json_values = st.recursive(

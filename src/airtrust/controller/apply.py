@@ -29,7 +29,7 @@ from airtrust.pki import keys
 from airtrust.pki.bundle import fingerprint
 from airtrust.pki.tlssecret import TLSMaterial, judge_tls_secret
 from airtrust.pki.verify import verify_server
-from airtrust.plan.desired import ClusterFacts, build_desired
+from airtrust.plan.desired import ClusterFacts, build_desired, findings
 from airtrust.plan.diff import diff
 from airtrust.plan.helm import HelmStep, Release, helm_steps
 from airtrust.plan.manifests import backup_name, backup_secret
@@ -285,6 +285,7 @@ def offline_facts(config: Config) -> list[ClusterFacts]:
                 roles,
                 entry is not None and entry.openshift == "true",
                 tuple(sorted(workloads)),
+                observed=False,
             )
         )
     return facts
@@ -313,6 +314,7 @@ def make_plan(session: Session) -> Plan:
                 f"context '{fact.context}': no {cc.kind} {cc.namespace}/{cc.name}; "
                 "sidecar image references not patched"
             )
+    warnings += findings(session.config, session.profile, facts)
     desired = desired_objects(session, facts)
     live = _observe_live(session, desired)
     changes = tuple(
@@ -405,12 +407,7 @@ def _apply_one(
         elif d.manifest is None:
             cc = session.profile.cluster_config
             assert cc is not None
-            ops: list[JsonObj] = []
-            for pointer, old, new in d.patches:
-                ops += [
-                    {"op": "test", "path": pointer, "value": old},
-                    {"op": "replace", "path": pointer, "value": new},
-                ]
+            ops = [op for patch in d.patches for op in patch.ops()]
             api.json_patch(
                 f"{cc.group}/{cc.version}", cc.plural, d.namespace, d.name, ops, dry_run=dry_run
             )

@@ -70,14 +70,7 @@ def render(
                 patches.append(
                     {
                         "target": {"kind": d.kind, "namespace": d.namespace, "name": d.name},
-                        "patch": [
-                            op
-                            for p, old, new in d.patches
-                            for op in (
-                                {"op": "test", "path": p, "value": old},
-                                {"op": "replace", "path": p, "value": new},
-                            )
-                        ],
+                        "patch": [op for patch in d.patches for op in patch.ops()],
                     }
                 )
         write_manifests(outputs, folder, docs)

@@ -11,14 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from airtrust.config import Config
+from airtrust.errors import ConfigError
 from airtrust.pki.tlssecret import TLSMaterial
-from airtrust.plan.imagepaths import find_image_patches
+from airtrust.plan.imagepaths import ImagePatch, find_image_patches
 from airtrust.plan.manifests import namespace_manifest, secret_manifest
 from airtrust.plan.model import BUNDLE_HASH, CERT_HASH, Desired, JsonObj
 from airtrust.plan.topology import CLUSTER, CONTROL_PLANE, Role, ca_secret_targets, tls_secret_name
 from airtrust.profiles import Profile
 
-__all__ = ["ClusterFacts", "TLSMaterial", "build_desired"]
+__all__ = ["ClusterFacts", "TLSMaterial", "build_desired", "findings", "sidecar_images"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class ClusterFacts:
     #: secret name -> (namespace, material), decided by the engine (reuse or issue).
     cluster_tls: Mapping[tuple[str, str], TLSMaterial] = field(default_factory=dict)
     cluster_config: JsonObj | None = None
+    #: False for render --offline: nothing was read from the cluster
+    observed: bool = True
 
 
 @dataclass
@@ -129,28 +132,90 @@ def build_desired(
             ctx.tls_secret(namespace, name, material, "cluster TLS")
         for target in ca_secret_targets(profile, version, (), openshift=False, workloads=workloads):
             ctx.ca_secret(target.namespace, target.labels, target.purpose)
-        cc = profile.cluster_config
-        if (
-            CLUSTER in fact.roles
-            and cc is not None
-            and fact.cluster_config is not None
-            and config.images.strategy == "patch"
-            and config.images.references
-        ):
-            patches = find_image_patches(
-                fact.cluster_config.get("spec", {}),
-                config.images.references,
-                pinned=config.cluster_config.image_paths,
-            )
-            ctx.add(
-                Desired(
-                    fact.context,
-                    cc.kind,
-                    cc.namespace,
-                    cc.name,
-                    "sidecar images",
-                    patches=tuple(patches),
-                )
-            )
+        images, _ = sidecar_images(config, profile, fact)
+        if images is not None:
+            ctx.add(images)
         out.extend(ctx.ordered())
     return out
+
+
+def _pins(config: Config, profile: Profile) -> dict[str, str | None]:
+    pins = config.cluster_config.pins()
+    roles = {s.role for s in profile.sidecars}
+    for pointer, role in pins.items():
+        if role is not None and role not in roles:
+            raise ConfigError(
+                f"cluster_config.image_paths: '{role}' (for {pointer}) is not a sidecar of "
+                f"profile {profile.name}",
+                hint=f"use one of: {', '.join(sorted(roles))}",
+            )
+    return pins
+
+
+def sidecar_images(
+    config: Config, profile: Profile, fact: ClusterFacts
+) -> tuple[Desired | None, list[str]]:
+    """The cluster-config patch that points the sidecars at the patched images, and the
+    findings a user must act on when it cannot be made (each with its fix)."""
+    cc = profile.cluster_config
+    if (
+        CLUSTER not in fact.roles
+        or cc is None
+        or config.images.strategy != "patch"
+        or not config.images.references
+    ):
+        return None, []
+    where = f"context '{fact.context}': {cc.kind} {cc.namespace}/{cc.name}"
+    pins = _pins(config, profile)
+    pin_fix = (
+        "pin the fields in airtrust.yaml, e.g. cluster_config.image_paths: "
+        "{/spec/PATH/TO/S3/IMAGE: s3, /spec/PATH/TO/GIT/IMAGE: git}"
+    )
+    sidecars = {s.role: s.repository for s in profile.sidecars}
+    if not fact.observed:
+        named = {p: r for p, r in pins.items() if r is not None}
+        if not named:
+            return None, [
+                f"{where}: render --offline cannot find the sidecar image fields without "
+                f"reading the cluster, so no image patch is written; {pin_fix}, or render "
+                "without --offline"
+            ]
+        patches = []
+        for pointer, role in sorted(named.items()):
+            new = config.images.references.get(sidecars.get(role or "", ""))
+            if new is not None:
+                # Unread, the field may or may not exist: 'add' sets it either way.
+                patches.append(ImagePatch(pointer, None, new))
+        desired = Desired(
+            fact.context, cc.kind, cc.namespace, cc.name, "sidecar images", patches=tuple(patches)
+        )
+        return desired, []
+    if fact.cluster_config is None:
+        return None, []
+    plan = find_image_patches(
+        fact.cluster_config.get("spec", {}),
+        config.images.references,
+        pinned=pins,
+        sidecars=sidecars,
+    )
+    notes = []
+    if plan.nothing_found:
+        notes.append(
+            f"{where} names no S3/Git sidecar image airtrust recognises, so nothing points "
+            f"at the patched images; {pin_fix}"
+        )
+    for pointer in plan.unresolved:
+        notes.append(
+            f"{where}: the pinned field {pointer} does not exist (or its parent is not an "
+            f"object) and names no sidecar; write it as cluster_config.image_paths: "
+            f"{{{pointer}: s3}} (or git) so airtrust adds it"
+        )
+    desired = Desired(
+        fact.context, cc.kind, cc.namespace, cc.name, "sidecar images", patches=plan.patches
+    )
+    return desired, notes
+
+
+def findings(config: Config, profile: Profile, facts: Sequence[ClusterFacts]) -> list[str]:
+    """Everything about the sidecar images a user must act on, for plan and render."""
+    return [note for fact in facts for note in sidecar_images(config, profile, fact)[1]]

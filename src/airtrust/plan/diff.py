@@ -68,7 +68,7 @@ def diff(desired: Desired, live: JsonObj | None, *, manager: str) -> Change:
     if desired.manifest is None:  # cluster-config patch
         if not desired.patches:
             return Change(desired, Action.UNCHANGED)
-        reasons = tuple(f"{p}: {old} -> {new}" for p, old, new in desired.patches)
+        reasons = tuple(p.reason() for p in desired.patches)
         version = (live or {}).get("metadata", {}).get("resourceVersion")
         return Change(desired, Action.UPDATE, reasons, live_resource_version=version, live=live)
     if live is None:

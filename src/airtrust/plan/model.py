@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from airtrust.plan.imagepaths import ImagePatch
+
 __all__ = [
     "BACKUP_OF",
     "BUNDLE_HASH",
@@ -47,8 +49,8 @@ class Desired:
     purpose: str
     #: Full manifest for Namespace/Secret (sent as is); None for cluster-config patches.
     manifest: JsonObj | None = None
-    #: JSON-patch ops for a cluster-config object: (pointer, old, new).
-    patches: tuple[tuple[str, str, str], ...] = ()
+    #: Fields of a cluster-config object to point at patched images.
+    patches: tuple[ImagePatch, ...] = ()
     #: Secret key that holds a CA bundle / certificate chain, for fingerprint diffs.
     bundle_key: str | None = None
     cert_key: str | None = None
@@ -80,6 +82,7 @@ class Change:
 @dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
+    #: findings that need the user (e.g. sidecar images not found), each with its fix
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
