@@ -82,6 +82,10 @@ class Images(_Model):
     #: How doctor reaches the registry that holds the sidecar images.
     registry_ca: Path | None = None
     insecure: bool = False
+    #: helm-values only: keep the sidecars' CA in this separate secret (in the cluster
+    #: namespace) instead of reusing the global one; airtrust writes it with the key the
+    #: charts expect.
+    sidecar_ca_secret: str | None = None
 
 
 class Doctor(_Model):

@@ -310,9 +310,16 @@ def test_render_applied_by_kubectl_equals_apply(
     cluster: KubeCluster, pki: Path, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, pki, cluster.kubeconfig)
-    rendered = run_cli("render", "-c", config, "--out", tmp_path / "out")
+    rendered = run_cli("render", "-c", config, "--out", tmp_path / "out", "--with-namespaces")
     assert rendered.code == 0, rendered.err
     folder = tmp_path / "out" / "admin"
+    namespaces = [yaml.safe_load(p.read_text()) for p in folder.glob("*-namespace-*.yaml")]
+    assert sorted(n["metadata"]["name"] for n in namespaces) == ["runai", "runai-backend"]
+    for ns in namespaces:
+        assert ns["metadata"]["annotations"] == {
+            "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+            "kustomize.toolkit.fluxcd.io/prune": "disabled",
+        }
     tls_files = [p for p in folder.iterdir() if "runai-backend-tls" in p.name]
     assert len(tls_files) == 1 and stat.S_IMODE(tls_files[0].stat().st_mode) == 0o600
     assert (tmp_path / "out" / "helm" / "commands.sh").read_text().count(
@@ -325,10 +332,45 @@ def test_render_applied_by_kubectl_equals_apply(
     before = versions(cluster)
     assert json.loads(run_cli("apply", "-c", config, "-o", "json").out)["writes"] == 0
     assert versions(cluster) == before
-    offline = run_cli("render", "-c", config, "--out", tmp_path / "offline", "--offline")
+    offline = run_cli(
+        "render", "-c", config, "--out", tmp_path / "offline", "--offline", "--with-namespaces"
+    )
     assert offline.code == 0, offline.err
     for path in folder.iterdir():
         assert (tmp_path / "offline" / "admin" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_render_never_writes_system_namespaces(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    """An Argo CD or Flux prune of the rendered app must not be able to delete
+    openshift-monitoring or knative-serving (or, by default, any namespace)."""
+    config = write_config(
+        tmp_path,
+        pki,
+        cluster.kubeconfig,
+        issue_from=str(pki),
+        clusters=[
+            {
+                "context": "admin",
+                "openshift": True,
+                "domain": "gpu1.example.test",
+                "inference_domain": "runai-inference.gpu1.example.test",
+            }
+        ],
+    )
+    for flags in ([], ["--with-namespaces"]):
+        out = tmp_path / ("out" + "".join(flags))
+        rendered = run_cli("render", "-c", config, "--out", out, *flags)
+        assert rendered.code == 0, rendered.err
+        docs = [yaml.safe_load(p.read_text()) for p in (out / "admin").glob("0*.yaml")]
+        kinds = {(d["kind"], d["metadata"].get("namespace")) for d in docs}
+        assert ("Secret", "openshift-monitoring") in kinds
+        assert ("Secret", "knative-serving") in kinds
+        names = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+        assert names == (set() if not flags else {"runai", "runai-backend"}), names
+        for doc in docs:
+            assert doc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "airtrust", doc
 
 
 RUNAI_CONFIG = {

@@ -227,3 +227,38 @@ def test_config_errors_name_the_key() -> None:
     config = _config(clusters=[{"context": "gpu", "openshift": True}])
     assert config.clusters[0].openshift == "true"  # type: ignore[attr-defined]
     assert str(config.ca.bundle[0]) == "/base/b.pem"  # type: ignore[attr-defined]
+
+
+def test_sidecar_ca_values_as_the_docs_say() -> None:
+    """2.25+: `enabled` alone reuses the global CA; a separate secret only when configured,
+    and then airtrust writes it with the documented key."""
+    from airtrust.plan.helm import helm_steps
+
+    plain = _config(version="2.25", images={"strategy": "helm-values"})
+    (_, cluster) = helm_steps(plain, PROFILE, "2.25", {})
+    assert cluster.values == {
+        "global.customCA.enabled": "true",
+        "global.customCAGit.enabled": "true",
+        "global.customCAS3.enabled": "true",
+    }
+    separate = _config(
+        version="2.25",
+        images={"strategy": "helm-values", "sidecar_ca_secret": "runai-cluster-git-ca"},
+    )
+    (_, cluster) = helm_steps(separate, PROFILE, "2.25", {})
+    assert cluster.values["global.customCAGit.secret.name"] == "runai-cluster-git-ca"
+    assert cluster.values["global.customCAS3.secret.name"] == "runai-cluster-git-ca"
+    desired = build_desired(
+        separate,
+        PROFILE,
+        "2.25",
+        bundle_pem=b"PEM",
+        bundle_digest="d",
+        control_plane_tls=None,
+        facts=[ClusterFacts("gpu", frozenset({"cluster"}), False)],
+    )
+    extra = next(d for d in desired if d.name == "runai-cluster-git-ca")
+    assert extra.namespace == "runai" and extra.manifest is not None
+    assert set(extra.manifest["data"]) == {"runai-ca-git.pem"}
+    with pytest.raises(ConfigError, match=r"arrived in 2\.25"):
+        helm_steps(_config(images={"strategy": "helm-values"}), PROFILE, "2.20", {})

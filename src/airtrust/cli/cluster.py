@@ -328,6 +328,13 @@ def render_cmd(
     offline: Annotated[
         bool, typer.Option("--offline", help="Do not read the clusters (openshift=auto means no).")
     ] = False,
+    with_namespaces: Annotated[
+        bool,
+        typer.Option(
+            "--with-namespaces",
+            help="Also write the platform's namespaces (marked never to be pruned by GitOps).",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
     output: OutputOpt = Format.TABLE,
 ) -> None:
@@ -349,11 +356,20 @@ def render_cmd(
 
     session = _session(config, kubeconfig, connect=not offline)
     try:
-        files = render(session, out, force=force, offline=offline)
+        rendered = render(
+            session, out, force=force, offline=offline, with_namespaces=with_namespaces
+        )
     finally:
         session.close()
+    for finding in rendered.findings:
+        warn(finding)
+    files = rendered.files
     emit(
-        {"out": str(out), "files": [str(f) for f in files]},
+        {
+            "out": str(out),
+            "files": [str(f) for f in files],
+            "findings": rendered.findings,
+        },
         output,
         table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
     )

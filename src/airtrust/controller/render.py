@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -20,11 +21,12 @@ from airtrust.controller.session import Session
 from airtrust.errors import OutputExistsError
 from airtrust.files import OutputSet
 from airtrust.pki.tlssecret import TLS_TYPE
+from airtrust.plan.desired import findings
 from airtrust.plan.helm import helm_steps, nested_values
-from airtrust.plan.manifests import kustomization
+from airtrust.plan.manifests import kustomization, rendered_namespace
 from airtrust.plan.model import Desired, JsonObj
 
-__all__ = ["render", "write_manifests"]
+__all__ = ["Rendered", "render", "write_manifests"]
 
 
 def _slug(text: str) -> str:
@@ -48,13 +50,30 @@ def write_manifests(outputs: OutputSet, folder: Path, docs: Sequence[tuple[str, 
     )
 
 
+@dataclass(frozen=True)
+class Rendered:
+    files: list[Path]
+    #: what the user must act on (e.g. sidecar image fields not renderable offline)
+    findings: list[str]
+
+
 def render(
-    session: Session, out: Path, *, force: bool = False, offline: bool = False
-) -> list[Path]:
+    session: Session,
+    out: Path,
+    *,
+    force: bool = False,
+    offline: bool = False,
+    with_namespaces: bool = False,
+) -> Rendered:
+    """Write the manifests. Namespaces are left out (a GitOps prune of an app that lists
+    them would delete them); ``with_namespaces`` adds the platform's own namespaces,
+    marked so Argo CD and Flux never prune them. System namespaces are never written."""
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out} is not empty", hint="pass --force or choose another --out")
     facts = offline_facts(session.config) if offline else gather_facts(session)
     desired = desired_objects(session, facts)
+    notes = findings(session.config, session.profile, facts)
+    platform = set(session.profile.platform_namespaces) if with_namespaces else set()
     outputs = OutputSet(force=True)
     by_context: dict[str, list[Desired]] = {}
     for d in desired:
@@ -64,7 +83,10 @@ def render(
         docs: list[tuple[str, JsonObj]] = []
         patches = []
         for index, d in enumerate(items):
-            if d.manifest is not None:
+            if d.kind == "Namespace":
+                if d.name in platform:
+                    docs.append((_file_name(index, d), rendered_namespace(d.name)))
+            elif d.manifest is not None:
                 docs.append((_file_name(index, d), d.manifest))
             elif d.patches:
                 patches.append(
@@ -89,4 +111,4 @@ def render(
         outputs.add(values_file, yaml.safe_dump(nested_values(step.values)).encode())
         commands.append(step.command())
     outputs.add(out / "helm" / "commands.sh", ("\n".join(commands) + "\n").encode())
-    return outputs.commit()
+    return Rendered(outputs.commit(), notes)

@@ -57,25 +57,34 @@ class _ContextObjects:
             )
         )
 
-    def ca_secret(self, namespace: str, labels: Mapping[str, str], purpose: str) -> None:
+    def ca_secret(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        purpose: str,
+        *,
+        name: str | None = None,
+        key: str | None = None,
+    ) -> None:
         ca = self.profile.ca_secret
+        name, key = name or ca.name, key or ca.key
         self.namespace(namespace, "namespace for the CA bundle")
         self.add(
             Desired(
                 self.context,
                 "Secret",
                 namespace,
-                ca.name,
+                name,
                 purpose,
                 manifest=secret_manifest(
                     namespace,
-                    ca.name,
+                    name,
                     secret_type="Opaque",
-                    data={ca.key: self.bundle_pem},
+                    data={key: self.bundle_pem},
                     labels=labels,
                     annotations={BUNDLE_HASH: self.bundle_digest},
                 ),
-                bundle_key=ca.key,
+                bundle_key=key,
             )
         )
 
@@ -132,6 +141,18 @@ def build_desired(
             ctx.tls_secret(namespace, name, material, "cluster TLS")
         for target in ca_secret_targets(profile, version, (), openshift=False, workloads=workloads):
             ctx.ca_secret(target.namespace, target.labels, target.purpose)
+        extra = profile.sidecar_ca_values
+        separate = config.images.sidecar_ca_secret
+        if (
+            separate
+            and extra is not None
+            and extra.role in fact.roles
+            and config.images.strategy == "helm-values"
+        ):
+            namespace = profile.ca_targets(extra.role, openshift=False)[0].namespace
+            ctx.ca_secret(
+                namespace, {}, "CA bundle (Git/S3 sidecars)", name=separate, key=extra.secret_key
+            )
         images, _ = sidecar_images(config, profile, fact)
         if images is not None:
             ctx.add(images)

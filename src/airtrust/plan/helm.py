@@ -144,7 +144,12 @@ def helm_steps(
             release = profile.release(role)
             if release is None:
                 continue
-            values = profile.helm_values(role, version, sidecar_values=sidecar_values)
+            values = profile.helm_values(
+                role,
+                version,
+                sidecar_values=sidecar_values,
+                sidecar_secret=config.images.sidecar_ca_secret,
+            )
             live = deployed.get((context, release.release))
             steps.append(
                 HelmStep(

@@ -21,6 +21,7 @@ from airtrust.plan.source import Source
 __all__ = [
     "CONTROLLER_NAME",
     "LEASE_NAME",
+    "NO_PRUNE",
     "PROBE_JOB",
     "ROTATION_RECORD",
     "backup_name",
@@ -28,9 +29,11 @@ __all__ = [
     "controller_manifests",
     "kustomization",
     "lease",
+    "managed_labels",
     "micro_time",
     "namespace_manifest",
     "probe_job",
+    "rendered_namespace",
     "rotation_configmap",
     "secret_manifest",
 ]
@@ -54,6 +57,23 @@ def managed_labels(labels: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def namespace_manifest(name: str) -> JsonObj:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+#: A GitOps tool must never delete a namespace airtrust only renders for convenience:
+#: Argo CD and Flux both skip pruning (and deleting) objects marked so.
+NO_PRUNE = {
+    "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+    "kustomize.toolkit.fluxcd.io/prune": "disabled",
+}
+
+
+def rendered_namespace(name: str) -> JsonObj:
+    """A Namespace as ``render --with-namespaces`` writes it: labelled, never pruned."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": managed_labels(), "annotations": dict(NO_PRUNE)},
+    }
 
 
 def secret_manifest(

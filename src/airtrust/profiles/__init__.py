@@ -96,6 +96,10 @@ class SidecarValues(_Model):
     since: str
     role: str
     set: dict[str, str]
+    #: added only when the sidecars' CA is kept in a separate secret ({secret} = its name)
+    secret_set: dict[str, str] = {}
+    #: the key that separate secret must hold
+    secret_key: str = ""
 
 
 class ClusterConfig(_Model):
@@ -135,6 +139,8 @@ class Profile(_Model):
     openshift: OpenShift | None = None
     #: Served by the control plane's identity provider; doctor checks it when present.
     oidc_discovery_path: str | None = None
+    #: Namespaces the platform lives in (never system ones): render may emit them on request.
+    platform_namespaces: tuple[str, ...] = ()
 
     def ca_targets(self, role: str, *, openshift: bool) -> list[SecretTarget]:
         return [
@@ -151,7 +157,14 @@ class Profile(_Model):
             self.sidecar_ca_values.since, version
         )
 
-    def helm_values(self, role: str, version: str, *, sidecar_values: bool) -> dict[str, str]:
+    def helm_values(
+        self,
+        role: str,
+        version: str,
+        *,
+        sidecar_values: bool,
+        sidecar_secret: str | None = None,
+    ) -> dict[str, str]:
         """The --set values a release of this role needs, flattened."""
         values: dict[str, str] = {}
         for release in self.helm:
@@ -165,8 +178,10 @@ class Profile(_Model):
                     f"(they arrived in {extra.since})",
                     hint="set images.strategy to 'patch' to rebuild the sidecar images instead",
                 )
-            for key, value in extra.set.items():
-                values[key] = value.format(ca_secret=self.ca_secret.name)
+            values.update(extra.set)
+            if sidecar_secret:
+                for key, value in extra.secret_set.items():
+                    values[key] = value.format(secret=sidecar_secret)
         return values
 
     def release(self, role: str) -> HelmRelease | None:
