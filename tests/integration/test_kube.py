@@ -622,3 +622,110 @@ def test_parallel_applies_under_cpu_load_share_no_connection(cluster: KubeCluste
         for hog in hogs:
             hog.kill()
             hog.wait()
+
+
+def _chart_archive(tmp_path: Path, version: str, new_default: bool = False) -> Path:
+    """The test runai-cluster chart packaged at ``version`` (optionally with a new default)."""
+    import shutil
+
+    src = tmp_path / f"src-{version}-{new_default}" / "runai-cluster"
+    shutil.copytree(DATA / "charts" / "runai-cluster", src, dirs_exist_ok=True)
+    meta = yaml.safe_load((src / "Chart.yaml").read_text())
+    meta["version"] = version
+    (src / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    if new_default:
+        values = yaml.safe_load((src / "values.yaml").read_text())
+        values["newInThisVersion"] = {"enabled": True}
+        (src / "values.yaml").write_text(yaml.safe_dump(values))
+    out = tmp_path / f"archives-{version}-{new_default}"
+    out.mkdir(exist_ok=True)
+    subprocess.run(
+        [_helm(), "package", str(src), "-d", str(out)],
+        check=True,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    return out / f"runai-cluster-{version}.tgz"
+
+
+def test_helm_run_keeps_every_user_value(cluster: KubeCluster, pki: Path, tmp_path: Path) -> None:
+    """The release's own values (URL, uid, client secret) survive enabling the custom CA,
+    with the same chart version and with a newer chart; helm itself is the judge."""
+    kube = ["--kubeconfig", str(cluster.kubeconfig), "--kube-context", "admin"]
+    user = {
+        "controlPlane": {"url": "https://cp.example.test", "clientSecret": "s3cr3t-value"},
+        "cluster": {"uid": "4f1c-uid", "url": "https://gpu1.example.test"},
+    }
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump(user))
+    subprocess.run(
+        [
+            _helm(),
+            "install",
+            "runai-cluster",
+            str(_chart_archive(tmp_path, "2.20.0")),
+            "-n",
+            "runai",
+            "--create-namespace",
+            "-f",
+            str(tmp_path / "user.yaml"),
+            *kube,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    env = {"PATH": f"{CACHE / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def helm_json(*args: str) -> Any:
+        proc = subprocess.run(
+            [_helm(), *args, "-o", "json", *kube], check=True, capture_output=True, text=True
+        )
+        return json.loads(proc.stdout)
+
+    shown = json.loads(run_cli("helm", "-c", config, "-o", "json").out)
+    step = next(r for r in shown["releases"] if r["release"] == "runai-cluster")
+    assert "--reuse-values" in step["command"] and "--version 2.20.0" in step["command"]
+    assert "runai/runai-cluster" in step["command"]
+    assert "s3cr3t" not in json.dumps(shown)
+    missing = next(r for r in shown["releases"] if r["release"] == "runai-backend")
+    assert missing["installed"] is None and "global.domain" in missing["note"]
+    assert "--version '~2.20.0'" in missing["command"]
+
+    same = run_cli(
+        "helm",
+        "-c",
+        config,
+        "--run",
+        "-o",
+        "json",
+        "--chart",
+        f"runai-cluster={_chart_archive(tmp_path, '2.20.0')}",
+        env=env,
+    )
+    assert same.code == 0, same.err
+    assert "s3cr3t" not in same.out + same.err
+    ran = next(r for r in json.loads(same.out)["ran"] if r["release"] == "runai-cluster")
+    assert ran["path"] == "reuse-values" and ran["values_lost"] == []
+    assert helm_json("get", "values", "runai-cluster", "-n", "runai") == {
+        **user,
+        "global": {"customCA": {"enabled": True}},
+    }
+    assert helm_json("list", "-n", "runai")[0]["chart"] == "runai-cluster-2.20.0"
+
+    newer = _chart_archive(tmp_path, "2.21.0", new_default=True)
+    upgraded = run_cli(
+        "helm", "-c", config, "--run", "-o", "json", "--chart", f"runai-cluster={newer}", env=env
+    )
+    assert upgraded.code == 0, upgraded.err
+    ran = next(r for r in json.loads(upgraded.out)["ran"] if r["release"] == "runai-cluster")
+    assert ran["path"] == "saved values (-f)" and ran["values_lost"] == []
+    assert ran["chart_version"] == "2.20.0 -> 2.21.0"
+    assert helm_json("get", "values", "runai-cluster", "-n", "runai") == {
+        **user,
+        "global": {"customCA": {"enabled": True}},
+    }
+    effective = helm_json("get", "values", "runai-cluster", "-n", "runai", "--all")
+    assert effective["newInThisVersion"] == {"enabled": True}  # the new chart's default
+    assert helm_json("list", "-n", "runai")[0]["chart"] == "runai-cluster-2.21.0"
+    # Nothing secret was left behind by the saved-values path.
+    assert not list(tmp_path.glob("**/runai-cluster.values.yaml"))

@@ -510,7 +510,7 @@ def helm_cmd(
 ) -> None:
     """Helm commands that enable the custom CA, and whether releases have it."""
     from airtrust.controller.apply import observe_helm
-    from airtrust.controller.helm import run_step, write_fragments
+    from airtrust.controller.helm import changes, run_step, write_fragments
 
     session = _session(config, kubeconfig)
     path = str(kubeconfig) if kubeconfig else None
@@ -520,9 +520,15 @@ def helm_cmd(
         charts = dict(_split_chart(c) for c in chart or ())
         results = []
         if run:
+            before = {(s.context, s.release): s for s in steps}
             for step in steps:
                 results.append(run_step(step, charts))
             steps = observe_helm(session, kubeconfig=path)
+            for result in results:
+                if result["ok"]:
+                    key = (result["context"], result["release"])
+                    after = next(s for s in steps if (s.context, s.release) == key)
+                    result.update(changes(before[key], after))
     finally:
         session.close()
     data = {
@@ -549,6 +555,19 @@ def helm_cmd(
         )
         for s in steps:
             console.print(s.command(), markup=False, soft_wrap=True)
+            if s.note:
+                console.print(f"  # {s.note}", markup=False, soft_wrap=True)
+        for r in results:
+            if r["ok"]:
+                lost = ", ".join(r["values_lost"]) or "none"
+                console.print(
+                    f"ran {r['release']} on {r['context']}: chart {r['chart_version']} via "
+                    f"{r['path']}; values kept {r['values_kept']}, lost {lost}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+            else:
+                console.print(f"skipped {r['release']}: {r['skipped']}", markup=False)
 
     emit(data, output, table=table)
 

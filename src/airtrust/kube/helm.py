@@ -68,4 +68,5 @@ def deployed_release(api: KubeAPI, name: str, namespace: str) -> Release | None:
         chart=str(metadata.get("name", "")),
         chart_version=str(metadata.get("version", "")),
         values=merge_values(chart.get("values") or {}, record.get("config") or {}),
+        user_values=dict(record.get("config") or {}),
     )

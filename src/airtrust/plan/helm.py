@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from airtrust.config import Config
@@ -17,6 +17,7 @@ from airtrust.plan.topology import roles_by_context
 from airtrust.profiles import Profile
 
 __all__ = [
+    "HelmCommand",
     "HelmStep",
     "Release",
     "helm_steps",
@@ -37,6 +38,8 @@ class Release:
     chart: str
     chart_version: str
     values: dict[str, Any]  # effective: chart defaults overlaid with user values
+    #: what the user supplied (``helm get values``); may hold secrets, never printed
+    user_values: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def merge_values(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,39 +82,93 @@ def nested_values(flat: Mapping[str, str]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class HelmCommand:
+    """One command of a Helm step; ``stdout_to`` redirects its output to a file."""
+
+    argv: tuple[str, ...]
+    stdout_to: str | None = None
+
+    def shell(self) -> str:
+        text = shlex.join(self.argv)
+        return f"{text} > {shlex.quote(self.stdout_to)}" if self.stdout_to else text
+
+
+@dataclass(frozen=True)
 class HelmStep:
+    """What one release needs for the custom CA, and the commands that never lose values.
+
+    ``--set`` alone resets a release to the chart's defaults; ``--reuse-values`` with a
+    *new* chart carries old values over the new chart's defaults. So: the same chart
+    version is upgraded with ``--reuse-values``; another chart or version goes through
+    ``helm get values`` into a file passed with ``-f`` (the documented upgrade path).
+    """
+
     context: str
     role: str
     release: str
     namespace: str
+    #: the chart as the docs name it (REPO/CHART), for the installed chart's name
     chart: str
     values: dict[str, str]
-    installed: str | None  # "chart-version (revision N)" when deployed
+    installed: str | None  # "chart-version (revision N, status)" when deployed
     enabled: bool  # every value already in effect
     kubeconfig: str | None
+    #: the deployed chart version (pinned in every upgrade), or None
+    chart_version: str | None = None
+    #: for an install: the version constraint the docs use (~MAJOR.MINOR.0)
+    install_version: str = ""
+    #: values an install needs from the user
+    install_values: tuple[str, ...] = ()
+    live: Release | None = field(default=None, repr=False, compare=False)
 
-    def command(self, chart_ref: str | None = None) -> str:
-        parts = [
-            "helm",
-            "upgrade",
-            "--install",
-            self.release,
-            chart_ref or self.chart,
-            "--namespace",
-            self.namespace,
-            "--create-namespace",
-            "--kube-context",
-            self.context,
-        ]
-        if self.kubeconfig:
-            parts += ["--kubeconfig", self.kubeconfig]
-        parts.append("--reuse-values")
-        for key, value in sorted(self.values.items()):
-            parts += ["--set", f"{key}={value}"]
-        return shlex.join(parts)
+    def _target(self) -> list[str]:
+        args = ["--namespace", self.namespace, "--kube-context", self.context]
+        return args + (["--kubeconfig", self.kubeconfig] if self.kubeconfig else [])
+
+    def _sets(self) -> list[str]:
+        return [a for k, v in sorted(self.values.items()) for a in ("--set", f"{k}={v}")]
+
+    def commands(
+        self,
+        chart: str | None = None,
+        chart_version: str | None = None,
+        *,
+        saved: str | None = None,
+    ) -> list[HelmCommand]:
+        """The commands, for the repository chart or ``chart`` (an archive whose version
+        is ``chart_version``)."""
+        if self.installed is None:
+            source = [chart] if chart else [self.chart, "--version", self.install_version]
+            argv = ["helm", "upgrade", "--install", self.release, *source, *self._target()]
+            return [HelmCommand((*argv, "--create-namespace", *self._sets()))]
+        same = chart is None or chart_version == self.chart_version
+        # A chart archive carries its version; a repository chart is pinned to the live one.
+        source = [chart] if chart else [self.chart, "--version", self.chart_version or ""]
+        if same:
+            argv = ["helm", "upgrade", self.release, *source, *self._target(), "--reuse-values"]
+            return [HelmCommand((*argv, *self._sets()))]
+        saved = saved or f"{self.release}.values.yaml"
+        get = ("helm", "get", "values", self.release, *self._target(), "-o", "yaml")
+        argv = ["helm", "upgrade", self.release, *source, *self._target(), "-f", saved]
+        return [HelmCommand(get, stdout_to=saved), HelmCommand((*argv, *self._sets()))]
+
+    def command(self, chart: str | None = None, chart_version: str | None = None) -> str:
+        """The commands as one shell line (``&&`` between them), to copy or to show."""
+        return " && ".join(c.shell() for c in self.commands(chart, chart_version))
+
+    @property
+    def note(self) -> str:
+        if self.installed is None and self.install_values:
+            needed = ", ".join(self.install_values)
+            return (
+                f"not installed: add the values the install needs ({needed}), e.g. -f values.yaml"
+            )
+        return ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "command": self.command()}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "live"}
+        data["install_values"] = list(self.install_values)
+        return {**data, "command": self.command(), "note": self.note}
 
 
 def in_effect(values: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
@@ -151,13 +208,14 @@ def helm_steps(
                 sidecar_secret=config.images.sidecar_ca_secret,
             )
             live = deployed.get((context, release.release))
+            chart = release.reference(live.chart if live else release.chart_for(version))
             steps.append(
                 HelmStep(
                     context=context,
                     role=role,
                     release=release.release,
                     namespace=release.namespace,
-                    chart=release.chart,
+                    chart=chart,
                     values=values,
                     installed=(
                         f"{live.chart}-{live.chart_version} (revision "
@@ -167,6 +225,10 @@ def helm_steps(
                     else None,
                     enabled=live is not None and in_effect(live.values, values),
                     kubeconfig=kubeconfig,
+                    chart_version=live.chart_version if live else None,
+                    install_version=f"~{version}.0",
+                    install_values=release.install_values,
+                    live=live,
                 )
             )
     return steps

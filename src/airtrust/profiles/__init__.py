@@ -19,6 +19,7 @@ from airtrust.errors import ConfigError
 __all__ = [
     "DEFAULT_PROFILE",
     "CASecret",
+    "ChartRename",
     "ClusterConfig",
     "ClusterTLS",
     "HelmRelease",
@@ -84,12 +85,34 @@ class ClusterTLS(_Model):
     since: str | None = None
 
 
+class ChartRename(_Model):
+    #: the chart had this name in versions before ``before``
+    before: str
+    chart: str
+
+
 class HelmRelease(_Model):
     role: str
     chart: str
     release: str
     namespace: str
     set: dict[str, str] = {}
+    #: the chart repository name the docs use (``helm repo add REPO URL``)
+    repo: str = ""
+    renamed: tuple[ChartRename, ...] = ()
+    #: values an install needs from the user (URLs, ids, secrets the platform hands out)
+    install_values: tuple[str, ...] = ()
+
+    def chart_for(self, version: str) -> str:
+        """The chart's name in ``version``."""
+        for rename in sorted(self.renamed, key=lambda r: version_key(r.before)):
+            if version_key(version) < version_key(rename.before):
+                return rename.chart
+        return self.chart
+
+    def reference(self, chart: str) -> str:
+        """``REPO/CHART`` as the docs write it."""
+        return f"{self.repo}/{chart}" if self.repo else chart
 
 
 class SidecarValues(_Model):
