@@ -29,6 +29,7 @@ from airtrust.files import OutputSet, read_input
 from airtrust.pki import authority, keys, names
 from airtrust.pki.bundle import Bundle, build_bundle, certificate_to_pem, read_certificates
 from airtrust.pki.verify import verify_server
+from airtrust.plan.steps import Step, When, manual_steps
 from airtrust.profiles import Profile, load_profile
 
 __all__ = [
@@ -211,7 +212,7 @@ class QuickstartReport:
     domain: str
     steps: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    next_steps: list[str] = field(default_factory=list)
+    next_steps: list[Step] = field(default_factory=list)
 
     def step(self, name: str, action: str, detail: str) -> None:
         self.steps.append({"step": name, "action": action, "detail": detail})
@@ -304,7 +305,13 @@ def quickstart(
         report.step("tls", "issued", f"{TLS_CERT} for {domain} ({why})")
     outputs.commit()
     report.next_steps = [
-        *profile.manual_steps(bundle=folder / BUNDLE, cert=folder / TLS_CERT, key=folder / TLS_KEY),
-        f"airtrust verify --ca {folder / BUNDLE} https://{domain}   (once the control plane is up)",
+        *manual_steps(
+            profile,
+            profile.default_version,
+            bundle=folder / BUNDLE,
+            cert=folder / TLS_CERT,
+            key=folder / TLS_KEY,
+        ),
+        Step(f"airtrust verify --ca {folder / BUNDLE} https://{domain}", When.LATER),
     ]
     return report

@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import DATA, assert_one_line_error, run_cli
 from tests.integration.conftest import CACHE
-from tests.integration.kube import KubeCluster, merged_kubeconfig
+from tests.integration.kube import KubeCluster, merged_kubeconfig, started_cluster
 
 pytestmark = pytest.mark.integration
 DOMAIN = "runai.example.test"
@@ -729,3 +729,77 @@ def test_helm_run_keeps_every_user_value(cluster: KubeCluster, pki: Path, tmp_pa
     assert helm_json("list", "-n", "runai")[0]["chart"] == "runai-cluster-2.21.0"
     # Nothing secret was left behind by the saved-values path.
     assert not list(tmp_path.glob("**/runai-cluster.values.yaml"))
+
+
+def _runai_objects(cluster: KubeCluster) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """The documented objects as a judge compares them: type, data, Run:ai's labels."""
+    out = {}
+    for (ns, name), secret in secrets(cluster).items():
+        if ns in ("runai", "runai-backend") and name.startswith("runai-"):
+            labels = {
+                k: v
+                for k, v in (secret["metadata"].get("labels") or {}).items()
+                if k.startswith("run.ai/")
+            }
+            out[(ns, name)] = (secret["type"], secret["data"], labels)
+    return out
+
+
+def test_next_steps_run_line_by_line_give_what_apply_gives(
+    cluster: KubeCluster, second_cluster: KubeCluster, tmp_path: Path
+) -> None:
+    folder = tmp_path / "qs"
+    shown = run_cli(
+        "quickstart",
+        "--domain",
+        DOMAIN,
+        "--out",
+        folder,
+        "--shell",
+        tmp_path / "steps.sh",
+        env={"COLUMNS": "80"},
+    )
+    assert shown.code == 0, shown.err
+    listed = json.loads(
+        run_cli("quickstart", "--domain", DOMAIN, "--out", folder, "-o", "json").out
+    )
+    steps = listed["next_steps"]
+    printed = shown.out.split("Next steps (one command per line):\n", 1)[1].splitlines()
+    # Every command is printed whole on its own line, however narrow the terminal.
+    for step in steps:
+        assert step["command"] in printed, step["command"]
+    assert any(len(line) > 80 for line in printed)
+    assert "run.ai/cluster-wide=true" in shown.out and "openshift-monitoring" in shown.out
+    env = {
+        "PATH": f"{CACHE / 'bin'}:/usr/bin:/bin",
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "HOME": str(tmp_path),
+    }
+    for step in steps:
+        if step["when"] in ("always", "kubernetes") and step["command"].startswith("kubectl"):
+            ran = subprocess.run(
+                ["sh", "-c", step["command"]], env=env, capture_output=True, text=True, check=False
+            )
+            assert ran.returncode == 0, (step["command"], ran.stderr)
+    config = write_config(tmp_path, folder, second_cluster.kubeconfig)
+    assert run_cli("apply", "-c", config).code == 0
+    by_hand, by_airtrust = _runai_objects(cluster), _runai_objects(second_cluster)
+    assert set(by_hand) == {
+        ("runai-backend", "runai-ca-cert"),
+        ("runai-backend", "runai-backend-tls"),
+        ("runai", "runai-ca-cert"),
+    }
+    assert by_hand == by_airtrust
+    # The script form does the same on a third, fresh cluster (not OpenShift: the TLS
+    # secret is created, openshift-monitoring is not touched).
+    with started_cluster(tmp_path / "third") as third:
+        script = subprocess.run(
+            ["sh", str(tmp_path / "steps.sh")],
+            env={**env, "KUBECONFIG": str(third.kubeconfig)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert script.returncode == 0, script.stderr
+        assert _runai_objects(third) == by_airtrust
+        assert not third.exists("namespace", "openshift-monitoring")

@@ -528,6 +528,10 @@ def quickstart_cmd(
     kubeconfig: Annotated[
         Path | None, typer.Option("--kubeconfig", help="kubeconfig (default: $KUBECONFIG).")
     ] = None,
+    shell: Annotated[
+        Path | None,
+        typer.Option("--shell", help="Also write the manual steps as a shell script here."),
+    ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Create or reuse a CA, the control-plane certificate and the bundle in one go.
@@ -552,11 +556,21 @@ def quickstart_cmd(
     )
     for w in report.warnings:
         warn(w)
+    from airtrust.plan.steps import HEADINGS, Step, shell_script
+    from airtrust.profiles import load_profile
+
+    if shell is not None:
+        from airtrust.files import OutputSet
+
+        script = OutputSet(force=True)
+        script.add(shell, shell_script(report.next_steps, load_profile()).encode())
+        script.commit()
+        shell.chmod(0o755)
     data: dict[str, Any] = {
         "folder": report.folder,
         "domain": report.domain,
         "steps": report.steps,
-        "next_steps": report.next_steps,
+        "next_steps": [s.to_dict() for s in report.next_steps],
     }
     applied = None
     if context is not None:
@@ -575,10 +589,13 @@ def quickstart_cmd(
             f"{applied.writes} write(s) via {out / 'airtrust.yaml'}",
         )
         report.next_steps = [
-            f"airtrust plan -c {out / 'airtrust.yaml'}   (shows no changes now)",
-            f"airtrust helm -c {out / 'airtrust.yaml'}   (the Helm commands with the custom CA)",
+            Step(f"airtrust plan -c {out / 'airtrust.yaml'}", note="shows no changes now"),
+            Step(
+                f"airtrust helm -c {out / 'airtrust.yaml'}",
+                note="the Helm commands that enable the custom CA and keep each release's values",
+            ),
         ]
-        data["next_steps"] = report.next_steps
+        data["next_steps"] = [s.to_dict() for s in report.next_steps]
 
     def table(console: Any) -> None:
         console.print(
@@ -588,9 +605,15 @@ def quickstart_cmd(
                 [(s["step"], s["action"], s["detail"]) for s in report.steps],
             )
         )
-        console.print("Next steps:")
+        console.print("Next steps (one command per line):")
+        previous = None
         for step in report.next_steps:
-            console.print(f"  {step}", markup=False)
+            if step.when in HEADINGS and step.when != previous:
+                console.print(HEADINGS[step.when], markup=False, soft_wrap=True)
+            previous = step.when
+            if step.note:
+                console.print(f"# {step.note}", markup=False, soft_wrap=True)
+            console.print(step.command, markup=False, soft_wrap=True, highlight=False)
 
     emit(data, output, table=table)
     if applied is not None and applied.failed:

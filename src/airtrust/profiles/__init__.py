@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tomllib
 from importlib import resources
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -209,29 +208,6 @@ class Profile(_Model):
 
     def release(self, role: str) -> HelmRelease | None:
         return next((r for r in self.helm if r.role == role), None)
-
-    def manual_steps(self, *, bundle: Path, cert: Path, key: Path) -> list[str]:
-        """The documented kubectl/helm commands, for people who apply by hand."""
-        steps = []
-        for target in self.ca_secret.targets:
-            if target.openshift_only:
-                continue
-            steps.append(
-                f"kubectl create namespace {target.namespace} --dry-run=client -o yaml | "
-                f"kubectl apply -f - && kubectl -n {target.namespace} create secret generic "
-                f"{self.ca_secret.name} --from-file={self.ca_secret.key}={bundle}"
-            )
-        tls = self.tls_secret
-        steps.append(
-            f"kubectl -n {tls.namespace} create secret tls {tls.name} --cert={cert} --key={key}"
-        )
-        for release in self.helm:
-            sets = " ".join(f"--set {k}={v}" for k, v in release.set.items())
-            steps.append(
-                f"helm upgrade --install {release.release} {release.chart} "
-                f"-n {release.namespace} {sets}"
-            )
-        return steps
 
 
 def load_profile(name: str = DEFAULT_PROFILE) -> Profile:
