@@ -803,3 +803,25 @@ def test_next_steps_run_line_by_line_give_what_apply_gives(
         assert script.returncode == 0, script.stderr
         assert _runai_objects(third) == by_airtrust
         assert not third.exists("namespace", "openshift-monitoring")
+
+
+def test_preflight_asks_only_for_what_the_roles_need(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    """A control-plane-only context is never asked for rights in the cluster namespaces
+    (runai, knative-serving): only what its role reads and writes."""
+    import re
+
+    carol = cluster.user("carol")
+    config = write_config(
+        tmp_path,
+        pki,
+        carol,
+        control_plane={"context": "carol"},
+        clusters=[],
+        issue_from=str(pki),
+    )
+    result = run_cli("apply", "-c", config)
+    assert_one_line_error(result, 3, "[forbidden]", "get secrets in runai-backend")
+    assert "knative-serving" not in result.err
+    assert not re.search(r"in runai(?![-\w])", result.err), result.err

@@ -237,3 +237,62 @@ def test_render_controller_manifests_are_accepted(cluster: KubeCluster, tmp_path
         == "registry.local/airtrust:0.1"
     )
     assert os.path.exists(ROOT / "scripts" / "testcluster")
+
+
+def test_sync_follows_the_config_roles_and_version(
+    cluster: KubeCluster, tmp_path: Path, pems: tuple[bytes, bytes]
+) -> None:
+    """A control-plane-only config keeps runai-backend; an OpenShift cluster config keeps
+    runai (with the configured version's labels) and openshift-monitoring."""
+    for ns in ("airtrust-system", "runai-backend", "runai", "openshift-monitoring"):
+        cluster.kubectl("create", "namespace", ns)
+    set_source(cluster, pems[0])
+    (tmp_path / "ca.pem").write_bytes(pems[0])
+    base = {
+        "domain": "runai.example.test",
+        "ca": {"bundle": [str(tmp_path / "ca.pem")]},
+        "kubeconfig": str(cluster.kubeconfig),
+    }
+    control_plane = tmp_path / "cp.yaml"
+    control_plane.write_text(yaml.safe_dump({**base, "control_plane": {"context": "admin"}}))
+    openshift = tmp_path / "ocp.yaml"
+    openshift.write_text(
+        yaml.safe_dump(
+            {**base, "version": "2.18", "clusters": [{"context": "admin", "openshift": True}]}
+        )
+    )
+    source = ["--source", "secret/airtrust-system/local-ca"]
+    once = run_cli("sync", "-c", control_plane, *source, "--once")
+    assert once.code == 0, once.err
+    assert bundle_in(cluster, "runai-backend") == pems[0]
+    assert (
+        bundle_in(cluster, "runai") is None and bundle_in(cluster, "openshift-monitoring") is None
+    )
+    once = run_cli("sync", "-c", openshift, *source, "--once")
+    assert once.code == 0, once.err
+    assert bundle_in(cluster, "runai") == pems[0]
+    assert bundle_in(cluster, "openshift-monitoring") == pems[0]
+    labels = cluster.get("secret", "runai-ca-cert", "-n", "runai")["metadata"]["labels"]
+    assert labels["run.ai/cluster-wide"] == "true" and labels["run.ai/name"] == "runai-ca-cert"
+    monitoring = cluster.get("secret", "runai-ca-cert", "-n", "openshift-monitoring")
+    assert "run.ai/name" not in monitoring["metadata"]["labels"]
+    # The in-cluster controller gets the same scope as arguments.
+    out = tmp_path / "controller"
+    rendered = run_cli(
+        "render",
+        "--controller",
+        "--image",
+        "registry.local/airtrust:0.1",
+        "-c",
+        openshift,
+        "--out",
+        out,
+    )
+    assert rendered.code == 0, rendered.err
+    deployment = next(yaml.safe_load(p.read_text()) for p in out.glob("*-deployment.yaml"))
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    joined = " ".join(args)
+    assert "--role cluster" in joined and "--platform-version 2.18" in joined
+    assert "--openshift true" in joined
+    bad = run_cli("sync", *source, "--role", "gpu", "--once", "--kubeconfig", cluster.kubeconfig)
+    assert bad.code == 2 and "--role gpu" in bad.err

@@ -325,6 +325,14 @@ def render_cmd(
     controller_namespace: Annotated[
         str, typer.Option("--controller-namespace", help="Where the controller runs.")
     ] = "airtrust-system",
+    controller_context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="With --controller: the config's context the controller runs in "
+            "(its roles decide the targets).",
+        ),
+    ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Do not read the clusters (openshift=auto means no).")
     ] = False,
@@ -351,6 +359,8 @@ def render_cmd(
             controller_namespace,
             force,
             output,
+            config,
+            controller_context,
         )
         return
 
@@ -375,6 +385,16 @@ def render_cmd(
     )
 
 
+def _sync_scope(config: Path | None, context: str | None, profile: Any) -> Any:
+    """The sync scope from airtrust.yaml when there is one, else the profile's cluster role."""
+    from airtrust.config import load_config
+    from airtrust.plan.topology import SyncScope
+
+    if config is None or not config.exists():
+        return SyncScope(version=profile.default_version)
+    return SyncScope.from_config(load_config(config), profile, context)
+
+
 def _render_controller(
     out: Path,
     image: str | None,
@@ -384,6 +404,8 @@ def _render_controller(
     controller_namespace: str,
     force: bool,
     output: Format,
+    config: Path | None,
+    context: str | None,
 ) -> None:
     from airtrust.controller.render import write_manifests
     from airtrust.files import OutputSet
@@ -395,15 +417,11 @@ def _render_controller(
         raise InputError("--controller needs --image", hint="e.g. --image reg.local/airtrust:0.1")
     profile = load_profile()
     parsed = Source.parse(source, profile.ca_secret.key)
-    targets = namespaces or tuple(
-        t.namespace for t in profile.ca_targets("cluster", openshift=False)
+    scope = _sync_scope(config, context, profile).with_options(
+        namespaces=namespaces, selector=selector
     )
     docs = controller_manifests(
-        image=image,
-        namespace=controller_namespace,
-        source=parsed,
-        selector=selector,
-        target_namespaces=targets,
+        image=image, namespace=controller_namespace, source=parsed, scope=scope
     )
     outputs = OutputSet(force=force)
     write_manifests(
@@ -442,6 +460,20 @@ def sync_cmd(
     identity: Annotated[str | None, typer.Option("--identity", help="Replica name.")] = None,
     resync: Annotated[float, typer.Option("--resync", help="Full pass every N seconds.")] = 30.0,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Take roles, version and workloads from this airtrust.yaml."
+        ),
+    ] = None,
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", help="control-plane and/or cluster (default: cluster)."),
+    ] = None,
+    platform_version: Annotated[
+        str | None, typer.Option("--platform-version", help="Platform version (labels).")
+    ] = None,
+    openshift: Annotated[str, typer.Option("--openshift", help="auto, true or false.")] = "auto",
 ) -> None:
     """Run the controller that keeps every CA secret converged (Ctrl-C or SIGTERM stops)."""
     import logging
@@ -449,6 +481,7 @@ def sync_cmd(
     import signal
     import socket
 
+    from airtrust.config import load_config
     from airtrust.controller.sync import LeaderElector, SyncController, serve_metrics
     from airtrust.kube.api import KubeAPI
     from airtrust.plan.source import Source
@@ -459,20 +492,36 @@ def sync_cmd(
     )
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from airtrust.plan.topology import Role, SyncScope
+
     profile = load_profile()
     parsed = Source.parse(source, profile.ca_secret.key)
+    if openshift not in ("auto", "true", "false"):
+        raise InputError(f"--openshift {openshift} is not auto, true or false", hint="pick one")
+    unknown = [r for r in role or () if r not in set(Role)]
+    if unknown:
+        raise InputError(
+            f"--role {unknown[0]} is not a role",
+            hint=f"use {' or '.join(str(r) for r in Role)}",
+        )
+    if config is not None:
+        loaded = load_config(config)
+        context = context or next(iter(loaded.contexts()), "")
+        kubeconfig = kubeconfig or loaded.kubeconfig
+        scope = SyncScope.from_config(loaded, profile, context)
+    else:
+        chosen = tuple(Role(r) for r in role or ()) or (Role.CLUSTER,)
+        scope = SyncScope(chosen, platform_version or profile.default_version, openshift)
+    scope = scope.with_options(namespaces=tuple(namespace or ()), selector=selector)
     api = KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
-    targets = tuple(namespace or ()) or tuple(
-        t.namespace for t in profile.ca_targets("cluster", openshift=False)
+    is_openshift = scope.openshift == "true" or (
+        scope.openshift == "auto"
+        and profile.openshift is not None
+        and profile.openshift.detect_group in api.api_groups()
     )
-    labels = next(
-        (
-            t.labels_for(profile.default_version)
-            for t in profile.ca_targets("cluster", openshift=False)
-        ),
-        {},
+    controller = SyncController(
+        api, profile, parsed, scope.targets(profile, openshift=is_openshift), scope.selector
     )
-    controller = SyncController(api, profile, parsed, dict.fromkeys(targets, labels), selector)
     if once:
         written = controller.reconcile()
         info(f"{written} object(s) written")

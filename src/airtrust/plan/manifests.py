@@ -17,6 +17,7 @@ import yaml
 
 from airtrust.plan.model import BACKUP_OF, MANAGED_BY, JsonObj
 from airtrust.plan.source import Source
+from airtrust.plan.topology import SyncScope
 
 __all__ = [
     "CONTROLLER_NAME",
@@ -200,8 +201,7 @@ def controller_manifests(
     image: str,
     namespace: str,
     source: Source,
-    selector: str | None,
-    target_namespaces: tuple[str, ...],
+    scope: SyncScope,
     replicas: int = 2,
 ) -> list[JsonObj]:
     """Deployment, ServiceAccount and least-privilege RBAC to run ``airtrust sync`` in-cluster."""
@@ -217,11 +217,8 @@ def controller_manifests(
         namespace,
         "--metrics-addr",
         "0.0.0.0:8080",
+        *scope.args(),
     ]
-    if selector:
-        args += ["--selector", selector]
-    for ns in target_namespaces:
-        args += ["--namespace", ns]
     source_rule = {
         "apiGroups": [""],
         "resources": [source.plural],

@@ -22,6 +22,7 @@ __all__ = [
     "CASecretTarget",
     "ClusterTLSSpec",
     "Role",
+    "SyncScope",
     "ca_secret_targets",
     "cluster_entry",
     "cluster_tls_specs",
@@ -154,3 +155,76 @@ def rotation_location(config: Config, profile: Profile) -> tuple[str, str]:
         return config.control_plane.context, profile.tls_secret.namespace
     context = config.clusters[0].context
     return context, profile.ca_targets(Role.CLUSTER, openshift=False)[0].namespace
+
+
+@dataclass(frozen=True)
+class SyncScope:
+    """What ``airtrust sync`` keeps converged in one cluster: the profile's CA targets for
+    the context's roles (labels of the configured version) and the workload namespaces.
+
+    The same scope is read from ``airtrust.yaml`` on a workstation and passed as
+    arguments to the in-cluster controller (``render --controller``), so both keep the
+    same objects.
+    """
+
+    roles: tuple[Role, ...] = (Role.CLUSTER,)
+    version: str = ""
+    #: auto (detect by the profile's API group), true or false
+    openshift: str = "auto"
+    namespaces: tuple[str, ...] = ()
+    selector: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, profile: Profile, context: str | None) -> SyncScope:
+        from airtrust.errors import ConfigError
+
+        roles = roles_by_context(config)
+        chosen = context or next(iter(roles), "")
+        if chosen not in roles:
+            known = ", ".join(roles) or "none"
+            raise ConfigError(
+                f"context '{chosen}' plays no role in the config (its contexts: {known})",
+                hint="pass --context with one of the config's contexts",
+            )
+        entry = cluster_entry(config, chosen)
+        cluster = Role.CLUSTER in roles[chosen]
+        return cls(
+            roles=tuple(sorted(roles[chosen])),
+            version=config.version or profile.default_version,
+            openshift=entry.openshift if entry is not None else "auto",
+            namespaces=tuple(config.workloads.namespaces) if cluster else (),
+            selector=config.workloads.selector if cluster else None,
+        )
+
+    def with_options(
+        self, *, namespaces: tuple[str, ...] = (), selector: str | None = None
+    ) -> SyncScope:
+        """Add command-line namespaces; a command-line selector wins."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            namespaces=tuple(dict.fromkeys((*self.namespaces, *namespaces))),
+            selector=selector or self.selector,
+        )
+
+    def args(self) -> list[str]:
+        out = [a for role in self.roles for a in ("--role", str(role))]
+        if self.version:
+            out += ["--platform-version", self.version]
+        out += ["--openshift", self.openshift]
+        out += [a for ns in self.namespaces for a in ("--namespace", ns)]
+        if self.selector:
+            out += ["--selector", self.selector]
+        return out
+
+    def targets(self, profile: Profile, *, openshift: bool) -> dict[str, dict[str, str]]:
+        """namespace -> labels of every CA secret this scope names (selector aside)."""
+        version = self.version or profile.default_version
+        found = ca_secret_targets(
+            profile, version, self.roles, openshift=openshift, workloads=self.namespaces
+        )
+        out: dict[str, dict[str, str]] = {}
+        for target in found:
+            out.setdefault(target.namespace, dict(target.labels))
+        return out
