@@ -432,3 +432,68 @@ def test_oidc_discovery_is_parsed_and_its_issuer_compared(healthy: Env, tmp_path
         code, checks = healthy.doctor(port=server.port)
     (page,) = by_name(checks, "oidc")
     assert code == 1 and page["status"] == "fail" and "not an OpenID" in page["evidence"]
+
+
+def test_cluster_oidc_is_read_from_the_apiserver_pod(healthy: Env) -> None:
+    """A kube-apiserver static pod (a Pod object; no kubelet needed) with and without the
+    flags that trust the control plane's identity provider."""
+    env = healthy
+    (absent,) = by_name(env.doctor()[1], "cluster-oidc")
+    assert absent["status"] == "skip" and "no kube-apiserver static pod" in absent["evidence"]
+
+    def apiserver(*flags: str) -> None:
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "kube-apiserver-node1",
+                "namespace": "kube-system",
+                "labels": {"component": "kube-apiserver", "tier": "control-plane"},
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "kube-apiserver",
+                        "image": "registry.k8s.io/kube-apiserver:v1.33.13",
+                        "command": ["kube-apiserver", "--secure-port=6443", *flags],
+                    }
+                ]
+            },
+        }
+        env.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest).encode())
+
+    def remove() -> None:
+        env.cluster.kubectl(
+            "-n",
+            "kube-system",
+            "delete",
+            "pod",
+            "kube-apiserver-node1",
+            "--ignore-not-found",
+            "--grace-period=0",
+            "--force",
+        )
+
+    try:
+        apiserver()
+        code, checks = env.doctor()
+        (bare,) = by_name(checks, "cluster-oidc")
+        assert code == 0 and bare["status"] == "warn", bare
+        assert f"--oidc-issuer-url={ISSUER}" in bare["fix"]
+        assert "--oidc-ca-file=/etc/kubernetes/pki/runai-ca.pem" in bare["fix"]
+        assert "--oidc-client-id=runai" in bare["fix"]
+        remove()
+        apiserver(f"--oidc-issuer-url={ISSUER}", "--oidc-client-id=runai")
+        (no_ca,) = by_name(env.doctor()[1], "cluster-oidc")
+        assert no_ca["status"] == "warn" and "no --oidc-ca-file" in no_ca["evidence"]
+        remove()
+        apiserver(
+            f"--oidc-issuer-url={ISSUER}",
+            "--oidc-client-id=runai",
+            "--oidc-ca-file",
+            "/etc/kubernetes/pki/runai-ca.pem",
+        )
+        (ok,) = by_name(env.doctor()[1], "cluster-oidc")
+        assert ok["status"] == "ok" and ISSUER in ok["evidence"], ok
+    finally:
+        remove()

@@ -325,6 +325,18 @@ def test_render_applied_by_kubectl_equals_apply(
     assert (tmp_path / "out" / "helm" / "commands.sh").read_text().count(
         "customCA.enabled=true"
     ) == 2
+    # Researcher authentication: the apiserver flags and a kubeconfig kubectl accepts.
+    flags = (tmp_path / "out" / "oidc" / "kube-apiserver-flags.txt").read_text()
+    assert f"--oidc-issuer-url=https://{DOMAIN}/auth/realms/runai" in flags
+    assert "--oidc-ca-file=" in flags
+    user_kubeconfig = tmp_path / "out" / "oidc" / "kubeconfig-user.yaml"
+    viewed = cluster.kubectl(
+        "config", "view", "--raw", "-o", "json", kubeconfig=user_kubeconfig
+    ).stdout
+    provider = json.loads(viewed)["users"][0]["user"]["auth-provider"]["config"]
+    assert base64.b64decode(provider["idp-certificate-authority-data"]) == (
+        pki / "ca-bundle.pem"
+    ).read_bytes()
     cluster.kubectl("apply", "--server-side", "--field-manager=airtrust", "-k", folder)
     # What kubectl stored from the rendered files is exactly what apply wants.
     plan = run_cli("plan", "-c", config, "--exit-code", "-o", "json")

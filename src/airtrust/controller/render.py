@@ -25,6 +25,7 @@ from airtrust.plan.desired import findings
 from airtrust.plan.helm import helm_steps, nested_values
 from airtrust.plan.manifests import kustomization, rendered_namespace
 from airtrust.plan.model import Desired, JsonObj
+from airtrust.plan.oidc import apiserver_flags, kubeconfig_user
 
 __all__ = ["Rendered", "render", "write_manifests"]
 
@@ -111,4 +112,22 @@ def render(
         outputs.add(values_file, yaml.safe_dump(nested_values(step.values)).encode())
         commands.append(step.command())
     outputs.add(out / "helm" / "commands.sh", ("\n".join(commands) + "\n").encode())
+    oidc = session.profile.cluster_oidc
+    if oidc is not None and session.config.clusters:
+        # Researcher authentication: what each cluster's apiserver and kubeconfig need.
+        flags = apiserver_flags(oidc, session.config.domain)
+        outputs.add(
+            out / "oidc" / "kube-apiserver-flags.txt",
+            (
+                f"# kube-apiserver flags: trust {session.config.domain}'s identity provider.\n"
+                f"# Copy the CA bundle to {oidc.ca_file} on every control-plane node first.\n"
+                + "\n".join(flags)
+                + "\n"
+            ).encode(),
+        )
+        outputs.add(out / "oidc" / "ca-bundle.pem", session.bundle.to_pem())
+        user = kubeconfig_user(oidc, session.config.domain, session.bundle.to_pem())
+        outputs.add(
+            out / "oidc" / "kubeconfig-user.yaml", yaml.safe_dump(user, sort_keys=True).encode()
+        )
     return Rendered(outputs.commit(), notes)

@@ -20,6 +20,7 @@ __all__ = [
     "CASecret",
     "ChartRename",
     "ClusterConfig",
+    "ClusterOIDC",
     "ClusterTLS",
     "HelmRelease",
     "OpenShift",
@@ -143,6 +144,13 @@ class Sidecar(_Model):
         return f"{self.repository}:{self.tag}"
 
 
+class ClusterOIDC(_Model):
+    issuer_path: str
+    client_id: str
+    flags: dict[str, str] = {}
+    ca_file: str
+
+
 class OpenShift(_Model):
     detect_group: str
 
@@ -161,6 +169,8 @@ class Profile(_Model):
     openshift: OpenShift | None = None
     #: Served by the control plane's identity provider; doctor checks it when present.
     oidc_discovery_path: str | None = None
+    #: How cluster apiservers trust the control plane's identity provider, when they must.
+    cluster_oidc: ClusterOIDC | None = None
     #: Namespaces the platform lives in (never system ones): render may emit them on request.
     platform_namespaces: tuple[str, ...] = ()
 

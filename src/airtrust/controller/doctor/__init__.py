@@ -23,6 +23,7 @@ from airtrust.controller.doctor.bundle import check_bundle
 from airtrust.controller.doctor.endpoints import check_endpoint, check_oidc
 from airtrust.controller.doctor.helm import check_helm
 from airtrust.controller.doctor.model import Check, DoctorReport, Status
+from airtrust.controller.doctor.oidc import check_cluster_oidc
 from airtrust.controller.doctor.probe import check_probe
 from airtrust.controller.doctor.secrets import check_ca_secrets, check_tls_secrets
 from airtrust.controller.doctor.sidecars import check_sidecars
@@ -91,6 +92,7 @@ def run_doctor(
     checks += check_tls_secrets(session, facts, warn_days)
     if endpoints:
         checks += _endpoints(session, connect_to, warn_days)
+    checks += check_cluster_oidc(session, facts)
     checks += check_helm(session)
     checks += check_sidecars(session, facts)
     if probe:
