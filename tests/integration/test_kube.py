@@ -334,9 +334,10 @@ def test_render_applied_by_kubectl_equals_apply(
         "config", "view", "--raw", "-o", "json", kubeconfig=user_kubeconfig
     ).stdout
     provider = json.loads(viewed)["users"][0]["user"]["auth-provider"]["config"]
-    assert base64.b64decode(provider["idp-certificate-authority-data"]) == (
-        pki / "ca-bundle.pem"
-    ).read_bytes()
+    assert (
+        base64.b64decode(provider["idp-certificate-authority-data"])
+        == (pki / "ca-bundle.pem").read_bytes()
+    )
     cluster.kubectl("apply", "--server-side", "--field-manager=airtrust", "-k", folder)
     # What kubectl stored from the rendered files is exactly what apply wants.
     plan = run_cli("plan", "-c", config, "--exit-code", "-o", "json")
@@ -837,3 +838,69 @@ def test_preflight_asks_only_for_what_the_roles_need(
     assert_one_line_error(result, 3, "[forbidden]", "get secrets in runai-backend")
     assert "knative-serving" not in result.err
     assert not re.search(r"in runai(?![-\w])", result.err), result.err
+
+
+def test_sidecar_fields_not_found_absent_or_offline_are_told_never_exit_70(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    cluster.install_crd("runaiconfig.yaml")
+    cluster.kubectl("create", "namespace", "runai")
+    empty = {**RUNAI_CONFIG, "spec": {}}
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(empty).encode())
+    references = {
+        "gcr.io/run-ai-prod/goofys": "127.0.0.1:5000/goofys:x",
+        "registry.k8s.io/git-sync/git-sync": "127.0.0.1:5000/git-sync:x",
+    }
+    config = write_config(tmp_path, pki, cluster.kubeconfig, images={"references": references})
+    # 1. An empty spec: a finding with the fix, not "unchanged".
+    plan = run_cli("plan", "-c", config, "-o", "json")
+    assert plan.code == 0, plan.err
+    warnings = json.loads(plan.out)["warnings"]
+    assert any("names no S3/Git sidecar image" in w and "image_paths" in w for w in warnings)
+    table = run_cli("plan", "-c", config)
+    assert "image_paths" in table.out and table.code == 0
+    # 2. A pinned path that does not exist and names no sidecar: told, never exit 70.
+    for sub in ("list", "named"):
+        (tmp_path / sub).mkdir()
+    pinned_list = write_config(
+        tmp_path / "list",
+        pki,
+        cluster.kubeconfig,
+        images={"references": references},
+        cluster_config={"image_paths": ["/spec/s3/sidecar/image"]},
+    )
+    for command in ("plan", "apply"):
+        result = run_cli(command, "-c", pinned_list, "-o", "json")
+        assert result.code == 0 and "internal error" not in result.err, result.err
+        assert "/spec/s3/sidecar/image does not exist" in result.out + result.err, result.out
+    # 3. Pinned with its sidecar: the field is added, parents created; kubectl is the judge.
+    pinned = write_config(
+        tmp_path / "named",
+        pki,
+        cluster.kubeconfig,
+        images={"references": references},
+        cluster_config={
+            "image_paths": {"/spec/s3/sidecar/image": "s3", "/spec/gitSync/image": "git"}
+        },
+    )
+    assert run_cli("apply", "-c", pinned).code == 0
+    spec = cluster.get("runaiconfig", "runai", "-n", "runai")["spec"]
+    assert spec == {
+        "s3": {"sidecar": {"image": "127.0.0.1:5000/goofys:x"}},
+        "gitSync": {"image": "127.0.0.1:5000/git-sync:x"},
+    }
+    again = json.loads(run_cli("plan", "-c", pinned, "-o", "json").out)
+    change = next(c for c in again["changes"] if c["kind"] == "RunaiConfig")
+    assert change["action"] == "unchanged" and again["warnings"] == []
+    # 4. render --offline: the same fields from the named pins, or why it cannot.
+    offline = run_cli("render", "-c", pinned, "--offline", "--out", tmp_path / "r1", "-o", "json")
+    assert offline.code == 0, offline.err
+    ops = json.loads((tmp_path / "r1" / "admin" / "image-patches.json").read_text())[0]["patch"]
+    assert {(o["op"], o["path"], o["value"]) for o in ops} == {
+        ("add", "/spec/s3/sidecar/image", "127.0.0.1:5000/goofys:x"),
+        ("add", "/spec/gitSync/image", "127.0.0.1:5000/git-sync:x"),
+    }
+    unpinned = run_cli("render", "-c", config, "--offline", "--out", tmp_path / "r2")
+    assert unpinned.code == 0, unpinned.err
+    assert "render --offline cannot find the sidecar image fields" in unpinned.err
+    assert not (tmp_path / "r2" / "admin" / "image-patches.json").exists()

@@ -265,14 +265,17 @@ def apply_cmd(
         raise InputError(f"--dry-run={dry_run} is not supported", hint="use --dry-run=server")
     session = _session(config, kubeconfig)
     try:
-        _, report = run_apply(session, force=force_conflicts, dry_run=dry_run == "server")
+        plan, report = run_apply(session, force=force_conflicts, dry_run=dry_run == "server")
     finally:
         session.close()
-    show_report(report, output)
+    show_report(report, output, plan.warnings)
 
 
-def show_report(report: "ApplyReport", output: Format) -> None:
-    data = report_data(report)
+def show_report(report: "ApplyReport", output: Format, findings: tuple[str, ...] = ()) -> None:
+    """The outcome of apply; the plan's findings (things only the user can fix) too."""
+    for finding in findings:
+        warn(finding)
+    data = {**report_data(report), "warnings": list(findings)}
 
     def table(console: Any) -> None:
         rows = [
