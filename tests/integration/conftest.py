@@ -203,6 +203,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One apiserver for the tests of a module that isolate themselves by namespace or
+    user and change nothing cluster-wide (starting one costs ~5 s; a fresh one per test
+    stays the rule wherever a test needs an empty cluster)."""
+    from tests.integration.kube import started_cluster
+
+    with started_cluster(tmp_path_factory.mktemp("shared-cluster")) as c:
+        yield c
+
+
 @pytest.fixture
 def second_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from tests.integration.kube import started_cluster

@@ -592,7 +592,9 @@ def test_cluster_tls_secrets_issued_then_reused(
     assert_one_line_error(run_cli("plan", "-c", no_ca), 2, "issue_from")
 
 
-def test_parallel_applies_under_cpu_load_share_no_connection(cluster: KubeCluster) -> None:
+def test_parallel_applies_under_cpu_load_share_no_connection(
+    shared_cluster: KubeCluster,
+) -> None:
     """Seen once under load: 'tlsv1 alert decode error' from the apiserver during a parallel
     apply (a TLS record garbled by two threads writing one connection). 32 threads write 300
     secrets three times while two processes hog the CPU; every request must succeed."""
@@ -603,6 +605,7 @@ def test_parallel_applies_under_cpu_load_share_no_connection(cluster: KubeCluste
     from airtrust.kube.api import KubeAPI
     from airtrust.plan.manifests import secret_manifest
 
+    cluster = shared_cluster
     cluster.kubectl("create", "namespace", "stress")
     hogs = [
         subprocess.Popen(
@@ -819,12 +822,13 @@ def test_next_steps_run_line_by_line_give_what_apply_gives(
 
 
 def test_preflight_asks_only_for_what_the_roles_need(
-    cluster: KubeCluster, pki: Path, tmp_path: Path
+    shared_cluster: KubeCluster, pki: Path, tmp_path: Path
 ) -> None:
     """A control-plane-only context is never asked for rights in the cluster namespaces
     (runai, knative-serving): only what its role reads and writes."""
     import re
 
+    cluster = shared_cluster
     carol = cluster.user("carol")
     config = write_config(
         tmp_path,
