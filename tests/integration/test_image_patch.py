@@ -368,7 +368,7 @@ def test_sidecars_and_dockerfile(
     )
     assert scratch.code == 0 and "no shell" in scratch.err
     dockerfile = (tmp_path / "ctx" / "Dockerfile").read_text()
-    assert "RUN" not in dockerfile and "COPY bundle/" in dockerfile
+    assert "RUN" not in dockerfile and "COPY files/" in dockerfile
     debian = run_cli(
         "image",
         "dockerfile",

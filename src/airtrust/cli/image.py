@@ -347,9 +347,19 @@ def dockerfile_cmd(
     for w in context.warnings:
         warn(w)
     emit(
-        {"out": str(out), "files": [str(p) for p in written], "warnings": context.warnings},
+        {
+            "out": str(out),
+            "files": [str(p) for p in written],
+            "method": context.method,
+            "why": context.why,
+            "warnings": context.warnings,
+        },
         output,
-        table=lambda c: c.print(f"wrote {len(written)} files to {out}"),
+        table=lambda c: c.print(
+            f"wrote {len(written)} files to {out} ({context.method}: {context.why})",
+            markup=False,
+            soft_wrap=True,
+        ),
     )
 
 

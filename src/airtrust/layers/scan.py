@@ -36,7 +36,7 @@ __all__ = [
 
 BLOCK = 512
 #: Bump when what is kept changes: cached indexes of older versions are ignored.
-SCAN_VERSION = 2
+SCAN_VERSION = 3
 
 #: Files whose contents are kept.
 CONTENT_PATHS = frozenset(
@@ -79,6 +79,12 @@ TYPE_PATHS = frozenset(
         "sbin/update-ca-certificates",
         "usr/bin/openssl",
         "usr/bin/git",
+        # What the update tools need to do anything (git-sync v4 has the tool, not these).
+        "usr/bin/find",
+        "bin/find",
+        "usr/bin/trust",
+        "usr/bin/run-parts",
+        "bin/run-parts",
     }
 )
 

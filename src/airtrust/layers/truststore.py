@@ -35,6 +35,7 @@ __all__ = [
     "CERT_DIR",
     "DEFAULT_BUNDLE",
     "UPDATE_TOOLS",
+    "UPDATE_TOOL_NEEDS",
     "Layout",
     "detect_layout",
     "file_name",
@@ -61,6 +62,13 @@ UPDATE_TOOLS = {
     "alpine": ("usr/sbin/update-ca-certificates", "update-ca-certificates"),
     "rhel": ("usr/bin/update-ca-trust", "update-ca-trust extract"),
     "suse": ("usr/sbin/update-ca-certificates", "update-ca-certificates"),
+}
+#: What each update tool runs; without it the tool exits 0 and adds nothing (Debian's
+#: finds local certificates with find(1): git-sync v4 stages the tool but not find).
+UPDATE_TOOL_NEEDS = {
+    "debian": (("find", ("usr/bin/find", "bin/find")),),
+    "suse": (("find", ("usr/bin/find", "bin/find")),),
+    "rhel": (("trust (p11-kit)", ("usr/bin/trust",)),),
 }
 _FAMILIES = {
     "debian": "debian",
@@ -89,6 +97,15 @@ class Layout:
     anchor_dir: str | None
     has_shell: bool
     update_tool: str | None  # the command, when the base has it
+    #: what the update tool needs and the base lacks (then running it adds nothing)
+    update_tool_lacks: tuple[str, ...] = ()
+
+    @property
+    def can_update(self) -> bool:
+        """Would ``RUN <update tool>`` in a Dockerfile really add the CA?"""
+        return bool(
+            self.has_shell and self.update_tool and self.anchor_dir and not self.update_tool_lacks
+        )
 
 
 def detect_layout(fs: RootFS) -> Layout:
@@ -105,10 +122,14 @@ def detect_layout(fs: RootFS) -> Layout:
     if anchor is None and fs.is_dir("usr/local/share/ca-certificates"):
         anchor = "usr/local/share/ca-certificates"
     tool = None
+    lacks: list[str] = []
     if family in UPDATE_TOOLS:
         path, command = UPDATE_TOOLS[family]
         if fs.exists(path) or fs.exists("sbin/" + path.rsplit("/", 1)[-1]):
             tool = command
+            for name, paths in UPDATE_TOOL_NEEDS.get(family, ()):
+                if not any(fs.exists(p) for p in paths):
+                    lacks.append(name)
     return Layout(
         family=family,
         os_name=release.get("PRETTY_NAME", release.get("ID", "no os-release")),
@@ -116,6 +137,7 @@ def detect_layout(fs: RootFS) -> Layout:
         anchor_dir=fs.resolve(anchor) if anchor else None,
         has_shell=fs.exists("bin/sh") or fs.exists("usr/bin/sh"),
         update_tool=tool,
+        update_tool_lacks=tuple(lacks),
     )
 
 
