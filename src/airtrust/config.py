@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from airtrust.errors import ConfigError
+from airtrust.pki.inspect import EXPIRY_WARNING_DAYS
 
 __all__ = [
     "DEFAULT_FILE",
@@ -90,7 +91,7 @@ class Images(_Model):
 
 class Doctor(_Model):
     #: Warn when a CA or certificate expires within this many days.
-    warn_days: int = 30
+    warn_days: int = EXPIRY_WARNING_DAYS
     #: Image for the in-cluster probe Job (must be pullable in the air gap and have curl).
     probe_image: str | None = None
 

@@ -28,6 +28,7 @@ from airtrust.errors import AirtrustError, InputError
 from airtrust.files import OutputSet, read_input
 from airtrust.pki import authority, keys, names
 from airtrust.pki.bundle import Bundle, build_bundle, certificate_to_pem, read_certificates
+from airtrust.pki.tlssecret import RENEW_BEFORE
 from airtrust.pki.verify import verify_server
 from airtrust.plan.steps import Step, When, manual_steps
 from airtrust.profiles import Profile, load_profile
@@ -37,7 +38,6 @@ __all__ = [
     "CA_CERT",
     "CA_CHAIN",
     "CA_KEY",
-    "RENEW_BEFORE",
     "TLS_CERT",
     "TLS_KEY",
     "Authority",
@@ -58,7 +58,6 @@ BUNDLE = "ca-bundle.pem"
 TLS_CERT = "tls.crt"
 TLS_KEY = "tls.key"
 #: A reused server certificate must have at least this long left.
-RENEW_BEFORE = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,9 @@ def emit(data: Any, fmt: Format, *, table: Any = None) -> None:
     elif fmt is Format.YAML:
         import yaml
 
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=True, default_flow_style=False))
+        # Through JSON first: closed enums (str subclasses) become plain strings, as in -o json.
+        plain = json.loads(json.dumps(data, default=str))
+        sys.stdout.write(yaml.safe_dump(plain, sort_keys=True, default_flow_style=False))
     elif not settings.quiet and table is not None:
         table(_console())
 

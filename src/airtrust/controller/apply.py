@@ -9,7 +9,6 @@ re-run converges. apply, quickstart and both rotation phases go through
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +26,7 @@ from airtrust.kube.api import FIELD_MANAGER, KubeAPI
 from airtrust.kube.helm import deployed_release
 from airtrust.pki import keys
 from airtrust.pki.bundle import fingerprint
-from airtrust.pki.tlssecret import TLSMaterial, judge_tls_secret
+from airtrust.pki.tlssecret import RENEW_BEFORE, TLSMaterial, judge_tls_secret
 from airtrust.pki.verify import verify_server
 from airtrust.plan.desired import ClusterFacts, build_desired, findings
 from airtrust.plan.diff import diff
@@ -46,7 +45,6 @@ from airtrust.plan.topology import (
 )
 
 __all__ = [
-    "RENEW_BEFORE",
     "ApplyReport",
     "Outcome",
     "OutcomeStatus",
@@ -64,8 +62,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 WORKERS = 16
-#: A live cluster TLS certificate closer than this to its end is re-issued.
-RENEW_BEFORE = dt.timedelta(days=30)
 Progress = Callable[[str], None]
 T = TypeVar("T")
 R = TypeVar("R")

@@ -22,9 +22,11 @@ from cryptography import x509
 from airtrust.errors import AirtrustError, ConfigError
 from airtrust.pki import keys, names
 from airtrust.pki.bundle import fingerprint, read_certificates
+from airtrust.pki.inspect import EXPIRY_WARNING_DAYS
 from airtrust.pki.verify import verify_server
 
 __all__ = [
+    "RENEW_BEFORE",
     "TLS_TYPE",
     "Problem",
     "TLSMaterial",
@@ -36,6 +38,9 @@ __all__ = [
 ]
 
 TLS_TYPE = "kubernetes.io/tls"
+#: A certificate closer than this to its end is renewed (apply, quickstart) and warned
+#: about (doctor's default window).
+RENEW_BEFORE = dt.timedelta(days=EXPIRY_WARNING_DAYS)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ its own earlier layer instead of stacking another.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ __all__ = [
     "CREATED_BY",
     "LABEL",
     "LayerCache",
+    "PatchAction",
     "PatchResult",
     "Patcher",
     "PlatformResult",
@@ -106,12 +108,22 @@ class LayerCache:
             log.debug("layer cache not written: %s", exc)
 
 
+class PatchAction(enum.StrEnum):
+    PATCHED = "patched"
+    #: the image already trusts exactly these CAs (airtrust's label says so)
+    UNCHANGED = "unchanged"
+    #: a platform left out by --platform, copied as it is
+    COPIED = "copied"
+    #: airtrust's own earlier layer replaced (other CAs), never stacked
+    REPLACED_PREVIOUS = "replaced-previous"
+
+
 @dataclass
 class PlatformResult:
     platform: str
     source_digest: str
     result_digest: str
-    action: str  # patched, unchanged, copied, replaced-previous
+    action: PatchAction
     layout: str = ""
     layer_digest: str | None = None
     layer_size: int = 0
@@ -242,7 +254,9 @@ class Patcher:
         label = ca_label(self.cas)
         if image.labels.get(LABEL) == label:
             self._copy(src, dest, manifest)
-            return manifest, PlatformResult(platform, manifest.digest, manifest.digest, "unchanged")
+            return manifest, PlatformResult(
+                platform, manifest.digest, manifest.digest, PatchAction.UNCHANGED
+            )
         base, replaced = image, self.airtrust_top(image)
         if replaced:
             base = image.without_top_layer()
@@ -280,7 +294,7 @@ class Patcher:
             platform,
             manifest.digest,
             result.digest,
-            "replaced-previous" if replaced else "patched",
+            PatchAction.REPLACED_PREVIOUS if replaced else PatchAction.PATCHED,
             layout=_describe(layout),
             layer_digest=layer.digest,
             layer_size=layer.size,
@@ -315,7 +329,7 @@ class Patcher:
             config = self.config(src.repository, top.json())
             info.platform = _platform({}, config)
             result.platforms.append(info)
-            result.noop = info.action == "unchanged" and src == dest
+            result.noop = info.action is PatchAction.UNCHANGED and src == dest
             if not result.noop:
                 self._push_top(dest, new, result)
             return result
@@ -333,7 +347,7 @@ class Patcher:
                 self._copy(src, dest, child)
                 self.to.put_manifest(dest.repository, child.digest, child.raw, child.media_type)
                 result.platforms.append(
-                    PlatformResult(platform, child.digest, child.digest, "copied")
+                    PlatformResult(platform, child.digest, child.digest, PatchAction.COPIED)
                 )
                 entries.append(entry)
                 continue
