@@ -77,11 +77,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(registry, pki, base, f"https://127.0.0.1:{srv.port}/repo.git", work)
 
 
-def _sync(world: World, ref: str, name: str) -> subprocess.CompletedProcess[str]:
-    """Unpack ``ref`` as a runtime would and run git-sync in it, as the image runs it."""
+def _sync(
+    world: World, ref: str, name: str, user: str = "65533:65533"
+) -> subprocess.CompletedProcess[str]:
+    """Unpack ``ref`` as a runtime would and run git-sync in it, as the image runs it
+    (always as 65533, the user the sidecar runs as)."""
     rootfs = unpack(ref, world.work / f"unpacked-{name}")
     config = json.loads(crane("config", ref, "--insecure"))["config"]
-    assert config["User"] == "65533:65533" and config["Entrypoint"] == ["/git-sync"]
+    assert config["User"] == user and config["Entrypoint"] == ["/git-sync"], config
     result = run_gitsync(rootfs, config.get("Env") or [], world.repo)
     if result.returncode == 0:
         synced = rootfs / "tmp" / "git" / "current" / "README"
@@ -157,7 +160,8 @@ def test_the_documented_dockerfile_silently_adds_nothing(world: World) -> None:
     log = _buildah(world, context, dest)
     # The build succeeds; update-ca-certificates cannot find(1) the CA and says 0 added.
     assert "0 added" in log, log[-2000:]
-    result = _sync(world, dest, "documented")
+    # Its other defect: USER root is never reverted.
+    result = _sync(world, dest, "documented", user="root")
     assert result.returncode != 0
     assert "certificate" in (result.stdout + result.stderr).lower(), result.stderr[-1500:]
     assert _inspect(world, dest) == 1
