@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli.output import Format, emit, info, rows_table, settings, warn
+from airtrust.cli.output import Format, emit, info, print_lines, rows_table, settings, warn
 from airtrust.cli.params import OutputOpt
 from airtrust.clock import utc_now
 from airtrust.errors import EXIT_CHANGES_PENDING, EXIT_CHECK_FAILED, CheckFailed, InputError
@@ -96,7 +96,7 @@ def _plan_table(plan: "Plan") -> Any:
                 rows_table(f"context {context}", ["action", "object", "for", "why"], rows)
             )
         for w in plan.warnings:
-            console.print(f"warning: {w}", markup=False)
+            console.print(f"warning: {w}", markup=False, soft_wrap=True)
         console.print(
             f"{len(plan.pending)} change(s) pending"
             if plan.has_changes
@@ -619,7 +619,9 @@ def helm_cmd(
                     soft_wrap=True,
                 )
             else:
-                console.print(f"skipped {r['release']}: {r['skipped']}", markup=False)
+                console.print(
+                    f"skipped {r['release']}: {r['skipped']}", markup=False, soft_wrap=True
+                )
 
     emit(data, output, table=table)
 
@@ -708,13 +710,16 @@ def doctor_cmd(
                 console.print(
                     rows_table(
                         title,
-                        ["status", "check", "target", "evidence", "fix"],
-                        [
-                            (str(c.status).upper(), c.name, c.target, c.evidence, c.fix)
-                            for c in checks
-                        ],
+                        ["status", "check", "target", "evidence"],
+                        [(str(c.status).upper(), c.name, c.target, c.evidence) for c in checks],
                     )
                 )
+                # Fixes are commands to copy: each whole, on its own line, in every format.
+                lines = []
+                for c in checks:
+                    if c.fix:
+                        lines += [f"# fix {c.name} {c.target} ({str(c.status).upper()}):", c.fix]
+                print_lines(console, lines)
             console.print(
                 "All checks passed." if not report.failed else f"{report.failures} check(s) failed."
             )
@@ -809,7 +814,7 @@ def _show_state(data: dict[str, Any], output: Format, next_step: str) -> None:
         rows = [(k, ", ".join(v) if isinstance(v, list) else str(v)) for k, v in data.items()]
         console.print(rows_table("CA rotation", ["field", "value"], rows))
         if next_step:
-            console.print(next_step, markup=False)
+            console.print(next_step, markup=False, soft_wrap=True)
 
     emit(data, output, table=table)
 

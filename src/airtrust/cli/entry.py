@@ -29,10 +29,18 @@ GLOBAL_FLAGS = ("--quiet", "-q", "--no-color", "--debug")
 
 
 def hoist_global_flags(argv: list[str]) -> list[str]:
-    """Let --quiet/--no-color/--debug stand anywhere, as kubectl users expect."""
+    """Let --quiet/--no-color/--debug/--width N stand anywhere, as kubectl users expect."""
     end = argv.index("--") if "--" in argv else len(argv)
-    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
-    rest = [a for a in argv[:end] if a not in GLOBAL_FLAGS]
+    flags: list[str] = []
+    rest: list[str] = []
+    words = iter(argv[:end])
+    for word in words:
+        if word in GLOBAL_FLAGS or word.startswith("--width="):
+            flags.append(word)
+        elif word == "--width":
+            flags += [word, *([value] if (value := next(words, None)) is not None else [])]
+        else:
+            rest.append(word)
     return [*flags, *rest, *argv[end:]]
 
 

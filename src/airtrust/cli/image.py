@@ -209,11 +209,12 @@ def patch_cmd(
                 f"{r.destination}@{r.result_digest} "
                 f"({'no-op' if r.noop else f'{r.bytes_uploaded} bytes uploaded'})",
                 markup=False,
+                soft_wrap=True,
             )
         if sidecars:
             console.print("images.references for airtrust.yaml:")
             for key, value in data["references"].items():
-                console.print(f"  {key}: {value}", markup=False)
+                console.print(f"  {key}: {value}", markup=False, soft_wrap=True)
 
     emit(data, output, table=table)
 

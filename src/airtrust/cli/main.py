@@ -108,12 +108,17 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors.")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="Plain output.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    width: Annotated[
+        int | None,
+        typer.Option("--width", min=20, help="Draw tables at this width (also in a pipe)."),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
 ) -> None:
     """Make a private CA work across an air-gapped Kubernetes AI platform, and prove it."""
     settings.quiet, settings.color, settings.debug = quiet, not no_color, debug
+    settings.width = width
 
 
 # --- ca -------------------------------------------------------------------------------

@@ -3,6 +3,12 @@
 Results go to stdout, warnings and errors to stderr, so ``-o json`` output can
 be piped while messages stay visible. rich is imported only when a table is
 drawn, and typer not at all, so the fast lane (``entry``) can use this module.
+
+In a pipe (``| less``, CI logs, a ticket) nothing is wrapped: tables become
+plain records (a ``# title`` line, a tab-separated header, one tab-separated
+line per row) and every line is written whole, so a command or an image
+reference can be copied from it. ``--width N`` forces rich tables at that
+width. Commands and fixes are printed on their own lines in every format.
 """
 
 from __future__ import annotations
@@ -14,7 +20,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Format", "Settings", "emit", "error", "info", "rows_table", "settings", "warn"]
+__all__ = [
+    "Format",
+    "PlainTable",
+    "Settings",
+    "emit",
+    "error",
+    "info",
+    "plain",
+    "print_lines",
+    "rows_table",
+    "settings",
+    "warn",
+]
 
 
 class Format(enum.StrEnum):
@@ -28,15 +46,55 @@ class Settings:
     quiet: bool = False
     color: bool = True
     debug: bool = False
+    #: --width N: draw tables at this width even in a pipe
+    width: int | None = None
 
 
 settings = Settings()
 
 
+def plain() -> bool:
+    """Plain records instead of drawn tables: stdout is not a terminal and no --width."""
+    return settings.width is None and not sys.stdout.isatty()
+
+
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, no_color=not settings.color, highlight=False, soft_wrap=False)
+    return Console(
+        stderr=stderr,
+        no_color=not settings.color,
+        highlight=False,
+        width=settings.width,
+        # In a pipe nothing is wrapped: a long line stays one line.
+        soft_wrap=plain(),
+    )
+
+
+class PlainTable:
+    """A table as plain records: ``# title``, a tab-separated header, one line per row."""
+
+    def __init__(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]):
+        self.lines = [f"# {title}" if title else "#", "\t".join(columns)]
+        self.lines += ["\t".join(_cell(c) for c in row) for row in rows]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+    def __rich__(self) -> Any:
+        from rich.text import Text
+
+        return Text(str(self), no_wrap=True, overflow="ignore")
+
+
+def _cell(value: Any) -> str:
+    return " ".join(str(value).split()) or "-"
+
+
+def print_lines(console: Any, lines: Sequence[str]) -> None:
+    """Each line whole (commands, fixes, references): never wrapped, never marked up."""
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def emit(data: Any, fmt: Format, *, table: Any = None) -> None:
@@ -54,6 +112,9 @@ def emit(data: Any, fmt: Format, *, table: Any = None) -> None:
 
 
 def rows_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
+    """A rich table on a terminal (or with --width), plain records in a pipe."""
+    if plain():
+        return PlainTable(title, columns, rows)
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
