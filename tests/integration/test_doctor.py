@@ -497,3 +497,48 @@ def test_cluster_oidc_is_read_from_the_apiserver_pod(healthy: Env) -> None:
         assert ok["status"] == "ok" and ISSUER in ok["evidence"], ok
     finally:
         remove()
+
+
+def test_piped_output_never_splits_a_command_fix_or_reference(healthy: Env) -> None:
+    """`| cat`, CI logs, tickets: every fix, command and image reference stays whole."""
+    env = healthy
+    env.cluster.kubectl("-n", "runai", "delete", "secret", "runai-ca-cert")
+    connect = ["--connect-to", f"{DOMAIN}:443:127.0.0.1:{env.port}"]
+    piped = run_cli("doctor", "-c", env.config, *connect, env={"COLUMNS": "80"})
+    assert piped.code == 1
+    lines = piped.out.splitlines()
+    checks = json.loads(run_cli("doctor", "-c", env.config, *connect, "-o", "json").out)["checks"]
+    fixes = [c["fix"] for c in checks if c["fix"]]
+    assert fixes and all(fix in lines for fix in fixes), (fixes, lines)
+    evidences = [c["evidence"] for c in checks if len(c["evidence"]) > 80]
+    assert evidences and all(any(e in line for line in lines) for e in evidences)
+    assert "\t" in piped.out and "┃" not in piped.out  # records, not a drawn table
+    helm = run_cli("helm", "-c", env.config, env={"COLUMNS": "80"})
+    commands = [
+        r["command"]
+        for r in json.loads(run_cli("helm", "-c", env.config, "-o", "json").out)["releases"]
+    ]
+    assert all(command in helm.out.splitlines() for command in commands)
+    # A 200-character image reference, whole on one line.
+    long_repo = "/".join(["team-" + "x" * 36] * 4) + "/git-sync"
+    dest = env.registry.ref(f"{long_repo}:v4.4.0-ca")
+    assert len(dest) >= 200
+    patched = run_cli(
+        "image",
+        "patch",
+        env.registry.ref("git-sync/git-sync:v4.4.0"),
+        "--ca",
+        env.folder / "bundle.pem",
+        "--to",
+        dest,
+        env={"COLUMNS": "80"},
+    )
+    assert patched.code == 0, patched.err
+    assert any(line.startswith(dest) for line in patched.out.splitlines()), patched.out
+    inspected = run_cli("image", "inspect", dest, "--ca", env.folder / "bundle.pem")
+    assert inspected.code == 0 and any(dest in line for line in inspected.out.splitlines())
+    status = run_cli("rotate", "status", "-c", env.config, env={"COLUMNS": "80"})
+    assert status.out.splitlines()[:2] == ["# CA rotation", "field\tvalue"], status.out
+    # --width draws a table again, at that width.
+    wide = run_cli("doctor", "-c", env.config, *connect, "--width", "160")
+    assert "┃" in wide.out or "│" in wide.out or "━" in wide.out

@@ -22,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "Format",
+    "PlainConsole",
     "PlainTable",
     "Settings",
     "emit",
@@ -58,7 +59,20 @@ def plain() -> bool:
     return settings.width is None and not sys.stdout.isatty()
 
 
+class PlainConsole:
+    """What a table view prints to in a pipe: every line as is (tabs kept, no wrapping,
+    no markup, no colour); rich is not involved."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self.stream = sys.stderr if stderr else sys.stdout
+
+    def print(self, *objects: Any, **_: Any) -> None:
+        self.stream.write(" ".join(str(o) for o in objects) + "\n")
+
+
 def _console(stderr: bool = False) -> Any:
+    if plain() and not stderr:
+        return PlainConsole()
     from rich.console import Console
 
     return Console(
@@ -80,11 +94,6 @@ class PlainTable:
 
     def __str__(self) -> str:
         return "\n".join(self.lines)
-
-    def __rich__(self) -> Any:
-        from rich.text import Text
-
-        return Text(str(self), no_wrap=True, overflow="ignore")
 
 
 def _cell(value: Any) -> str:
