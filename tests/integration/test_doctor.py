@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html.parser
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import DATA, run_cli
-from tests.integration.conftest import CACHE, openssl_server
+from tests.integration.conftest import CACHE, openssl_server, require, wait_for
 from tests.integration.kube import KubeCluster, install_patched_sidecars, started_cluster
 from tests.integration.registry import (
     Registry,
@@ -268,7 +270,9 @@ def test_secret_with_a_different_ca(healthy: Env) -> None:
     assert env.doctor()[0] == 0
 
 
-def _leaf(env: Env, host: str, *, expired: bool = False) -> tuple[bytes, bytes]:
+def _leaf(
+    env: Env, host: str, *, expired: bool = False, days_left: int = 90
+) -> tuple[bytes, bytes]:
     inter_key = serialization.load_pem_private_key(
         (env.folder / "inter" / "ca.key").read_bytes(), None
     )
@@ -276,7 +280,7 @@ def _leaf(env: Env, host: str, *, expired: bool = False) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     start = now - dt.timedelta(days=100 if expired else 1)
-    end = now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=90)
+    end = now - dt.timedelta(days=1) if expired else now + dt.timedelta(days=days_left)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name.from_rfc4514_string(f"CN={host}"))
@@ -542,3 +546,197 @@ def test_piped_output_never_splits_a_command_fix_or_reference(healthy: Env) -> N
     # --width draws a table again, at that width.
     wide = run_cli("doctor", "-c", env.config, *connect, "--width", "160")
     assert "┃" in wide.out or "│" in wide.out or "━" in wide.out
+
+
+def _chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """Debian's headless Chromium in a network namespace of its own (no network at all:
+    the air gap applies to the browser), with its own background requests switched off."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium is not installed (scripts/test installs Debian's chromium)")
+    return subprocess.run(
+        [
+            require("unshare"),
+            "-n",
+            binary,
+            "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,Translate",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-default-apps",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class _Dom(html.parser.HTMLParser):
+    """The trust points, timeline marks and embedded JSON of the page chromium rendered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[dict[str, str]] = []
+        self.marks: list[dict[str, str]] = []
+        self.in_data = False
+        self.data = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        classes = found.get("class", "").split()
+        if "trust-point" in classes:
+            self.points.append(found)
+        if tag == "rect" and "cert-mark" in classes:
+            self.marks.append(found)
+        self.in_data = tag == "script" and found.get("id") == "doctor-data"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self.in_data = False
+
+    def handle_data(self, data: str) -> None:
+        if self.in_data:
+            self.data += data
+
+
+def _page_requests(netlog: Path) -> list[str]:
+    """URLs of requests a page started (browser-internal ones have no origin)."""
+    text = netlog.read_text().rstrip()
+    try:
+        log = json.loads(text)
+    except ValueError:  # a log cut short at exit: close the event list
+        log = json.loads(text.rstrip(",") + "]}")
+    names = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    return [
+        str(e["params"].get("url", "?"))
+        for e in log["events"]
+        if names.get(e["type"]) == "URL_REQUEST_START_JOB"
+        and e.get("params", {}).get("initiator", "not an origin") != "not an origin"
+    ]
+
+
+def test_html_report_in_a_real_browser(healthy: Env, tmp_path: Path) -> None:
+    """Injected faults (missing secret, wrong CA, expiring certificate, unpatched sidecar),
+    the report opened in headless Chromium: one node per trust point with its status, one
+    mark per certificate with its dates, the JSON of doctor -o json, no network at all."""
+    from PIL import Image
+
+    env = healthy
+    env.cluster.kubectl("-n", "runai", "delete", "secret", "runai-ca-cert")
+    other = (DATA / "bad-input" / "ok-two-cas.pem").read_bytes()
+    _secret_with(env, "runai-backend", "runai-ca-cert", {"runai-ca.pem": other})
+    chain, key = _leaf(env, DOMAIN, days_left=10)
+    _secret_with(
+        env,
+        "runai-backend",
+        "runai-backend-tls",
+        {"tls.crt": chain, "tls.key": key},
+        "kubernetes.io/tls",
+    )
+    original = env.registry.ref("run-ai-prod/goofys:master")
+    env.cluster.kubectl(
+        "-n",
+        "runai",
+        "patch",
+        "runaiconfig",
+        "runai",
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/s3/image", "value": original}]),
+    )
+    page = tmp_path / "report.html"
+    connect = ["--connect-to", f"{DOMAIN}:443:127.0.0.1:{env.port}"]
+    result = run_cli("doctor", "-c", env.config, *connect, "--html", page, "-o", "json")
+    assert result.code == 1, result.err
+    printed = json.loads(result.out)
+    checks, certificates = printed["checks"], printed["certificates"]
+    statuses = {(c["name"], c["target"]): c["status"] for c in checks}
+    assert statuses[("ca-secret", "runai/runai-ca-cert")] == "fail"
+    assert statuses[("ca-secret", "runai-backend/runai-ca-cert")] == "fail"
+    assert statuses[("tls-secret", "runai-backend/runai-backend-tls")] == "warn"
+    assert "fail" in {c["status"] for c in checks if c["name"] == "sidecar-images"}
+
+    netlog = tmp_path / "netlog.json"
+    dumped = _chromium(f"--log-net-log={netlog}", "--dump-dom", page.as_uri())
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = _Dom()
+    dom.feed(dumped.stdout)
+    # One node per trust point, in order, with its status.
+    assert len(dom.points) == len(checks)
+    for point in dom.points:
+        check = checks[int(point["data-index"])]
+        assert (point["data-check"], point["data-target"], point["data-status"]) == (
+            check["name"],
+            check["target"],
+            check["status"],
+        )
+        assert f"status-{check['status']}" in point["class"]
+    # One mark per certificate on the timeline, with its dates.
+    assert len(dom.marks) == len(certificates) > 3
+    by_key = {(c["sha256"], c["source"]): c for c in certificates}
+    for mark in dom.marks:
+        cert = by_key[(mark["data-sha256"], mark["data-source"])]
+        assert mark["data-not-after"] == cert["not_after"]
+        assert mark["data-not-before"] == cert["not_before"]
+    expiring = [
+        m for m in dom.marks if m["data-source"] == "secret runai-backend/runai-backend-tls"
+    ]
+    assert expiring and all(m["data-state"] == "expiring" for m in expiring[:1])
+    # The embedded data is exactly what doctor -o json printed.
+    assert json.loads(dom.data) == printed
+    # No network request from the page, read from Chromium's own network log. (The
+    # browser's own update and time requests carry no page origin; they cannot leave
+    # its network namespace anyway.) The judge is shown to see a page's request first.
+    control = tmp_path / "control.html"
+    control.write_text('<img src="http://127.0.0.1:9/probe.png">')
+    control_log = tmp_path / "control-netlog.json"
+    _chromium(f"--log-net-log={control_log}", "--dump-dom", control.as_uri())
+    assert "127.0.0.1:9/probe.png" in " ".join(_page_requests(control_log))
+    assert _page_requests(netlog) == []
+    # A screenshot a person would see: written, not blank.
+    shot = tmp_path / "report.png"
+    taken = _chromium(f"--screenshot={shot}", "--window-size=1400,1600", page.as_uri())
+    assert taken.returncode == 0 and shot.exists(), taken.stderr[-2000:]
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 20
+    red = [c for _, c in colours if c[0] > 180 and c[1] < 80 and c[2] < 80]
+    assert red, "no failure colour on the page"
+
+
+def test_html_report_is_rewritten_each_watch_round(healthy: Env, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    page = tmp_path / "watch.html"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airtrust",
+            "doctor",
+            "-c",
+            str(healthy.config),
+            "--watch",
+            "1",
+            "--html",
+            str(page),
+            "--connect-to",
+            f"{DOMAIN}:443:127.0.0.1:{healthy.port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for("the first report", page.exists, timeout=60)
+        first = os.stat(page).st_mtime_ns
+        wait_for("a second round's report", lambda: os.stat(page).st_mtime_ns != first, 60)
+        assert "doctor-data" in page.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)

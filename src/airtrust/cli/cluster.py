@@ -684,6 +684,14 @@ def doctor_cmd(
     watch: Annotated[
         int, typer.Option("--watch", help="Re-run every N seconds (0: once).", min=0)
     ] = 0,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write a self-contained HTML report (trust map, expiry timeline) here; "
+            "rewritten each round with --watch.",
+        ),
+    ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Check every trust point from the outside in; exit 1 when any check fails."""
@@ -699,7 +707,14 @@ def doctor_cmd(
             report = run_doctor(session, connect_to=rules, probe=probe)
         finally:
             session.close()
-        data = {"ok": not report.failed, "checks": [c.to_dict() for c in report.checks]}
+        data = report.to_dict()
+        if html is not None:
+            from airtrust.files import OutputSet
+            from airtrust.report import render_html
+
+            page = OutputSet(force=True)
+            page.add(html, render_html(data).encode())
+            page.commit()
 
         def table(console: Any, report: Any = report) -> None:
             by_context: dict[str, list[Any]] = {}

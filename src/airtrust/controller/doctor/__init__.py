@@ -22,7 +22,7 @@ from airtrust.controller.apply import gather_facts
 from airtrust.controller.doctor.bundle import check_bundle
 from airtrust.controller.doctor.endpoints import check_endpoint, check_oidc
 from airtrust.controller.doctor.helm import check_helm
-from airtrust.controller.doctor.model import Check, DoctorReport, Status
+from airtrust.controller.doctor.model import CertificateSeen, Check, DoctorReport, Status, seen
 from airtrust.controller.doctor.oidc import check_cluster_oidc
 from airtrust.controller.doctor.probe import check_probe
 from airtrust.controller.doctor.secrets import check_ca_secrets, check_tls_secrets
@@ -97,4 +97,19 @@ def run_doctor(
     checks += check_sidecars(session, facts)
     if probe:
         checks += check_probe(session, facts)
-    return DoctorReport(tuple(checks))
+    certificates: dict[tuple[str, str, str], CertificateSeen] = {}
+    for cert in (
+        *seen(session.bundle.certificates, "bundle"),
+        *(c for check in checks for c in check.certificates),
+    ):
+        certificates.setdefault((cert.fingerprint, cert.source, cert.context), cert)
+    rotation = session.rotation
+    return DoctorReport(
+        tuple(checks),
+        tuple(certificates.values()),
+        warn_days,
+        {"phase": str(rotation.phase), "started_at": rotation.started_at}
+        if rotation is not None
+        else {},
+        session.now.isoformat(timespec="seconds"),
+    )

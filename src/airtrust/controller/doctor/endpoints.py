@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
-from airtrust.controller.doctor.model import Check, Status
+from airtrust.controller.doctor.model import Check, Status, seen
 from airtrust.controller.session import Session
 from airtrust.pki.bundle import fingerprint
 from airtrust.probe import ConnectTo, fetch_discovery, probe_endpoint
@@ -29,8 +29,10 @@ def check_endpoint(
         host, port, anchors=session.bundle.certificates, now=session.now, connect_to=connect_to
     )
 
+    served = seen(result.chain, f"served by {result.url}")
+
     def check(status: Status, evidence: str, fix: str = "") -> Check:
-        return Check(label, "-", result.url, status, evidence, fix)
+        return Check(label, "-", result.url, status, evidence, fix, served)
 
     if result.unreachable is not None:
         return [

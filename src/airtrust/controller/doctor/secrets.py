@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography import x509
 
-from airtrust.controller.doctor.model import APPLY_FIX, Check, Status
+from airtrust.controller.doctor.model import APPLY_FIX, Check, Status, seen
 from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError
 from airtrust.pki.bundle import read_certificates
@@ -103,15 +103,16 @@ def tls_secret_check(
     verdict = judge_tls_secret(
         live, hosts=hosts, anchors=anchors, now=now, window=dt.timedelta(days=warn_days)
     )
+    certs = seen(verdict.pair.chain, f"secret {target}", context) if verdict.pair else ()
     if not verdict.sound:
-        return Check("tls-secret", context, target, Status.FAIL, verdict.detail, fix)
-    if verdict.outlives_ca:
-        return Check(
-            "tls-secret", context, target, Status.WARN, verdict.detail + "; outlives its CA", fix
-        )
-    if verdict.expiring:
-        return Check("tls-secret", context, target, Status.WARN, verdict.detail, fix)
-    return Check("tls-secret", context, target, Status.OK, verdict.detail)
+        status, evidence = Status.FAIL, verdict.detail
+    elif verdict.outlives_ca:
+        status, evidence = Status.WARN, verdict.detail + "; outlives its CA"
+    elif verdict.expiring:
+        status, evidence = Status.WARN, verdict.detail
+    else:
+        status, evidence, fix = Status.OK, verdict.detail, ""
+    return Check("tls-secret", context, target, status, evidence, fix, certs)
 
 
 def check_tls_secrets(

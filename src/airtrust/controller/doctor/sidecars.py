@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airtrust.controller.doctor.model import Check, Status
+from airtrust.controller.doctor.model import Check, Status, seen
 from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError
 from airtrust.plan.desired import ClusterFacts
@@ -99,7 +99,12 @@ def _judge_image(session: Session, context: str, where: str, value: str) -> Chec
         )
     users = ", ".join(sorted({r.user or "root" for r in reports}))
     return Check(
-        NAME, context, where, Status.OK, f"{value}: trust store holds the CA(s); user {users}"
+        NAME,
+        context,
+        where,
+        Status.OK,
+        f"{value}: trust store holds the CA(s); user {users}",
+        certificates=seen(session.bundle.certificates, f"image {value}", context),
     )
 
 
