@@ -277,6 +277,25 @@ class _GitAndOk(http.server.BaseHTTPRequestHandler):
         self._cgi(self.rfile.read(length))
 
 
+def bare_repository(root: Path, text: str) -> Path:
+    """``root/repo.git`` with one commit on main holding README = ``text``."""
+    subprocess.run(["git", "init", "-q", "--bare", str(root / "repo.git")], check=True)
+    work = root / "work"
+    subprocess.run(
+        ["git", "clone", "-q", str(root / "repo.git"), str(work)], check=True, capture_output=True
+    )
+    (work / "README").write_text(text)
+    git = ["git", "-C", str(work), "-c", "user.email=t@example.test", "-c", "user.name=t"]
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(root / "repo.git"), "symbolic-ref", "HEAD", "refs/heads/main"],
+        check=True,
+    )
+    return root / "repo.git"
+
+
 @contextlib.contextmanager
 def git_https_server(cert: Path, key: Path, git_root: Path) -> Iterator[Server]:
     """HTTPS on 127.0.0.1 serving the bare repositories under ``git_root``."""

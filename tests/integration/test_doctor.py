@@ -236,6 +236,14 @@ def test_deleted_secret(healthy: Env) -> None:
     assert env.doctor()[0] == 0
 
 
+def _name_the_unpatched_s3_image(env: Env) -> None:
+    original = env.registry.ref("run-ai-prod/goofys:master")
+    patch = [{"op": "replace", "path": "/spec/s3/image", "value": original}]
+    env.cluster.kubectl(
+        "-n", "runai", "patch", "runaiconfig", "runai", "--type=json", "-p", json.dumps(patch)
+    )
+
+
 def _secret_with(
     env: Env, namespace: str, name: str, data: dict[str, bytes], kind: str = "Opaque"
 ) -> None:
@@ -361,17 +369,7 @@ def test_helm_release_without_custom_ca(healthy: Env) -> None:
 
 def test_sidecar_still_on_the_unpatched_image(healthy: Env) -> None:
     env = healthy
-    original = env.registry.ref("run-ai-prod/goofys:master")
-    env.cluster.kubectl(
-        "-n",
-        "runai",
-        "patch",
-        "runaiconfig",
-        "runai",
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "replace", "path": "/spec/s3/image", "value": original}]),
-    )
+    _name_the_unpatched_s3_image(env)
     code, checks = env.doctor()
     failed = [c for c in by_name(checks, "sidecar-images") if c["status"] == "fail"]
     assert code == 1 and len(failed) == 1 and "/spec/s3/image" in failed[0]["target"]
@@ -639,17 +637,7 @@ def test_html_report_in_a_real_browser(healthy: Env, tmp_path: Path) -> None:
         {"tls.crt": chain, "tls.key": key},
         "kubernetes.io/tls",
     )
-    original = env.registry.ref("run-ai-prod/goofys:master")
-    env.cluster.kubectl(
-        "-n",
-        "runai",
-        "patch",
-        "runaiconfig",
-        "runai",
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "replace", "path": "/spec/s3/image", "value": original}]),
-    )
+    _name_the_unpatched_s3_image(env)
     page = tmp_path / "report.html"
     connect = ["--connect-to", f"{DOMAIN}:443:127.0.0.1:{env.port}"]
     result = run_cli("doctor", "-c", env.config, *connect, "--html", page, "-o", "json")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.integration.conftest import git_https_server, require
+from tests.integration.conftest import bare_repository, git_https_server, require
 from tests.integration.gitsync import push_gitsync, run_gitsync
 from tests.integration.registry import Registry, crane, started_registry, unpack
 
@@ -54,20 +54,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     assert issued.code == 0, issued.err
     root = work / "git"
-    subprocess.run(["git", "init", "-q", "--bare", str(root / "repo.git")], check=True)
-    clone = work / "clone"
-    subprocess.run(
-        ["git", "clone", "-q", str(root / "repo.git"), str(clone)], check=True, capture_output=True
-    )
-    (clone / "README").write_text("synced by the real git-sync\n")
-    git = ["git", "-C", str(clone), "-c", "user.email=t@example.test", "-c", "user.name=t"]
-    subprocess.run([*git, "add", "README"], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True, capture_output=True)
-    subprocess.run(
-        ["git", "-C", str(root / "repo.git"), "symbolic-ref", "HEAD", "refs/heads/main"],
-        check=True,
-    )
+    bare_repository(root, "synced by the real git-sync\n")
     with (
         started_registry(work / "registry") as registry,
         git_https_server(work / "server" / "tls.crt", work / "server" / "tls.key", root) as srv,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
-from tests.integration.conftest import git_https_server, require
+from tests.integration.conftest import bare_repository, git_https_server, require
 from tests.integration.registry import (
     Registry,
     alpine_layout,
@@ -62,16 +62,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tls_server(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     root = tmp_path_factory.mktemp("git")
-    subprocess.run(["git", "init", "-q", "--bare", str(root / "repo.git")], check=True)
-    work = root / "work"
-    subprocess.run(
-        ["git", "clone", "-q", str(root / "repo.git"), str(work)], check=True, capture_output=True
-    )
-    (work / "README").write_text("airtrust\n")
-    git = ["git", "-C", str(work), "-c", "user.email=t@example.test", "-c", "user.name=t"]
-    subprocess.run([*git, "add", "README"], check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True, capture_output=True)
+    bare_repository(root, "airtrust\n")
     with git_https_server(pki / "tls.crt", pki / "tls.key", root) as server:
         yield server.port
 

@@ -38,28 +38,18 @@ def check_cluster_oidc(session: Session, facts: Mapping[str, ClusterFacts]) -> l
                 )
             )
         except AirtrustError as exc:
-            out.append(
-                Check(
-                    NAME,
-                    context,
-                    TARGET,
-                    Status.SKIP,
-                    f"the apiserver's pod is not readable ({exc.message}); managed clusters "
-                    "keep it hidden: check the provider's OIDC settings",
-                )
+            why = (
+                f"the apiserver's pod is not readable ({exc.message}); managed clusters keep "
+                "it hidden: check the provider's OIDC settings"
             )
+            out.append(Check(NAME, context, TARGET, Status.SKIP, why))
             continue
         if not pods:
-            out.append(
-                Check(
-                    NAME,
-                    context,
-                    TARGET,
-                    Status.SKIP,
-                    "no kube-apiserver static pod (a managed cluster?): check the provider's "
-                    "OIDC settings for the control plane's issuer and CA",
-                )
+            why = (
+                "no kube-apiserver static pod (a managed cluster?): check the provider's OIDC "
+                "settings for the control plane's issuer and CA"
             )
+            out.append(Check(NAME, context, TARGET, Status.SKIP, why))
             continue
         for pod in pods:
             verdict = judge_apiserver(pod, oidc, session.config.domain)

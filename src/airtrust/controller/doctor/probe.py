@@ -39,26 +39,11 @@ def check_probe(session: Session, facts: Mapping[str, ClusterFacts]) -> list[Che
             )
         ]
         if not ready:
-            out.append(
-                Check(
-                    NAME,
-                    context,
-                    target,
-                    Status.SKIP,
-                    f"the cluster cannot run pods ({len(nodes)} node(s), none Ready)",
-                )
-            )
+            why = f"the cluster cannot run pods ({len(nodes)} node(s), none Ready)"
+            out.append(Check(NAME, context, target, Status.SKIP, why))
         elif session.config.doctor.probe_image is None:
-            out.append(
-                Check(
-                    NAME,
-                    context,
-                    target,
-                    Status.SKIP,
-                    "no probe image configured",
-                    "set doctor.probe_image to an image with curl in your registry",
-                )
-            )
+            fix = "set doctor.probe_image to an image with curl in your registry"
+            out.append(Check(NAME, context, target, Status.SKIP, "no probe image configured", fix))
         else:
             out.append(_run_probe(session, context, session.config.doctor.probe_image))
     return out
