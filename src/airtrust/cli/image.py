@@ -364,5 +364,97 @@ def dockerfile_cmd(
     )
 
 
+def _revision() -> str:
+    """The commit airtrust was built from, when it runs from a checkout; else unknown."""
+    import subprocess
+
+    here = Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+@image_app.command("build-controller")
+def build_controller_cmd(
+    base: Annotated[str, typer.Option("--base", help="Base image with Python >= 3.11.")],
+    to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO:TAG, or oci:FILE (a tarball).")],
+    wheels: Annotated[
+        Path,
+        typer.Option("--wheels", help="The wheels/ folder of an offline bundle (scripts/release)."),
+    ],
+    registry_ca: RegistryCaOpt = None,
+    insecure: InsecureOpt = False,
+    username: UserOpt = None,
+    password_env: PasswordEnvOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """The airtrust controller image (entrypoint 'airtrust sync'), built without Docker."""
+    from importlib.metadata import version
+
+    from airtrust.registry.build import build_controller
+
+    src = _ref(base)
+    labels = {
+        "org.opencontainers.image.title": "airtrust",
+        "org.opencontainers.image.version": version("airtrust"),
+        "org.opencontainers.image.revision": _revision(),
+        "org.opencontainers.image.source": "airtrust",
+        "org.opencontainers.image.base.name": str(src),
+    }
+    with _client(src.registry, registry_ca, insecure, username, password_env) as client:
+        if to.startswith("oci:"):
+            result = build_controller(
+                client, src, wheels, labels=labels, layout=Path(to.removeprefix("oci:"))
+            )
+        else:
+            dest = _ref(to)
+            if dest.registry == src.registry:
+                result = build_controller(client, src, wheels, labels=labels, to=dest)
+            else:
+                with _client(
+                    dest.registry, registry_ca, insecure, username, password_env
+                ) as target:
+                    result = build_controller(
+                        client, src, wheels, labels=labels, to=dest, target=target
+                    )
+    _show_build(result.to_dict(), output)
+
+
+@image_app.command("push")
+def push_cmd(
+    layout: Annotated[str, typer.Argument(help="oci:FILE written by build-controller --to oci:")],
+    to: Annotated[str, typer.Argument(help="REGISTRY/REPO:TAG")],
+    registry_ca: RegistryCaOpt = None,
+    insecure: InsecureOpt = False,
+    username: UserOpt = None,
+    password_env: PasswordEnvOpt = None,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Push an OCI layout tarball to a registry (the other side of the air gap)."""
+    from airtrust.registry.build import push_layout
+
+    if not layout.startswith("oci:"):
+        raise InputError(f"{layout} is not oci:FILE", hint="e.g. oci:airtrust-controller.tar")
+    dest = _ref(to)
+    with _client(dest.registry, registry_ca, insecure, username, password_env) as client:
+        result = push_layout(Path(layout.removeprefix("oci:")), client, dest)
+    _show_build(result.to_dict(), output)
+
+
+def _show_build(data: dict[str, Any], output: Format) -> None:
+    def table(console: Any) -> None:
+        console.print(
+            f"{data['destination']}@{data['digest']} ({data['blobs_uploaded']} blob(s), "
+            f"{data['bytes_uploaded']} bytes uploaded)",
+            markup=False,
+            soft_wrap=True,
+        )
+        for p in data["platforms"]:
+            console.print(f"{p['platform']}: {p['digest']}", markup=False, soft_wrap=True)
+
+    emit(data, output, table=table)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(image_app, name="image")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import itertools
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ __all__ = [
     "CONTENT_PATHS",
     "GZIP_MAGIC",
     "LISTED_DIRS",
+    "PYTHON",
     "SCAN_VERSION",
     "TYPE_PATHS",
     "ZSTD_MAGIC",
@@ -36,7 +38,7 @@ __all__ = [
 
 BLOCK = 512
 #: Bump when what is kept changes: cached indexes of older versions are ignored.
-SCAN_VERSION = 3
+SCAN_VERSION = 4
 
 #: Files whose contents are kept.
 CONTENT_PATHS = frozenset(
@@ -143,11 +145,17 @@ def normalise(path: str) -> str:
     return path.rstrip("/")
 
 
+#: Python interpreters (for image build-controller): usr/bin/python3.11, ...
+PYTHON = re.compile(r"^(usr/|usr/local/)?bin/python3\.\d+$")
+
+
 def wanted(path: str) -> tuple[bool, bool]:
     """(keep the entry, keep its content)."""
     if path in CONTENT_PATHS:
         return True, True
     if path in TYPE_PATHS or any(path.startswith(d) or path + "/" == d for d in LISTED_DIRS):
+        return True, False
+    if PYTHON.match(path):
         return True, False
     return False, False
 

@@ -1,0 +1,350 @@
+"""``image build-controller`` and ``image push oci:FILE``: airtrust's own image, no Docker.
+
+The base is read from the registry (its layers only scanned, as ``image
+patch`` does), pip installs airtrust's wheels for the base's Python and
+platform into a folder, and one deterministic layer, a config and a manifest
+are written: to the registry (base layers mounted or skipped, never
+re-uploaded), or into an OCI layout tarball to carry across the air gap and
+push there with ``image push``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airtrust.errors import InputError
+from airtrust.layers.controller import (
+    controller_config,
+    controller_entries,
+    find_python,
+    pip_platforms,
+)
+from airtrust.layers.image import (
+    Image,
+    LayerDescriptor,
+    MediaType,
+    canonical,
+    sha256_digest,
+)
+from airtrust.layers.tarball import build_layer
+from airtrust.registry.append import ATTESTATION, LayerCache, Patcher
+from airtrust.registry.client import Manifest, RegistryClient
+from airtrust.registry.reference import Reference
+
+__all__ = ["BuildResult", "build_controller", "push_layout"]
+
+CREATED_BY = "airtrust image build-controller"
+
+
+@dataclass
+class BuildResult:
+    destination: str
+    digest: str
+    platforms: list[dict[str, str]] = field(default_factory=list)
+    #: bytes written to the registry (0 when nothing changed)
+    bytes_uploaded: int = 0
+    blobs_uploaded: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "digest": self.digest,
+            "platforms": self.platforms,
+            "bytes_uploaded": self.bytes_uploaded,
+            "blobs_uploaded": self.blobs_uploaded,
+        }
+
+
+def _pip_install(wheels: Path, target: Path, platforms: list[str], python: tuple[int, int]) -> None:
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "--no-index", "--find-links", str(wheels), "--only-binary=:all:", "--no-compile",
+        "--target", str(target), "--implementation", "cp",
+        "--python-version", f"{python[0]}.{python[1]}",
+        *(a for p in platforms for a in ("--platform", p)),
+        "airtrust",
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InputError(
+            f"pip could not install airtrust for Python {python[0]}.{python[1]} "
+            f"({platforms[0]}) from {wheels}: {last}",
+            hint="give --wheels the wheels/ folder of an offline bundle built for this "
+            "platform and Python (scripts/release)",
+            reference="wheels-missing",
+        )
+
+
+def _installed(target: Path) -> dict[str, tuple[int, bytes]]:
+    """What pip wrote, minus its console scripts (their #! names the build host's Python)."""
+    files: dict[str, tuple[int, bytes]] = {}
+    for path in sorted(target.rglob("*")):
+        rel = path.relative_to(target).as_posix()
+        if path.is_file() and not rel.startswith("bin/") and "__pycache__" not in rel:
+            files[rel] = (path.stat().st_mode, path.read_bytes())
+    return files
+
+
+def _platform_of(config: dict[str, Any]) -> str:
+    return f"{config.get('os', 'linux')}/{config.get('architecture', '?')}"
+
+
+class _Builder:
+    def __init__(
+        self, client: RegistryClient, base: Reference, wheels: Path, labels: dict[str, str]
+    ) -> None:
+        self.client = client
+        self.base = base
+        self.wheels = wheels
+        self.labels = labels
+        self.patcher = Patcher(client, (), LayerCache())
+        #: digest -> (bytes or a reader of the base's blob) for everything the result needs
+        self.blobs: dict[str, tuple[int, Callable[[], Iterator[bytes]]]] = {}
+
+    def _reader(self, digest: str) -> Callable[[], Iterator[bytes]]:
+        def read() -> Iterator[bytes]:
+            return self.client.stream_blob(self.base.repository, digest)
+
+        return read
+
+    def one(self, manifest: Manifest, where: str) -> tuple[Image, str]:
+        body = manifest.json()
+        config = self.patcher.config(self.base.repository, body)
+        fs = self.patcher.rootfs(self.base.repository, body["layers"])
+        python, version = find_python(fs, where)
+        platforms = pip_platforms(str(config.get("architecture", "")), where)
+        with tempfile.TemporaryDirectory(prefix="airtrust-controller-") as tmp:
+            _pip_install(self.wheels, Path(tmp), platforms, version)
+            files = _installed(Path(tmp))
+        layer = build_layer(controller_entries(files, python))
+        base = Image(body, controller_config(config, labels=self.labels), manifest.media_type)
+        image = base.append(
+            LayerDescriptor(layer.digest, layer.diff_id, layer.size),
+            history={
+                "created": config.get("created") or "1970-01-01T00:00:00Z",
+                "created_by": f"{CREATED_BY}: airtrust {self.labels.get(_VERSION_LABEL, '')}",
+                "comment": f"installed for Python {version[0]}.{version[1]} ({python})",
+            },
+            labels={},
+            annotations={**self.labels, "org.opencontainers.image.base.digest": manifest.digest},
+        )
+        for desc in body["layers"]:
+            self.blobs[desc["digest"]] = (int(desc.get("size", 0)), self._reader(desc["digest"]))
+        blob, raw = layer.blob, image.config_raw
+        self.blobs[layer.digest] = (layer.size, lambda: iter([blob]))
+        self.blobs[sha256_digest(raw)] = (len(raw), lambda: iter([raw]))
+        return image, f"{_platform_of(config)} python{version[0]}.{version[1]}"
+
+
+_VERSION_LABEL = "org.opencontainers.image.version"
+
+
+def _plan(
+    client: RegistryClient, base: Reference, wheels: Path, labels: dict[str, str]
+) -> tuple[_Builder, list[tuple[Image, dict[str, Any] | None, str]], Manifest]:
+    client.ping()
+    builder = _Builder(client, base, wheels, labels)
+    top = client.manifest(base.repository, base.ref)
+    images: list[tuple[Image, dict[str, Any] | None, str]] = []
+    if top.is_index:
+        for entry in top.json().get("manifests", []):
+            if (entry.get("annotations") or {}).get(ATTESTATION):
+                continue
+            child = client.manifest(base.repository, entry["digest"])
+            platform = entry.get("platform") or {}
+            where = f"{base} ({platform.get('os')}/{platform.get('architecture')})"
+            image, what = builder.one(child, where)
+            images.append((image, entry, what))
+    else:
+        image, what = builder.one(top, str(base))
+        images.append((image, None, what))
+    return builder, images, top
+
+
+def _index(top: Manifest, images: list[tuple[Image, dict[str, Any] | None, str]]) -> bytes:
+    body = top.json()
+    body["manifests"] = [
+        {**(entry or {}), "digest": image.digest, "size": len(image.manifest_raw),
+         "mediaType": str(image.media_type)}
+        for image, entry, _ in images
+    ]  # fmt: skip
+    return canonical(body)
+
+
+def build_controller(
+    client: RegistryClient,
+    base: Reference,
+    wheels: Path,
+    *,
+    labels: dict[str, str],
+    to: Reference | None = None,
+    target: RegistryClient | None = None,
+    layout: Path | None = None,
+) -> BuildResult:
+    """Build for every platform of ``base``; push to ``to`` or write the OCI layout tarball."""
+    if not (wheels / ".").is_dir():
+        raise InputError(
+            f"--wheels {wheels} is not a folder",
+            hint="give the wheels/ folder of an offline bundle (scripts/release)",
+        )
+    builder, images, top = _plan(client, base, wheels, labels)
+    if top.is_index:
+        top_raw, top_type = _index(top, images), top.media_type
+    else:
+        top_raw, top_type = images[0][0].manifest_raw, images[0][0].media_type
+    digest = sha256_digest(top_raw)
+    platforms = [{"platform": what, "digest": image.digest} for image, _, what in images]
+    if layout is not None:
+        _write_layout(layout, builder, images, top_raw, top_type)
+        return BuildResult(f"oci:{layout}", digest, platforms)
+    assert to is not None
+    dest = target or client
+    before = dest.bytes_uploaded
+    uploaded = 0
+    source = base.repository if dest is client else None
+    for blob_digest, (_size, read) in builder.blobs.items():
+        how = dest.ensure_blob(to.repository, blob_digest, source=source, data=_joined(read))
+        uploaded += how == "uploaded"
+    for image, _, _ in images:
+        dest.put_manifest(to.repository, image.digest, image.manifest_raw, image.media_type)
+    dest.put_manifest(to.repository, to.tag or digest, top_raw, top_type)
+    return BuildResult(str(to), digest, platforms, dest.bytes_uploaded - before, uploaded)
+
+
+def _write_layout(
+    path: Path,
+    builder: _Builder,
+    images: list[tuple[Image, dict[str, Any] | None, str]],
+    top_raw: bytes,
+    top_type: MediaType,
+) -> None:
+    """An OCI image layout (oci-layout, index.json, blobs/sha256/...) as one tarball."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+
+            def add(name: str, data: bytes) -> None:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+
+            add("oci-layout", canonical({"imageLayoutVersion": "1.0.0"}))
+            for blob_digest, (size, read) in sorted(builder.blobs.items()):
+                info = tarfile.TarInfo(f"blobs/sha256/{blob_digest.removeprefix('sha256:')}")
+                info.size, info.mode = size, 0o644
+                tar.addfile(info, _ChunkReader(read()))
+            for image, _, _ in images:
+                add(f"blobs/sha256/{image.digest.removeprefix('sha256:')}", image.manifest_raw)
+            top_digest = sha256_digest(top_raw)
+            if len(images) > 1 or top_type in (MediaType.OCI_INDEX, MediaType.DOCKER_LIST):
+                add(f"blobs/sha256/{top_digest.removeprefix('sha256:')}", top_raw)
+            index = {
+                "schemaVersion": 2,
+                "mediaType": str(MediaType.OCI_INDEX),
+                "manifests": [
+                    {"mediaType": str(top_type), "digest": top_digest, "size": len(top_raw)}
+                ],
+            }
+            add("index.json", canonical(index))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks (a blob streamed from the registry)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+        self.buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, out: Any) -> int:
+        while not self.buffer:
+            try:
+                self.buffer = next(self.chunks)
+            except StopIteration:
+                return 0
+        n = min(len(out), len(self.buffer))
+        out[:n] = self.buffer[:n]
+        self.buffer = self.buffer[n:]
+        return n
+
+
+def push_layout(layout: Path, client: RegistryClient, to: Reference) -> BuildResult:
+    """Push an OCI layout tarball (``--to oci:FILE``) to ``to``: same bytes, same digests."""
+    try:
+        tar = tarfile.open(layout)
+    except (OSError, tarfile.TarError) as exc:
+        raise InputError(
+            f"{layout} is not an OCI layout tarball ({exc})",
+            hint="give the file image build-controller --to oci:FILE wrote",
+        ) from None
+    with tar:
+        try:
+            index = json.loads(_member(tar, "index.json"))
+            (top,) = index["manifests"]
+        except (KeyError, ValueError) as exc:
+            raise InputError(
+                f"{layout} has no usable index.json ({exc})", hint="write it again"
+            ) from None
+        client.ping()
+
+        def blob(digest: str) -> bytes:
+            return _member(tar, f"blobs/sha256/{digest.removeprefix('sha256:')}")
+
+        top_raw = blob(top["digest"])
+        top_type = MediaType(top["mediaType"])
+        manifests: list[tuple[bytes, MediaType]] = []
+        if top_type in (MediaType.OCI_INDEX, MediaType.DOCKER_LIST):
+            for entry in json.loads(top_raw)["manifests"]:
+                manifests.append((blob(entry["digest"]), MediaType(entry["mediaType"])))
+        else:
+            manifests.append((top_raw, top_type))
+        before, uploaded = client.bytes_uploaded, 0
+        for raw, _ in manifests:
+            body = json.loads(raw)
+            for desc in [body["config"], *body["layers"]]:
+                digest = str(desc["digest"])
+                how = client.ensure_blob(
+                    to.repository, digest, source=None, data=functools.partial(blob, digest)
+                )
+                uploaded += how == "uploaded"
+            client.put_manifest(to.repository, sha256_digest(raw), raw, _type_of(raw))
+        client.put_manifest(to.repository, to.tag or top["digest"], top_raw, top_type)
+    return BuildResult(str(to), str(top["digest"]), [], client.bytes_uploaded - before, uploaded)
+
+
+def _joined(read: Callable[[], Iterator[bytes]]) -> Callable[[], bytes]:
+    def data() -> bytes:
+        return b"".join(read())
+
+    return data
+
+
+def _type_of(raw: bytes) -> MediaType:
+    return MediaType(json.loads(raw).get("mediaType", MediaType.OCI_MANIFEST))
+
+
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    try:
+        handle = tar.extractfile(name)
+    except KeyError:
+        handle = None
+    if handle is None:
+        raise InputError(f"the OCI layout lacks {name}", hint="write it again")
+    return handle.read()
