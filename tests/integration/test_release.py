@@ -247,3 +247,44 @@ def _absent(ref: str) -> bool:
         [str(CRANE), "manifest", ref, "--insecure"], capture_output=True, check=False
     )
     return proc.returncode != 0
+
+
+def test_an_index_base_gives_an_index_with_each_platforms_wheels(
+    built: Built, bundle: Path, tmp_path: Path
+) -> None:
+    """amd64 and arm64 entries of one base index: each gets the wheels of its platform."""
+    amd, arm = built.registry.ref("multi/python:amd64"), built.registry.ref("multi/python:arm64")
+    push_tar(amd, debian_rootfs(), platform="linux/amd64")
+    push_tar(arm, debian_rootfs(), platform="linux/arm64")
+    index = built.registry.ref("multi/python:bookworm")
+    crane("index", "append", "-m", amd, "-m", arm, "-t", index, "--insecure")
+    dest = built.registry.ref("multi/controller:0.1")
+    result = run_cli(
+        "image", "build-controller", "--base", index, "--to", dest,
+        "--wheels", bundle / "wheels", "-o", "json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    manifest = json.loads(crane("manifest", dest, "--insecure"))
+    platforms = {m["platform"]["architecture"]: m["digest"] for m in manifest["manifests"]}
+    assert set(platforms) == {"amd64", "arm64"}
+    machines = {"amd64": 62, "arm64": 183}  # ELF e_machine: x86-64, AArch64
+    for arch, digest in platforms.items():
+        ref = f"{dest.rsplit(':', 1)[0]}@{digest}"
+        layer = json.loads(crane("manifest", ref, "--insecure"))["layers"][-1]["digest"]
+        blob = tmp_path / f"{arch}.tar.gz"
+        blob.write_bytes(_blob(dest, layer))
+        with tarfile.open(blob) as tar:
+            (native,) = [m for m in tar.getmembers() if m.name.endswith("_rust.abi3.so")]
+            head = tar.extractfile(native).read(20)  # type: ignore[union-attr]
+        assert int.from_bytes(head[18:20], "little") == machines[arch], arch
+
+
+def _blob(ref: str, digest: str) -> bytes:
+    from tests.integration.registry import CRANE
+
+    proc = subprocess.run(
+        [str(CRANE), "blob", f"{ref.rsplit(':', 1)[0]}@{digest}", "--insecure"],
+        capture_output=True,
+        check=True,
+    )
+    return proc.stdout
