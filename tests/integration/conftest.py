@@ -79,6 +79,10 @@ def java_tlsclient() -> Path:
     return out
 
 
+#: How often deadline loops look again (never a wait for its own sake).
+POLL = 0.05
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,7 +99,7 @@ def wait_for_port(
             pytest.fail(f"server exited early ({proc.returncode}): {out}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
-        time.sleep(0.05)
+        time.sleep(POLL)
     pytest.fail(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
@@ -106,7 +110,7 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20.0) ->
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.1)
+        time.sleep(POLL)
     pytest.fail(f"not within {timeout} s: {what}")
 
 

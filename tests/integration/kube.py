@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import DATA, ROOT
-from tests.integration.conftest import CACHE
+from tests.integration.conftest import CACHE, POLL
 
 BIN = CACHE / "bin"
 
@@ -79,7 +79,7 @@ class KubeCluster:
         while time.monotonic() < deadline:
             if group in self.kubectl("api-versions").stdout.decode():
                 return
-            time.sleep(0.2)
+            time.sleep(POLL)
         pytest.fail(f"API group {group} not served after 30 s")
 
     def user(self, name: str) -> Path:
