@@ -4,6 +4,7 @@ and real tools (crane, mmdebstrap, skopeo, umoci) to build and read test images.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -139,7 +140,15 @@ def debian_rootfs(packages: str = DEBIAN_PACKAGES) -> Path:
     if out.exists():
         return out
     IMAGES.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.tar")
+    with open(IMAGES / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others reuse it
+        if not out.exists():
+            _mmdebstrap(packages, out)
+    return out
+
+
+def _mmdebstrap(packages: str, out: Path) -> None:
+    tmp = out.parent / f"{out.name}.{os.getpid()}.tmp"
     proc = subprocess.run(
         [
             require("mmdebstrap"),
@@ -159,7 +168,6 @@ def debian_rootfs(packages: str = DEBIAN_PACKAGES) -> Path:
     if proc.returncode != 0:
         pytest.fail(f"mmdebstrap could not build the Debian base: {proc.stderr[-2000:]}")
     tmp.replace(out)
-    return out
 
 
 def make_tar(path: Path, files: dict[str, bytes | str | tuple[str, str]]) -> Path:
