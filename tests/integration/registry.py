@@ -148,7 +148,8 @@ def debian_rootfs(packages: str = DEBIAN_PACKAGES) -> Path:
 
 
 def _mmdebstrap(packages: str, out: Path) -> None:
-    tmp = out.parent / f"{out.name}.{os.getpid()}.tmp"
+    # mmdebstrap writes a tarball only when the name ends in .tar (else a directory).
+    tmp = out.parent / f"{out.stem}.{os.getpid()}.tmp.tar"
     proc = subprocess.run(
         [
             require("mmdebstrap"),
