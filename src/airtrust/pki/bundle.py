@@ -186,9 +186,9 @@ def _read_pem(data: bytes, origin: str) -> list[Anchor]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        where = data[: exc.start].count(b"\n") + 1
         raise BundleError(
-            f"{origin} line {line}: binary data in a PEM bundle",
+            f"{origin} line {where}: binary data in a PEM bundle",
             hint="a PEM bundle is plain text; check the file was not corrupted",
             reference="garbage-in-bundle",
         ) from exc
