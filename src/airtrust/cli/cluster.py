@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from airtrust.controller.apply import ApplyReport
     from airtrust.controller.session import Session
     from airtrust.plan.model import Plan
+    from airtrust.plan.topology import SyncScope
+    from airtrust.profiles import Profile
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The airtrust.yaml to use.")]
 KubeconfigOpt = Annotated[
@@ -388,7 +390,7 @@ def render_cmd(
     )
 
 
-def _sync_scope(config: Path | None, context: str | None, profile: Any) -> Any:
+def _sync_scope(config: Path | None, context: str | None, profile: "Profile") -> "SyncScope":
     """The sync scope from airtrust.yaml when there is one, else the profile's cluster role."""
     from airtrust.config import load_config
     from airtrust.plan.topology import SyncScope

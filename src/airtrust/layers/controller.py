@@ -10,13 +10,12 @@ written here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from airtrust.errors import InputError
 from airtrust.layers.rootfs import RootFS
-from airtrust.layers.scan import Entry
+from airtrust.layers.scan import PYTHON, Entry
 
 __all__ = [
     "LAUNCHER",
@@ -35,7 +34,6 @@ LAUNCHER = "usr/local/bin/airtrust"
 MIN_PYTHON = (3, 11)
 #: non-root, as the rendered Deployment's securityContext expects
 USER = "65532:65532"
-_VERSION = re.compile(r"python(3)\.(\d+)$")
 _ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
@@ -44,8 +42,8 @@ def find_python(fs: RootFS, where: str) -> tuple[str, tuple[int, int]]:
     naming what was found) when there is none or it is older than airtrust needs."""
     found: list[tuple[tuple[int, int], str]] = []
     for path in fs.entries:
-        match = _VERSION.search(path)
-        if match and re.match(r"^(usr/|usr/local/)?bin/python3\.\d+$", path):
+        match = PYTHON.match(path)
+        if match:
             found.append(((int(match.group(1)), int(match.group(2))), path))
     if not found:
         raise InputError(

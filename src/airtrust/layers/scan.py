@@ -146,7 +146,7 @@ def normalise(path: str) -> str:
 
 
 #: Python interpreters (for image build-controller): usr/bin/python3.11, ...
-PYTHON = re.compile(r"^(usr/|usr/local/)?bin/python3\.\d+$")
+PYTHON = re.compile(r"^(?:usr/|usr/local/)?bin/python(3)\.(\d+)$")
 
 
 def wanted(path: str) -> tuple[bool, bool]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from airtrust.config import Cluster, Config
+from airtrust.errors import ConfigError
 from airtrust.profiles import Profile
 
 __all__ = [
@@ -176,8 +177,6 @@ class SyncScope:
 
     @classmethod
     def from_config(cls, config: Config, profile: Profile, context: str | None) -> SyncScope:
-        from airtrust.errors import ConfigError
-
         roles = roles_by_context(config)
         chosen = context or next(iter(roles), "")
         if chosen not in roles:
@@ -200,8 +199,6 @@ class SyncScope:
         self, *, namespaces: tuple[str, ...] = (), selector: str | None = None
     ) -> SyncScope:
         """Add command-line namespaces; a command-line selector wins."""
-        from dataclasses import replace
-
         return replace(
             self,
             namespaces=tuple(dict.fromkeys((*self.namespaces, *namespaces))),

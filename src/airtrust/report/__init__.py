@@ -114,7 +114,6 @@ def timeline(data: Mapping[str, Any], width: int = 1000) -> dict[str, Any]:
         "height": height,
         "marks": marks,
         "now_x": x(now),
-        "warn_x": x(now),
         "warn_w": max(x(now + warn) - x(now), 1.0),
         "rotation_x": rotation_x,
         "ticks": ticks,
