@@ -1,7 +1,7 @@
 """``airtrust image``: patch, inspect and Dockerfile for images that must trust the CA."""
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +17,7 @@ __all__ = [
     "InsecureOpt",
     "PasswordEnvOpt",
     "RegistryCaOpt",
+    "StorePasswordOpt",
     "UserOpt",
     "dockerfile_cmd",
     "image_app",
@@ -28,7 +29,8 @@ __all__ = [
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from airtrust.registry.append import Progress
+    from airtrust.layers.runtime import ClientTrust
+    from airtrust.registry.append import PatchResult, Progress
     from airtrust.registry.client import RegistryClient
     from airtrust.registry.reference import Reference
 
@@ -129,6 +131,16 @@ def _progress_bars() -> Iterator["Progress | None"]:
         yield Bars()
 
 
+StorePasswordOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store-password-env",
+        metavar="VAR",
+        help="Password of the image's Java cacerts stores, from $VAR (default changeit).",
+    ),
+]
+
+
 @image_app.command("patch")
 def patch_cmd(
     source: Annotated[
@@ -136,6 +148,13 @@ def patch_cmd(
     ] = None,
     ca: CaOpt = [],  # noqa: B006 - typer reads the default
     to: Annotated[str | None, typer.Option("--to", help="Where to push the result.")] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Patch many images at once: one 'SRC DEST' per line ('#' comments).",
+        ),
+    ] = None,
     platform: Annotated[
         str, typer.Option("--platform", help="all, or os/arch[,os/arch...] to patch.")
     ] = "all",
@@ -145,6 +164,17 @@ def patch_cmd(
     registry: Annotated[
         str | None, typer.Option("--registry", help="With --sidecars: the local mirror registry.")
     ] = None,
+    no_env: Annotated[
+        bool,
+        typer.Option(
+            "--no-env",
+            help="Leave the image config alone (no SSL_CERT_FILE, REQUESTS_CA_BUNDLE, ...).",
+        ),
+    ] = False,
+    store_password_env: StorePasswordOpt = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="With --from: images patched at once.")
+    ] = 4,
     registry_ca: RegistryCaOpt = None,
     insecure: InsecureOpt = False,
     username: UserOpt = None,
@@ -153,14 +183,35 @@ def patch_cmd(
 ) -> None:
     """Add ONE layer that makes the image trust the CA; push it under --to.
 
-    Daemonless: reads the base layers from the registry, never unpacks them.
+    Daemonless: reads the base layers from the registry, never unpacks them. The
+    layer patches the OS bundle and every runtime store found (certifi, pip,
+    botocore, grpcio, conda, Java cacerts); the config gets the variables that
+    point later installs at the patched bundle, never overriding one it sets.
     """
-    from airtrust.registry.append import Patcher
+    from airtrust.files import read_secret
+    from airtrust.pki.truststore import DEFAULT_STORE_PASSWORD
+    from airtrust.registry.append import Patcher, PatchResult
 
     cas = _cas(ca)
-    jobs = _jobs(source, to, sidecars, registry, cas)
-    results = []
-    for src, dest in jobs:
+    store_password = (
+        (read_secret(env=store_password_env) or b"").decode()
+        if store_password_env
+        else DEFAULT_STORE_PASSWORD
+    )
+    if from_file is not None:
+        if source is not None or to is not None or sidecars:
+            raise InputError(
+                "--from FILE takes no image argument, --to or --sidecars",
+                hint="put each 'SRC DEST' pair in the file",
+            )
+        pairs = _pairs(from_file)
+    else:
+        pairs = _jobs(source, to, sidecars, registry, cas)
+    chosen = () if platform == "all" else tuple(p.strip() for p in platform.split(","))
+    results: list[PatchResult] = []
+    failures: list[dict[str, str]] = []
+
+    def one(src: "Reference", dest: "Reference", progress: "Progress | None") -> PatchResult:
         with contextlib.ExitStack() as stack:
             client = stack.enter_context(
                 _client(src.registry, registry_ca, insecure, username, password_env)
@@ -170,14 +221,27 @@ def patch_cmd(
                 target = stack.enter_context(
                     _client(dest.registry, registry_ca, insecure, username, password_env)
                 )
-            progress = stack.enter_context(_progress_bars())
-            patcher = Patcher(client, cas, progress=progress, target=target)
-            chosen = () if platform == "all" else tuple(p.strip() for p in platform.split(","))
-            results.append(patcher.patch(src, dest, platforms=chosen))
+            patcher = Patcher(
+                client,
+                cas,
+                progress=progress,
+                target=target,
+                set_env=not no_env,
+                store_password=store_password,
+            )
+            return patcher.patch(src, dest, platforms=chosen)
+
+    with _progress_bars() as progress:
+        if from_file is None:
+            results = [one(src, dest, progress) for src, dest in pairs]
+        else:
+            results, failures = _patch_many(pairs, lambda s, d: one(s, d, progress), jobs)
     for r in results:
         for w in r.warnings:
-            warn(w)
+            warn(f"{r.destination}: {w}" if from_file is not None else w)
     data: dict[str, Any] = {"results": [r.to_dict() for r in results]}
+    if from_file is not None:
+        data["failures"] = failures
     if sidecars:
         data["references"] = {
             _source_repo(r.source): f"{r.destination.split('@')[0]}" for r in results
@@ -191,12 +255,14 @@ def patch_cmd(
                     (
                         r.destination,
                         p.platform or "-",
-                        p.action,
+                        str(p.action),
                         p.layout,
                         p.result_digest[:19],
                         str(p.layer_size),
                     )
                 )
+        for f in failures:
+            rows.append((f["destination"], "-", "FAILED", f["error"], "-", "-"))
         console.print(
             rows_table(
                 "image patch",
@@ -204,6 +270,11 @@ def patch_cmd(
                 rows,
             )
         )
+        if from_file is None:
+            for r in results:
+                for p in r.platforms:
+                    if p.clients:
+                        console.print(_clients_table(f"{r.destination} {p.platform}", p.clients))
         for r in results:
             console.print(
                 f"{r.destination}@{r.result_digest} "
@@ -211,12 +282,86 @@ def patch_cmd(
                 markup=False,
                 soft_wrap=True,
             )
+        if from_file is not None:
+            console.print(
+                f"{len(results)} patched, {len(failures)} failed of {len(pairs)} images",
+                markup=False,
+            )
         if sidecars:
             console.print("images.references for airtrust.yaml:")
             for key, value in data["references"].items():
                 console.print(f"  {key}: {value}", markup=False, soft_wrap=True)
 
     emit(data, output, table=table)
+    if failures:
+        first = failures[0]
+        raise CheckFailed(
+            f"{len(failures)} of {len(pairs)} images failed; first: {first['source']}: "
+            f"{first['error']}",
+            hint="fix those and rerun with the same --from file (patched images are no-ops)",
+            reference="image-patch-failed",
+        )
+
+
+def _pairs(path: Path) -> "list[tuple[Reference, Reference]]":
+    """The 'SRC DEST' lines of a --from file, all checked before any image is touched."""
+    from airtrust.files import read_input
+
+    pairs = []
+    text = read_input(str(path)).decode("utf-8", "replace")
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 2:
+            raise InputError(
+                f"{path}:{number}: expected 'SRC DEST', found {len(words)} word(s)",
+                hint="one source and one destination image per line",
+            )
+        try:
+            pairs.append((_ref(words[0]), _ref(words[1])))
+        except InputError as exc:
+            raise InputError(f"{path}:{number}: {exc.message}", hint=exc.hint) from None
+    if not pairs:
+        raise InputError(f"{path} lists no images", hint="write one 'SRC DEST' pair per line")
+    return pairs
+
+
+def _patch_many(
+    pairs: "list[tuple[Reference, Reference]]",
+    one: "Callable[[Reference, Reference], PatchResult]",
+    jobs: int,
+) -> "tuple[list[PatchResult], list[dict[str, str]]]":
+    """Every pair patched, ``jobs`` at a time; one failure never stops the others."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    from airtrust.errors import AirtrustError
+
+    def attempt(pair: "tuple[Reference, Reference]") -> "PatchResult | dict[str, str]":
+        src, dest = pair
+        try:
+            return one(src, dest)
+        except AirtrustError as exc:
+            error, hint = exc.message, exc.hint
+        except Exception as exc:  # a bug in one image's patch must not lose the others
+            logging.getLogger(__name__).debug("patch of %s failed", src, exc_info=True)
+            error, hint = f"internal error ({type(exc).__name__})", "rerun with --debug"
+        return {"source": str(src), "destination": str(dest), "error": error, "hint": hint}
+
+    with ThreadPoolExecutor(max(1, min(jobs, len(pairs))), thread_name_prefix="patch") as pool:
+        outcomes = list(pool.map(attempt, pairs))
+    results = [o for o in outcomes if not isinstance(o, dict)]
+    failures = [o for o in outcomes if isinstance(o, dict)]
+    return results, failures
+
+
+def _clients_table(title: str, clients: "Sequence[ClientTrust]") -> Any:
+    return rows_table(
+        title,
+        ["client", "file or variable", "status", "detail"],
+        [(c.client, c.where, str(c.status), c.detail) for c in clients],
+    )
 
 
 def _source_repo(reference: str) -> str:
@@ -262,19 +407,29 @@ def _jobs(
 def inspect_cmd(
     reference: Annotated[str, typer.Argument(help="Image (REGISTRY/REPO:TAG).")],
     ca: CaOpt = [],  # noqa: B006
+    store_password_env: StorePasswordOpt = None,
     registry_ca: RegistryCaOpt = None,
     insecure: InsecureOpt = False,
     username: UserOpt = None,
     password_env: PasswordEnvOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """Whether the image's effective trust store contains every CA (exit 1 if not)."""
+    """Per client (OS bundle, certifi, pip, botocore, grpcio, conda, Java, Node, each
+    variable): does the store it reads hold every CA? Exit 1 if any does not."""
+    from airtrust.files import read_secret
+    from airtrust.layers.runtime import TrustStatus
+    from airtrust.pki.truststore import DEFAULT_STORE_PASSWORD
     from airtrust.registry.append import inspect_image
 
     cas = _cas(ca)
     ref = _ref(reference)
+    store_password = (
+        (read_secret(env=store_password_env) or b"").decode()
+        if store_password_env
+        else DEFAULT_STORE_PASSWORD
+    )
     with _client(ref.registry, registry_ca, insecure, username, password_env) as client:
-        reports = inspect_image(client, ref, cas)
+        reports = inspect_image(client, ref, cas, store_password=store_password)
     data = {
         "image": reference,
         "trusted": all(r.trusted for r in reports),
@@ -286,6 +441,7 @@ def inspect_cmd(
                 "family": r.layout.family,
                 "bundles": r.bundles,
                 "anchors": r.anchors,
+                "clients": [vars(c) for c in r.clients],
                 "user": r.user,
                 "entrypoint": r.entrypoint,
                 "patched_by_airtrust": r.labelled,
@@ -295,25 +451,21 @@ def inspect_cmd(
     }
 
     def table(console: Any) -> None:
-        rows = [
-            (
-                r.platform,
-                "yes" if r.trusted else "NO",
-                r.layout.family,
-                ", ".join(f"{k}: {'ok' if v else 'missing CA'}" for k, v in r.bundles.items())
-                or "no bundle",
-                r.user or "(root)",
-            )
-            for r in reports
-        ]
-        console.print(
-            rows_table(reference, ["platform", "trusts CA", "distro", "bundles", "user"], rows)
-        )
+        for r in reports:
+            title = f"{reference} {r.platform} ({r.layout.family}, user {r.user or 'root'})"
+            console.print(_clients_table(title, r.clients))
 
     emit(data, output, table=table)
     if not data["trusted"]:
+        bad = [
+            f"{c.client} ({c.where}: {c.status})"
+            for r in reports
+            for c in r.clients
+            if c.status is not TrustStatus.OK
+        ]
         raise CheckFailed(
-            f"{reference} does not trust every CA of the bundle",
+            f"{reference}: {len(bad)} client store(s) lack the CA: {'; '.join(bad[:3])}"
+            + (" ..." if len(bad) > 3 else ""),
             hint=f"airtrust image patch {reference} --ca ... --to ...",
             reference="image-untrusted",
         )

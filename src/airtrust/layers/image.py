@@ -14,7 +14,7 @@ import copy
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -90,6 +90,10 @@ class Image:
         return list(self.manifest.get("layers", []))
 
     @property
+    def env(self) -> list[str]:
+        return list((self.config.get("config") or {}).get("Env") or [])
+
+    @property
     def labels(self) -> dict[str, str]:
         return dict((self.config.get("config") or {}).get("Labels") or {})
 
@@ -119,14 +123,18 @@ class Image:
         history: Mapping[str, Any],
         labels: Mapping[str, str],
         annotations: Mapping[str, str],
+        env: Sequence[str] | None = None,
     ) -> Image:
         """This image with ``layer`` on top; labels merged into the config, annotations
-        into an OCI manifest (Docker schema 2 has none)."""
+        into an OCI manifest (Docker schema 2 has none); ``env`` replaces the config's
+        ``Env`` when given."""
         config = copy.deepcopy(dict(self.config))
         config["rootfs"]["diff_ids"] = [*config["rootfs"]["diff_ids"], layer.diff_id]
         config["history"] = [*config.get("history", []), dict(history)]
         config.setdefault("config", {})
         config["config"]["Labels"] = {**(config["config"].get("Labels") or {}), **labels}
+        if env is not None:
+            config["config"]["Env"] = list(env)
         config_raw = canonical(config)
         manifest = copy.deepcopy(dict(self.manifest))
         manifest["config"] = {

@@ -1,10 +1,13 @@
 """Read what a layer says about the trust store, without unpacking it.
 
 A layer tarball is parsed header by header; bodies are skipped by offset
-(no copy) except for the few files whose contents matter (os-release and CA
-bundles). Whiteouts (``.wh.name``, ``.wh..wh..opq``) are recorded so that a
-stack of layers can be merged the way a container runtime does. The result
-is small, JSON-able, and cached by layer digest.
+(no copy) except for the few files whose contents matter (os-release, CA
+bundles, and the stores language runtimes carry: certifi's ``cacert.pem``,
+grpc's ``roots.pem``, Java's ``cacerts``, kept by file name wherever they are
+so a hard link to them still resolves). Whiteouts (``.wh.name``,
+``.wh..wh..opq``) are recorded so that a stack of layers can be merged the
+way a container runtime does. The result is small, JSON-able, and cached by
+layer digest.
 """
 
 from __future__ import annotations
@@ -16,18 +19,21 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any, cast
 
 __all__ = [
     "BLOCK",
     "CONTENT_PATHS",
     "GZIP_MAGIC",
+    "INFLATE_STEP",
     "LISTED_DIRS",
     "PYTHON",
+    "RUNTIME_STORE_NAMES",
     "SCAN_VERSION",
     "TYPE_PATHS",
     "ZSTD_MAGIC",
     "Entry",
+    "Header",
     "LayerIndex",
     "iter_headers",
     "normalise",
@@ -38,7 +44,7 @@ __all__ = [
 
 BLOCK = 512
 #: Bump when what is kept changes: cached indexes of older versions are ignored.
-SCAN_VERSION = 4
+SCAN_VERSION = 5
 
 #: Files whose contents are kept.
 CONTENT_PATHS = frozenset(
@@ -52,6 +58,10 @@ CONTENT_PATHS = frozenset(
         "etc/ssl/ca-bundle.pem",
     }
 )
+#: Runtime trust stores, by file name (layers/runtime.py decides which are stores).
+RUNTIME_STORE_NAMES = frozenset({"cacert.pem", "roots.pem", "cacerts"})
+#: Entries kept for their type, by name: conda prefixes, Node and Java launchers.
+_TYPE_NAMES = re.compile(r"(?:^|/)(?:conda-meta|bin/node|bin/nodejs|bin/java)$")
 #: Folders whose entries (names, types, link targets) are kept.
 LISTED_DIRS = (
     "etc/ssl/",
@@ -98,9 +108,14 @@ class Entry:
     mode: int = 0o644
     link: str = ""
     content: bytes | None = None
+    #: owner, kept so a rewritten file keeps it (a venv owned by the notebook user)
+    uid: int = 0
+    gid: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": self.path, "kind": self.kind, "mode": self.mode}
+        if self.uid or self.gid:
+            data["uid"], data["gid"] = self.uid, self.gid
         if self.link:
             data["link"] = self.link
         if self.content is not None:
@@ -116,6 +131,8 @@ class Entry:
             data.get("mode", 0o644),
             data.get("link", ""),
             base64.b64decode(content) if content is not None else None,
+            data.get("uid", 0),
+            data.get("gid", 0),
         )
 
 
@@ -149,13 +166,14 @@ def normalise(path: str) -> str:
 PYTHON = re.compile(r"^(?:usr/|usr/local/)?bin/python(3)\.(\d+)$")
 
 
-def wanted(path: str) -> tuple[bool, bool]:
-    """(keep the entry, keep its content)."""
-    if path in CONTENT_PATHS:
+def wanted(path: str, extra: frozenset[str] = frozenset()) -> tuple[bool, bool]:
+    """(keep the entry, keep its content); ``extra``: more paths whose content is kept
+    (files an image's config names, e.g. ``REQUESTS_CA_BUNDLE=/opt/certs/ca.pem``)."""
+    if path in CONTENT_PATHS or path in extra or path.rsplit("/", 1)[-1] in RUNTIME_STORE_NAMES:
         return True, True
     if path in TYPE_PATHS or any(path.startswith(d) or path + "/" == d for d in LISTED_DIRS):
         return True, False
-    if PYTHON.match(path):
+    if PYTHON.match(path) or _TYPE_NAMES.search(path):
         return True, False
     return False, False
 
@@ -219,11 +237,22 @@ class _Reader:
                 return
 
 
+@dataclass(frozen=True)
+class Header:
+    name: str
+    typeflag: str
+    mode: int
+    linkname: str
+    body: memoryview
+    uid: int = 0
+    gid: int = 0
+
+
 def iter_headers(
     data: memoryview | Iterator[bytes | memoryview],
     want_body: Callable[[str], bool] = lambda _name: True,
-) -> Iterator[tuple[str, str, int, str, memoryview]]:
-    """(path, typeflag, mode, linkname, body) for each member of an uncompressed tar.
+) -> Iterator[Header]:
+    """Each member of an uncompressed tar.
 
     ``body`` is empty unless ``want_body(path)``; other bodies are skipped.
     """
@@ -241,6 +270,8 @@ def iter_headers(
             return
         name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         mode = _octal(header[100:108])
+        uid = _octal(header[108:116])
+        gid = _octal(header[116:124])
         size = _octal(header[124:136])
         typeflag = chr(header[156]) if header[156] else "0"
         linkname = header[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
@@ -261,28 +292,35 @@ def iter_headers(
             continue
         name = pax.get("path", long_name or name)
         linkname = pax.get("linkpath", long_link or linkname)
+        uid = int(pax.get("uid", uid))
+        gid = int(pax.get("gid", gid))
         long_name = long_link = None
         pax = {}
         if size and want_body(name):
             raw = reader.read(padded)
-            yield name, typeflag, mode, linkname, (raw[:size] if raw is not None else empty)
+            member = raw[:size] if raw is not None else empty
+            yield Header(name, typeflag, mode, linkname, member, uid, gid)
         else:
             reader.skip(padded)
-            yield name, typeflag, mode, linkname, empty
+            yield Header(name, typeflag, mode, linkname, empty, uid, gid)
 
 
 _KINDS = {"0": "file", "7": "file", "5": "dir", "2": "symlink", "1": "hardlink"}
 
 
-def scan_tar(data: bytes | memoryview | Iterator[bytes | memoryview]) -> LayerIndex:
+def scan_tar(
+    data: bytes | memoryview | Iterator[bytes | memoryview],
+    extra: frozenset[str] = frozenset(),
+) -> LayerIndex:
     index = LayerIndex()
     source = memoryview(data) if isinstance(data, bytes | bytearray | memoryview) else data
 
     def want_body(name: str) -> bool:
-        return normalise(name) in CONTENT_PATHS
+        return wanted(normalise(name), extra)[1]
 
-    for raw_name, typeflag, mode, linkname, body in iter_headers(source, want_body):
-        path = normalise(raw_name)
+    for header in iter_headers(source, want_body):
+        typeflag, mode, linkname, body = header.typeflag, header.mode, header.linkname, header.body
+        path = normalise(header.name)
         base = path.rsplit("/", 1)[-1]
         parent = path[: -len(base)].rstrip("/")
         if base == ".wh..wh..opq":
@@ -291,13 +329,15 @@ def scan_tar(data: bytes | memoryview | Iterator[bytes | memoryview]) -> LayerIn
         if base.startswith(".wh."):
             index.whiteouts.add(f"{parent}/{base[4:]}".lstrip("/"))
             continue
-        keep, with_content = wanted(path)
+        keep, with_content = wanted(path, extra)
         if not keep:
             continue
         kind = _KINDS.get(typeflag, "other")
         content = bytes(body) if with_content and kind == "file" else None
         link = normalise(linkname) if kind == "hardlink" else linkname
-        index.entries[path] = Entry(path, kind, mode & 0o7777, link, content)
+        index.entries[path] = Entry(
+            path, kind, mode & 0o7777, link, content, header.uid, header.gid
+        )
     return index
 
 
@@ -305,7 +345,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def scan_layer_stream(chunks: Iterator[bytes]) -> LayerIndex:
+def scan_layer_stream(chunks: Iterator[bytes], extra: frozenset[str] = frozenset()) -> LayerIndex:
     """Scan while downloading: a thread receives, this thread decompresses and parses.
 
     The download (socket reads and hashing release the GIL) hides behind the
@@ -339,25 +379,33 @@ def scan_layer_stream(chunks: Iterator[bytes]) -> LayerIndex:
     first = next(stream, b"")
     rest = itertools.chain([first], stream)
     if first[:2] == GZIP_MAGIC:
-        index = scan_tar(_inflating(rest))
+        index = scan_tar(_inflating(rest), extra)
     elif first[:4] == ZSTD_MAGIC:
-        index = scan_tar(_unzstd(rest))
+        index = scan_tar(_unzstd(rest), extra)
     else:
-        index = scan_tar(rest)
+        index = scan_tar(rest, extra)
     for _ in stream:  # drain: the digest is verified when the download ends
         pass
     return index
 
 
+#: Most bytes one decompression step may produce: a megabyte of zeros inflates to a
+#: gigabyte, and memory must not follow the compression ratio.
+INFLATE_STEP = 4 << 20
+
+
 def _inflating(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """gunzip with ISA-L (several times faster than zlib here)."""
+    """gunzip with ISA-L (several times faster than zlib here), in bounded steps."""
     from isal import isal_zlib
 
     inflater: Any = isal_zlib.decompressobj(31)
     for chunk in chunks:
-        out = inflater.decompress(chunk)
-        if out:
-            yield out
+        pending = chunk
+        while pending:
+            out = inflater.decompress(pending, INFLATE_STEP)
+            if out:
+                yield out
+            pending = inflater.unconsumed_tail
     tail = inflater.flush()
     if tail:
         yield tail
@@ -367,8 +415,31 @@ def _unzstd(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """zstd layers (BuildKit's and podman's ``--compression zstd``), frames back to back."""
     import zstandard
 
-    decompressor = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
-    for chunk in chunks:
-        out = decompressor.decompress(chunk)
-        if out:
-            yield out
+    decompressor = zstandard.ZstdDecompressor()
+    source = cast(IO[bytes], _ChunkFile(chunks))  # only read() is called
+    reader = decompressor.stream_reader(source, read_across_frames=True)
+    while True:
+        out = reader.read(INFLATE_STEP)
+        if not out:
+            return
+        yield out
+
+
+class _ChunkFile:
+    """A read()-able view of an iterator of chunks (zstandard's stream_reader wants one)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buf += chunk
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out

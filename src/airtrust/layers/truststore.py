@@ -39,6 +39,7 @@ __all__ = [
     "Layout",
     "detect_layout",
     "file_name",
+    "joined_bundle",
     "trust_layer",
 ]
 
@@ -145,7 +146,7 @@ def file_name(cert: x509.Certificate) -> str:
     return f"airtrust-{fingerprint(cert)[:16]}"
 
 
-def _joined(existing: bytes, additions: Sequence[x509.Certificate]) -> bytes:
+def joined_bundle(existing: bytes, additions: Sequence[x509.Certificate]) -> bytes:
     """The existing bundle plus the CAs it lacks, each block on its own lines."""
     present: set[str] = set()
     if existing.strip():
@@ -160,13 +161,21 @@ def _joined(existing: bytes, additions: Sequence[x509.Certificate]) -> bytes:
     return out
 
 
-def trust_layer(fs: RootFS, cas: Sequence[x509.Certificate]) -> tuple[Layout, list[Entry]]:
-    """The entries of the CA layer for this base (sorted, directories first where new)."""
+def trust_layer(
+    fs: RootFS, cas: Sequence[x509.Certificate], *, seed: bytes = b""
+) -> tuple[Layout, list[Entry]]:
+    """The entries of the CA layer for this base (sorted, directories first where new).
+
+    ``seed``: what a bundle created in an image without one starts from (the public
+    roots a runtime in the image already trusts), so a variable pointed at it loses
+    nothing.
+    """
     layout = detect_layout(fs)
     files: dict[str, Entry] = {}
     bundles = list(layout.bundles) or [fs.resolve(DEFAULT_BUNDLE)]
     for path in bundles:
-        files[path] = Entry(path, "file", 0o644, content=_joined(fs.read(path) or b"", cas))
+        existing = fs.read(path) if layout.bundles else seed
+        files[path] = Entry(path, "file", 0o644, content=joined_bundle(existing or b"", cas))
     cert_dir = fs.resolve(CERT_DIR)
     existing_names = set(fs.list_dir(cert_dir))
     for cert in cas:

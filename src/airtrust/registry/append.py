@@ -8,15 +8,23 @@ re-uploaded; manifests are pushed by digest first and the tag is moved last,
 so an interrupted push never leaves a tag pointing at missing content.
 Re-patching with the same CAs is a no-op; with other CAs airtrust replaces
 its own earlier layer instead of stacking another.
+
+The same layer patches the stores language runtimes carry (layers/runtime.py)
+and the config gets the variables that cover what is installed later. Memory
+does not grow with the image: layers are scanned as they stream (in parallel,
+up to the core count) and copied across registries chunk by chunk.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,10 +34,20 @@ from cryptography import x509
 from airtrust.errors import InputError
 from airtrust.layers.image import Image, LayerDescriptor, canonical, sha256_digest
 from airtrust.layers.rootfs import RootFS
-from airtrust.layers.scan import SCAN_VERSION, LayerIndex, scan_layer_stream
+from airtrust.layers.runtime import (
+    ClientTrust,
+    TrustStatus,
+    client_report,
+    env_paths,
+    find_stores,
+    overlay,
+    runtime_layer,
+)
+from airtrust.layers.scan import SCAN_VERSION, LayerIndex, normalise, scan_layer_stream
 from airtrust.layers.tarball import build_layer
-from airtrust.layers.truststore import Layout, detect_layout, trust_layer
+from airtrust.layers.truststore import DEFAULT_BUNDLE, Layout, detect_layout, trust_layer
 from airtrust.pki.bundle import fingerprint
+from airtrust.pki.truststore import DEFAULT_STORE_PASSWORD
 from airtrust.registry.client import Manifest, RegistryClient
 from airtrust.registry.reference import Reference
 
@@ -87,21 +105,24 @@ class LayerCache:
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or cache_dir()
 
-    def _path(self, digest: str) -> Path:
-        return self.folder / f"v{SCAN_VERSION}-{digest.replace(':', '-')}.json"
+    def _path(self, digest: str, extra: frozenset[str]) -> Path:
+        name = f"v{SCAN_VERSION}-{digest.replace(':', '-')}"
+        if extra:  # an index that also kept the files a config names
+            name += "-" + hashlib.sha256("\n".join(sorted(extra)).encode()).hexdigest()[:12]
+        return self.folder / f"{name}.json"
 
-    def get(self, digest: str) -> LayerIndex | None:
-        path = self._path(digest)
+    def get(self, digest: str, extra: frozenset[str] = frozenset()) -> LayerIndex | None:
+        path = self._path(digest, extra)
         try:
             return LayerIndex.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError):
             return None
 
-    def put(self, digest: str, index: LayerIndex) -> None:
+    def put(self, digest: str, index: LayerIndex, extra: frozenset[str] = frozenset()) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            path = self._path(digest)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            path = self._path(digest, extra)
+            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps(index.to_json()))
             tmp.replace(path)
         except OSError as exc:  # a cache that cannot be written only costs time
@@ -127,6 +148,15 @@ class PlatformResult:
     layout: str = ""
     layer_digest: str | None = None
     layer_size: int = 0
+    #: what the patched image trusts, client by client
+    clients: list[ClientTrust] = field(default_factory=list)
+    env_added: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in vars(self).items() if k != "clients"}
+        data["env_added"] = list(self.env_added)
+        data["clients"] = [vars(c) for c in self.clients]
+        return data
 
 
 @dataclass
@@ -151,7 +181,7 @@ class PatchResult:
             "bytes_uploaded": self.bytes_uploaded,
             "dropped_attestations": self.dropped_attestations,
             "warnings": self.warnings,
-            "platforms": [vars(p) for p in self.platforms],
+            "platforms": [p.to_dict() for p in self.platforms],
         }
 
 
@@ -178,6 +208,9 @@ class Patcher:
     cache: LayerCache = field(default_factory=LayerCache)
     progress: Progress | None = None
     target: RegistryClient | None = None  # where the result goes, if another registry
+    #: add the variables that point runtimes at the patched OS bundle (--no-env: False)
+    set_env: bool = True
+    store_password: str = DEFAULT_STORE_PASSWORD
 
     @property
     def to(self) -> RegistryClient:
@@ -190,11 +223,10 @@ class Patcher:
         if self.target is None or self.target is self.client:
             return self.client.ensure_blob(dest_repo, digest, source=src_repo, on_progress=meter)
 
-        # Across registries nothing can be mounted: copy the bytes (verified on read).
-        def fetch() -> bytes:
-            chunks = self.client.stream_blob(src_repo, digest)
-            fetched = self._meter(f"fetch {digest[7:19]}", int(desc.get("size", 0)))
-            return b"".join(_metered(chunks, fetched) if fetched else chunks)
+        # Across registries nothing can be mounted: stream the bytes through, chunk by
+        # chunk (verified against the digest as they are read).
+        def fetch() -> Iterator[bytes]:
+            return self.client.stream_blob(src_repo, digest)
 
         return self.target.ensure_blob(
             dest_repo, digest, source=None, data=fetch, on_progress=meter
@@ -217,20 +249,42 @@ class Patcher:
 
     # --- reading ------------------------------------------------------------------------
 
-    def rootfs(self, repository: str, layers: Sequence[dict[str, Any]]) -> RootFS:
-        indexes = []
-        for desc in layers:
+    def rootfs(
+        self,
+        repository: str,
+        layers: Sequence[dict[str, Any]],
+        extra: frozenset[str] = frozenset(),
+    ) -> RootFS:
+        """The merged view; ``extra``: more files whose content is wanted. Layers not in
+        the cache are read at once, as many as there are cores, each as it streams."""
+
+        def index_of(desc: dict[str, Any]) -> LayerIndex:
             digest = desc["digest"]
-            index = self.cache.get(digest)
+            index = self.cache.get(digest, extra)
             if index is None:
                 chunks = self.client.stream_blob(repository, digest)
                 meter = self._meter(f"read layer {digest[7:19]}", int(desc.get("size", 0)))
                 if meter is not None:
                     chunks = _metered(chunks, meter)
-                index = scan_layer_stream(chunks)
-                self.cache.put(digest, index)
-            indexes.append(index)
-        return RootFS.merge(indexes)
+                index = scan_layer_stream(chunks, extra)
+                self.cache.put(digest, index, extra)
+            return index
+
+        workers = max(1, min(len(layers), os.cpu_count() or 1))
+        if workers == 1:
+            return RootFS.merge(index_of(d) for d in layers)
+        with ThreadPoolExecutor(workers, thread_name_prefix="scan") as pool:
+            return RootFS.merge(list(pool.map(index_of, layers)))
+
+    def view(self, repository: str, layers: Sequence[dict[str, Any]], env: list[str]) -> RootFS:
+        """The merged view with the contents of every file the config's variables name,
+        through links that only the first pass can see."""
+        extra = env_paths(env)
+        fs = self.rootfs(repository, layers, extra)
+        more = {fs.resolve(p) for p in extra} - extra
+        if more:
+            fs = self.rootfs(repository, layers, extra | {normalise(p) for p in more})
+        return fs
 
     def config(self, repository: str, manifest: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(
@@ -248,31 +302,56 @@ class Patcher:
 
     def patch_manifest(
         self, src: Reference, dest: Reference, manifest: Manifest, platform: str
-    ) -> tuple[Manifest, PlatformResult]:
+    ) -> tuple[Manifest, PlatformResult, tuple[str, ...]]:
+        """The patched manifest, what was done, and the stores that could not be patched."""
         body = manifest.json()
         image = Image(body, self.config(src.repository, body), manifest.media_type)
         label = ca_label(self.cas)
         if image.labels.get(LABEL) == label:
             self._copy(src, dest, manifest)
-            return manifest, PlatformResult(
-                platform, manifest.digest, manifest.digest, PatchAction.UNCHANGED
+            return (
+                manifest,
+                PlatformResult(platform, manifest.digest, manifest.digest, PatchAction.UNCHANGED),
+                (),
             )
         base, replaced = image, self.airtrust_top(image)
         if replaced:
             base = image.without_top_layer()
-        fs = self.rootfs(src.repository, base.layers)
-        layout, entries = trust_layer(fs, self.cas)
+        fs = self.view(src.repository, base.layers, base.env)
+        stores = find_stores(fs)
+        seed = next((fs.read(s.real) or b"" for s in stores if not s.kind.java), b"")
+        layout, entries = trust_layer(fs, self.cas, seed=seed)
+        bundle = layout.bundles[0] if layout.bundles else fs.resolve(DEFAULT_BUNDLE)
+        written = {e.path: e.content or b"" for e in entries if e.kind == "file"}
+        runtime = runtime_layer(
+            fs,
+            self.cas,
+            env=base.env,
+            bundle=bundle,
+            written=written,
+            set_env=self.set_env,
+            store_password=self.store_password,
+        )
+        entries = sorted([*entries, *runtime.entries], key=lambda e: e.path)
         layer = build_layer(entries)
+        env = runtime.env if runtime.env is not None else base.env
+        clients = client_report(
+            overlay(fs, entries), self.cas, env, store_password=self.store_password
+        )
         base_digest = image.labels.get(BASE_LABEL, manifest.digest) if replaced else manifest.digest
+        comment = f"trust store: {_describe(layout)}; runtime stores: {len(runtime.entries)}"
+        if runtime.added_env:
+            comment += f"; env: {', '.join(runtime.added_env)}"
         patched = base.append(
             LayerDescriptor(layer.digest, layer.diff_id, layer.size),
             history={
                 "created": image.config.get("created") or "1970-01-01T00:00:00Z",
                 "created_by": f"{CREATED_BY}: add CA sha256 {label}",
-                "comment": f"trust store: {_describe(layout)}",
+                "comment": comment,
             },
             labels={LABEL: label, BASE_LABEL: base_digest},
             annotations={LABEL: label, "org.opencontainers.image.base.digest": manifest.digest},
+            env=runtime.env,
         )
         # Blobs first, manifest last: nothing refers to content that is not there.
         for desc in base.layers:
@@ -290,14 +369,20 @@ class Patcher:
             dest.repository, sha256_digest(config_raw), source=None, data=lambda: config_raw
         )
         result = Manifest(patched.manifest_raw, manifest.media_type, patched.digest)
-        return result, PlatformResult(
-            platform,
-            manifest.digest,
-            result.digest,
-            PatchAction.REPLACED_PREVIOUS if replaced else PatchAction.PATCHED,
-            layout=_describe(layout),
-            layer_digest=layer.digest,
-            layer_size=layer.size,
+        return (
+            result,
+            PlatformResult(
+                platform,
+                manifest.digest,
+                result.digest,
+                PatchAction.REPLACED_PREVIOUS if replaced else PatchAction.PATCHED,
+                layout=_describe(layout),
+                layer_digest=layer.digest,
+                layer_size=layer.size,
+                clients=clients,
+                env_added=runtime.added_env,
+            ),
+            runtime.problems,
         )
 
     def _copy(self, src: Reference, dest: Reference, manifest: Manifest) -> None:
@@ -325,9 +410,10 @@ class Patcher:
         top = self.client.manifest(src.repository, src.ref)
         result = PatchResult(str(src), str(dest), top.digest, top.digest, noop=True)
         if not top.is_index:
-            new, info = self.patch_manifest(src, dest, top, "")
+            new, info, problems = self.patch_manifest(src, dest, top, "")
             config = self.config(src.repository, top.json())
             info.platform = _platform({}, config)
+            result.warnings += _problems(info.platform, problems, info.clients)
             result.platforms.append(info)
             result.noop = info.action is PatchAction.UNCHANGED and src == dest
             if not result.noop:
@@ -351,7 +437,8 @@ class Patcher:
                 )
                 entries.append(entry)
                 continue
-            new, info = self.patch_manifest(src, dest, child, platform)
+            new, info, problems = self.patch_manifest(src, dest, child, platform)
+            result.warnings += _problems(platform, problems, info.clients)
             self.to.put_manifest(dest.repository, new.digest, new.raw, new.media_type)
             result.platforms.append(info)
             if new.digest != child.digest:
@@ -392,6 +479,15 @@ class Patcher:
         result.bytes_uploaded = self.to.bytes_uploaded
 
 
+def _problems(platform: str, problems: Sequence[str], clients: Sequence[ClientTrust]) -> list[str]:
+    """One warning per store left unpatched and per client that cannot be patched."""
+    out = [f"{platform}: not patched: {p}" for p in problems]
+    for c in clients:
+        if c.status is not TrustStatus.OK and not any(c.where.lstrip("$") in p for p in problems):
+            out.append(f"{platform}: {c.client} ({c.where}): {c.status} {c.detail}".rstrip())
+    return out
+
+
 def _describe(layout: Layout) -> str:
     return f"{layout.family}: {', '.join(layout.bundles) or 'no bundle (created)'}"
 
@@ -406,10 +502,16 @@ class TrustReport:
     user: str
     entrypoint: list[str]
     labelled: bool
+    clients: list[ClientTrust] = field(default_factory=list)
 
     @property
     def trusted(self) -> bool:
-        return bool(self.bundles) and all(self.bundles.values())
+        """Every client's store (OS bundle, runtime stores, variables) holds every CA."""
+        return (
+            bool(self.bundles)
+            and all(self.bundles.values())
+            and all(c.status is TrustStatus.OK for c in self.clients)
+        )
 
 
 def inspect_image(
@@ -417,8 +519,9 @@ def inspect_image(
     ref: Reference,
     cas: Sequence[x509.Certificate],
     cache: LayerCache | None = None,
+    store_password: str = DEFAULT_STORE_PASSWORD,
 ) -> list[TrustReport]:
-    """Does each platform's effective trust store contain every CA? From the registry alone."""
+    """Does each platform's every client trust every CA? From the registry alone."""
     from airtrust.layers.truststore import BUNDLES, file_name
     from airtrust.pki.bundle import read_certificates
 
@@ -438,7 +541,8 @@ def inspect_image(
     for platform, manifest in targets:
         body = manifest.json()
         config = patcher.config(ref.repository, body)
-        fs = patcher.rootfs(ref.repository, body["layers"])
+        env = list((config.get("config") or {}).get("Env") or [])
+        fs = patcher.view(ref.repository, body["layers"], env)
         layout = detect_layout(fs)
         bundles = {}
         for candidate in BUNDLES:
@@ -463,6 +567,7 @@ def inspect_image(
                 str(cfg.get("User", "")),
                 list(cfg.get("Entrypoint") or []),
                 LABEL in (cfg.get("Labels") or {}),
+                client_report(fs, cas, env, store_password=store_password),
             )
         )
     return reports

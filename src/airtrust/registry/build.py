@@ -215,7 +215,7 @@ def build_controller(
     uploaded = 0
     source = base.repository if dest is client else None
     for blob_digest, (_size, read) in builder.blobs.items():
-        how = dest.ensure_blob(to.repository, blob_digest, source=source, data=_joined(read))
+        how = dest.ensure_blob(to.repository, blob_digest, source=source, data=read)
         uploaded += how == "uploaded"
     for image, _, _ in images:
         dest.put_manifest(to.repository, image.digest, image.manifest_raw, image.media_type)
@@ -327,13 +327,6 @@ def push_layout(layout: Path, client: RegistryClient, to: Reference) -> BuildRes
             client.put_manifest(to.repository, sha256_digest(raw), raw, _type_of(raw))
         client.put_manifest(to.repository, to.tag or top["digest"], top_raw, top_type)
     return BuildResult(str(to), str(top["digest"]), [], client.bytes_uploaded - before, uploaded)
-
-
-def _joined(read: Callable[[], Iterator[bytes]]) -> Callable[[], bytes]:
-    def data() -> bytes:
-        return b"".join(read())
-
-    return data
 
 
 def _type_of(raw: bytes) -> MediaType:

@@ -21,7 +21,7 @@ import shutil
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -379,19 +379,26 @@ class RegistryClient:
     def upload_blob(
         self,
         repository: str,
-        data: bytes,
+        data: bytes | Iterable[bytes],
         digest: str | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> str:
-        digest = digest or sha256_digest(data)
+        """Upload a blob: small bytes in one PUT, anything else streamed in CHUNK-sized
+        PATCH requests, so a 10 GB layer never sits in memory (only one chunk does)."""
+        if isinstance(data, bytes):
+            digest = digest or sha256_digest(data)
+        elif digest is None:
+            raise ValueError("a streamed upload needs its digest")
         response = self._send("POST", f"/v2/{repository}/blobs/uploads/")
         if response.status_code != 202:
             raise self._fail(response, "start upload")
         location = response.headers["Location"]
-        if len(data) > MONOLITHIC_LIMIT:
+        body = b""
+        if isinstance(data, bytes) and len(data) <= MONOLITHIC_LIMIT:
+            body = data
+        else:
             offset = 0
-            while offset < len(data):
-                chunk = data[offset : offset + CHUNK]
+            for chunk in _rechunk(data, CHUNK):
                 response = self._send(
                     "PATCH",
                     location,
@@ -408,9 +415,6 @@ class RegistryClient:
                 self.bytes_uploaded += len(chunk)
                 if on_progress:
                     on_progress(len(chunk))
-            body = b""
-        else:
-            body = data
         sep = "&" if "?" in location else "?"
         response = self._send(
             "PUT",
@@ -432,14 +436,33 @@ class RegistryClient:
         digest: str,
         *,
         source: str | None,
-        data: Callable[[], bytes] | None = None,
+        data: Callable[[], bytes | Iterable[bytes]] | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> str:
-        """Make ``digest`` exist in ``repository``: already there, mounted, or uploaded."""
+        """Make ``digest`` exist in ``repository``: already there, mounted, or uploaded
+        (``data`` gives the bytes or a stream of them; without it the blob is streamed
+        from ``source`` in this registry)."""
         if self.blob_exists(repository, digest):
             return "present"
         if source and source != repository and self.mount_blob(repository, digest, source):
             return "mounted"
-        payload = data() if data is not None else self.blob(source or repository, digest)
+        payload = data() if data is not None else self.stream_blob(source or repository, digest)
         self.upload_blob(repository, payload, digest, on_progress=on_progress)
         return "uploaded"
+
+
+def _rechunk(data: bytes | Iterable[bytes], size: int) -> Iterator[bytes]:
+    """``data`` as pieces of exactly ``size`` bytes (the last one shorter)."""
+    if isinstance(data, bytes):
+        view = memoryview(data)
+        for start in range(0, len(view), size):
+            yield bytes(view[start : start + size])
+        return
+    pending = bytearray()
+    for chunk in data:
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
