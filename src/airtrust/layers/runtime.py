@@ -101,7 +101,20 @@ ENV_VARS = {
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": "grpcio",
     "AWS_CA_BUNDLE": "botocore, boto3, AWS CLI",
 }
-_NODE = ("usr/bin/node", "usr/local/bin/node", "usr/bin/nodejs")
+#: Node.js builds with compiled-in roots (nodejs.org's, as in the node images), which
+#: only NODE_EXTRA_CA_CERTS can extend. A distro's build (Debian's links libnode.so and
+#: the system OpenSSL, with --openssl-use-def-ca-store) reads the OS bundle instead.
+_NODE = ("usr/local/bin/node", "usr/bin/node", "opt/node/bin/node")
+_DISTRO_LIBNODE = re.compile(r"^usr/lib/(?:[^/]+/)?libnode\.so[.\d]*$")
+
+
+def _node_with_own_roots(fs: RootFS) -> str | None:
+    """The path of a Node.js whose roots are compiled in, if the image has one."""
+    distro = any(_DISTRO_LIBNODE.match(p) for p in fs.entries)
+    for path in _NODE:
+        if fs.exists(path) and not (distro and path == "usr/bin/node"):
+            return path
+    return None
 
 
 class TrustStatus(enum.StrEnum):
@@ -141,16 +154,14 @@ def env_paths(env: Sequence[str]) -> frozenset[str]:
 
 
 def _real_file(fs: RootFS, path: str) -> str:
-    """The path holding the bytes: symlinks resolved, a hard link taken to its target."""
-    real = fs.resolve(path)
-    entry = fs.entries.get(real)
-    if entry is not None and entry.kind == "hardlink":
-        return entry.link
-    return real
+    """Where a rewrite must land: symlinks resolved (every link then sees it), but a
+    hard link is its own name: once layered, writing the other name changes only that
+    one (conda links ``ssl/cacert.pem`` from its package cache)."""
+    return fs.resolve(path)
 
 
 def find_stores(fs: RootFS) -> list[Store]:
-    """Every runtime store in the merged view, once per file that holds the bytes."""
+    """Every runtime store in the merged view, once per name that must be rewritten."""
     found: dict[str, Store] = {}
     for path in sorted(fs.entries):
         if _PACKAGE_CACHE.search(path):
@@ -164,7 +175,7 @@ def find_stores(fs: RootFS) -> list[Store]:
                     break
             real = _real_file(fs, path)
             entry = fs.entries.get(real)
-            if entry is not None and entry.kind == "file" and real not in found:
+            if entry is not None and entry.kind in ("file", "hardlink") and real not in found:
                 found[real] = Store(kind, path, real)
             break
     return list(found.values())
@@ -308,13 +319,14 @@ def client_report(
     for var, clients in ENV_VARS.items():
         value = values.get(var)
         if value is None:
-            if var == "NODE_EXTRA_CA_CERTS" and any(fs.exists(p) for p in _NODE):
+            node = _node_with_own_roots(fs) if var == "NODE_EXTRA_CA_CERTS" else None
+            if node is not None:
                 out.append(
                     ClientTrust(
                         "Node.js",
                         f"${var}",
                         TrustStatus.CANNOT_PATCH,
-                        "roots are compiled into the binary; only this variable adds a CA",
+                        f"/{node} has its roots compiled in; only this variable adds a CA",
                     )
                 )
             continue

@@ -44,7 +44,7 @@ __all__ = [
 
 BLOCK = 512
 #: Bump when what is kept changes: cached indexes of older versions are ignored.
-SCAN_VERSION = 5
+SCAN_VERSION = 6
 
 #: Files whose contents are kept.
 CONTENT_PATHS = frozenset(
@@ -60,8 +60,11 @@ CONTENT_PATHS = frozenset(
 )
 #: Runtime trust stores, by file name (layers/runtime.py decides which are stores).
 RUNTIME_STORE_NAMES = frozenset({"cacert.pem", "roots.pem", "cacerts"})
-#: Entries kept for their type, by name: conda prefixes, Node and Java launchers.
-_TYPE_NAMES = re.compile(r"(?:^|/)(?:conda-meta|bin/node|bin/nodejs|bin/java)$")
+#: Entries kept for their type, by name: conda prefixes, Node and Java launchers, and
+#: the shared libnode of a distro's Node.js build.
+_TYPE_NAMES = re.compile(
+    r"(?:^|/)(?:conda-meta|bin/node|bin/nodejs|bin/java)$|^usr/lib/(?:[^/]+/)?libnode\.so[.\d]*$"
+)
 #: Folders whose entries (names, types, link targets) are kept.
 LISTED_DIRS = (
     "etc/ssl/",

@@ -1,6 +1,7 @@
 """Deterministic layer tarballs: same entries, same bytes, same digests.
 
-Entries are sorted, owned by 0:0 with empty user/group names, mtime 0,
+Entries are sorted, owned by their entry's uid:gid (0:0 for new files; a
+rewritten file keeps its owner) with empty user/group names, mtime 0,
 USTAR format; gzip with mtime 0, no file name and a fixed level. This is
 what go-containerregistry's ``mutate.Canonical`` does for whole images.
 """
@@ -35,7 +36,7 @@ def build_tar(entries: Sequence[Entry]) -> bytes:
         for entry in sorted(entries, key=lambda e: e.path):
             info = tarfile.TarInfo(entry.path)
             info.mtime = 0
-            info.uid = info.gid = 0
+            info.uid, info.gid = entry.uid, entry.gid
             info.uname = info.gname = ""
             info.mode = entry.mode
             data = None
