@@ -399,15 +399,18 @@ class RegistryClient:
         else:
             offset = 0
             for chunk in _rechunk(data, CHUNK):
+                piece = _Body(chunk)
                 response = self._send(
                     "PATCH",
                     location,
-                    content=chunk,
+                    content=piece,
                     headers={
                         "Content-Type": "application/octet-stream",
+                        "Content-Length": str(len(chunk)),
                         "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
                     },
                 )
+                piece.release()
                 if response.status_code != 202:
                     raise self._fail(response, "upload chunk")
                 location = response.headers["Location"]
@@ -449,6 +452,22 @@ class RegistryClient:
         payload = data() if data is not None else self.stream_blob(source or repository, digest)
         self.upload_blob(repository, payload, digest, on_progress=on_progress)
         return "uploaded"
+
+
+class _Body:
+    """A request body that lets go of its bytes once answered. httpx keeps each response
+    in a reference cycle with its stream, and the request (with its body) hangs off the
+    response: chunks of a 10 GB upload would wait for the cycle collector, and memory
+    would follow the blob's size. Iterable again until released, so a retry resends it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._data
+
+    def release(self) -> None:
+        self._data = b""
 
 
 def _rechunk(data: bytes | Iterable[bytes], size: int) -> Iterator[bytes]:

@@ -1,0 +1,37 @@
+"""Run the airtrust CLI in this process and report its peak resident memory.
+
+    python tests/tools/peak_rss.py OUT.json airtrust-args...
+
+Writes {"vm_hwm_kib": ..., "exit": ...} to OUT.json: VmHWM from /proc/self/status,
+the high-water mark of this process's resident set (threads included), read
+after the command finished. The kernel measures it; nothing is sampled.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+
+def vm_hwm_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise SystemExit("no VmHWM in /proc/self/status")
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    sys.argv = ["airtrust", *sys.argv[2:]]
+    from airtrust.cli.entry import run
+
+    code = 0
+    try:
+        run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out.write_text(json.dumps({"vm_hwm_kib": vm_hwm_kib(), "exit": code}))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
