@@ -348,12 +348,49 @@ def render_cmd(
             help="Also write the platform's namespaces (marked never to be pruned by GitOps).",
         ),
     ] = False,
+    inject: Annotated[
+        bool,
+        typer.Option("--inject", help="Render the admission webhook (inject serve) instead."),
+    ] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", help="With --inject: the webhook's URL (apiserver-side).")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="With --inject: NS/NAME of its Service.")
+    ] = None,
+    failure_policy: Annotated[
+        str, typer.Option("--failure-policy", help="With --inject: Ignore or Fail.")
+    ] = "Ignore",
+    timeout_seconds: Annotated[
+        int, typer.Option("--timeout-seconds", min=1, max=30, help="With --inject.")
+    ] = 5,
+    ca: Annotated[
+        list[str] | None,
+        typer.Option("--ca", help="With --inject: the local CA (the webhook's caBundle)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Write everything apply would send, as manifests with a kustomization.yaml."""
     from airtrust.controller.render import render
 
+    if inject:
+        _render_inject(
+            out,
+            image=image,
+            url=url,
+            service=service,
+            source=source,
+            selector=selector,
+            namespace=controller_namespace,
+            failure_policy=failure_policy,
+            timeout_seconds=timeout_seconds,
+            ca=list(ca or []),
+            config=config,
+            force=force,
+            output=output,
+        )
+        return
     if controller:
         _render_controller(
             out,
@@ -387,6 +424,99 @@ def render_cmd(
         },
         output,
         table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
+    )
+
+
+def _render_inject(
+    out: Path,
+    *,
+    image: str | None,
+    url: str | None,
+    service: str | None,
+    source: str,
+    selector: str | None,
+    namespace: str,
+    failure_policy: str,
+    timeout_seconds: int,
+    ca: list[str],
+    config: Path | None,
+    force: bool,
+    output: Format,
+) -> None:
+    from airtrust.cli.inject import namespace_selector
+    from airtrust.clock import utc_now
+    from airtrust.controller.render import write_manifests
+    from airtrust.files import OutputSet, read_input
+    from airtrust.pki.bundle import parse_bundle
+    from airtrust.plan.manifests import inject_manifests, webhook_configuration
+    from airtrust.plan.source import Source
+    from airtrust.profiles import load_profile
+
+    if failure_policy not in ("Ignore", "Fail"):
+        raise InputError(
+            f"--failure-policy {failure_policy} is not Ignore or Fail",
+            hint="Ignore admits pods uninjected when the webhook is down; Fail refuses them",
+        )
+    if (url is None) == (service is None):
+        raise InputError(
+            "--inject needs exactly one of --url URL or --service NS/NAME",
+            hint="e.g. --service airtrust-system/airtrust-inject",
+        )
+    if url is not None and not url.startswith("https://"):
+        raise InputError(
+            f"--url {url} is not https://", hint="the apiserver calls webhooks over TLS"
+        )
+    files = list(ca)
+    if not files and config is not None and config.exists():
+        from airtrust.config import load_config
+
+        files = [str(p) for p in load_config(config).ca.bundle]
+    if not files:
+        raise InputError(
+            "--inject needs the local CA for the webhook's caBundle",
+            hint="pass --ca ca-bundle.pem or -c airtrust.yaml",
+        )
+    bundle = parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
+    scope = namespace_selector(selector, False)
+    docs = []
+    if service is not None:
+        ns, _, name = service.partition("/")
+        if not ns or not name:
+            raise InputError(
+                f"--service {service} is not NS/NAME", hint="e.g. airtrust-system/airtrust-inject"
+            )
+        if not image:
+            raise InputError(
+                "--service needs --image (the Deployment it renders)",
+                hint="e.g. --image reg.local/airtrust:0.1",
+            )
+        parsed = Source.parse(source, load_profile().ca_secret.key)
+        docs += inject_manifests(
+            image=image, namespace=ns, source=parsed, namespace_selector=scope,
+            configmap="airtrust-ca-bundle",
+        )  # fmt: skip
+        target: tuple[str, str] | None = (ns, name)
+    else:
+        target = None
+    docs.append(
+        webhook_configuration(
+            ca_bundle=bundle.to_pem(),
+            namespace_selector=scope,
+            failure_policy=failure_policy,
+            timeout_seconds=timeout_seconds,
+            url=url,
+            service=target,
+        )
+    )
+    outputs = OutputSet(force=force)
+    write_manifests(
+        outputs, out, [(f"{i:02d}-{doc['kind'].lower()}.yaml", doc) for i, doc in enumerate(docs)]
+    )
+    files_written = outputs.commit()
+    emit(
+        {"out": str(out), "files": [str(f) for f in files_written]},
+        output,
+        table=lambda c: c.print(f"wrote {len(files_written)} files under {out}"),
     )
 
 

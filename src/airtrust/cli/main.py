@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli import cluster, image
+from airtrust.cli import cluster, image, inject
 from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
 from airtrust.cli.params import OutputOpt
 from airtrust.clock import utc_now
@@ -59,6 +59,7 @@ app.add_typer(cert_app, name="cert")
 app.add_typer(bundle_app, name="bundle")
 cluster.register(app)
 image.register(app)
+inject.register(app)
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 PassEnvOpt = Annotated[

@@ -65,6 +65,7 @@ PLURALS = {
     "ConfigMap": "configmaps",
     "Lease": "leases",
     "Job": "jobs",
+    "Pod": "pods",
 }
 
 

@@ -166,11 +166,9 @@ def to_pkcs12(bundle: Bundle, password: str = DEFAULT_STORE_PASSWORD) -> bytes:
         pkcs12.PKCS12Certificate(a.certificate, alias_for(a.certificate, a.fingerprint).encode())
         for a in bundle.anchors
     ]
-    encryption: serialization.KeySerializationEncryption
-    if password:
-        encryption = serialization.BestAvailableEncryption(password.encode())
-    else:
-        encryption = serialization.NoEncryption()
+    if not password:  # password-less, as Java writes it: no MAC (same bundle, same bytes)
+        return _without_mac(pkcs12.serialize_java_truststore(certs, serialization.NoEncryption()))
+    encryption = serialization.BestAvailableEncryption(password.encode())
     return pkcs12.serialize_java_truststore(certs, encryption)
 
 

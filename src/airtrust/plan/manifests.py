@@ -21,14 +21,20 @@ from airtrust.plan.topology import SyncScope
 
 __all__ = [
     "CONTROLLER_NAME",
+    "INJECT_NAME",
+    "INJECT_TLS_SECRET",
+    "INJECT_WEBHOOK",
     "LEASE_NAME",
     "NO_PRUNE",
     "PROBE_JOB",
     "ROTATION_RECORD",
     "backup_name",
     "backup_secret",
+    "bundle_configmap",
     "controller_manifests",
+    "inject_manifests",
     "kustomization",
+    "label_selector",
     "lease",
     "managed_labels",
     "micro_time",
@@ -37,6 +43,7 @@ __all__ = [
     "rendered_namespace",
     "rotation_configmap",
     "secret_manifest",
+    "webhook_configuration",
 ]
 
 #: Lease that elects the writing replica of ``airtrust sync``.
@@ -316,6 +323,230 @@ def controller_manifests(
                                 "livenessProbe": {
                                     "httpGet": {"path": "/healthz", "port": "metrics"}
                                 },
+                                "resources": {
+                                    "requests": {"cpu": "10m", "memory": "64Mi"},
+                                    "limits": {"memory": "256Mi"},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    ]
+
+
+INJECT_NAME = "airtrust-inject"
+INJECT_WEBHOOK = "inject.airtrust.io"
+INJECT_TLS_SECRET = "airtrust-inject-tls"
+
+
+def bundle_configmap(
+    namespace: str, name: str, data: Mapping[str, str], binary: Mapping[str, bytes]
+) -> JsonObj:
+    """The merged bundle injected pods mount (public data only)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": managed_labels()},
+        "data": dict(data),
+        "binaryData": {k: _b64(v) for k, v in binary.items()},
+    }
+
+
+def label_selector(text: str) -> JsonObj:
+    """A Kubernetes LabelSelector from the equality/existence syntax of ``-l``:
+    ``a=b``, ``a!=b``, ``a``, ``!a``, comma-separated (sets need the YAML form)."""
+    match_labels: dict[str, str] = {}
+    expressions: list[JsonObj] = []
+    for term in (t.strip() for t in text.split(",") if t.strip()):
+        if "!=" in term:
+            key, value = (s.strip() for s in term.split("!=", 1))
+            expressions.append({"key": key, "operator": "NotIn", "values": [value]})
+        elif "=" in term:
+            key, value = (s.strip() for s in term.split("=", 1))
+            match_labels[key.rstrip("=")] = value.lstrip("=")
+        elif term.startswith("!"):
+            expressions.append({"key": term[1:].strip(), "operator": "DoesNotExist"})
+        else:
+            expressions.append({"key": term, "operator": "Exists"})
+    out: JsonObj = {}
+    if match_labels:
+        out["matchLabels"] = match_labels
+    if expressions:
+        out["matchExpressions"] = expressions
+    return out
+
+
+def webhook_configuration(
+    *,
+    ca_bundle: bytes,
+    namespace_selector: str,
+    failure_policy: str,
+    timeout_seconds: int,
+    url: str | None = None,
+    service: tuple[str, str] | None = None,
+    opt_out_label: str = "airtrust.io/inject",
+) -> JsonObj:
+    """The MutatingWebhookConfiguration: Pod CREATE only, in the selected namespaces,
+    never for pods labelled ``airtrust.io/inject=false``; nothing chosen by default
+    that matters (failurePolicy, sideEffects, timeout are written out)."""
+    client: JsonObj = {"caBundle": _b64(ca_bundle)}
+    if url is not None:
+        client["url"] = url
+    elif service is not None:
+        client["service"] = {
+            "namespace": service[0],
+            "name": service[1],
+            "path": "/mutate",
+            "port": 443,
+        }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": INJECT_NAME, "labels": managed_labels()},
+        "webhooks": [
+            {
+                "name": INJECT_WEBHOOK,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": failure_policy,
+                "timeoutSeconds": timeout_seconds,
+                "matchPolicy": "Equivalent",
+                "reinvocationPolicy": "Never",
+                "rules": [
+                    {
+                        "operations": ["CREATE"],
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "namespaceSelector": label_selector(namespace_selector),
+                "objectSelector": {
+                    "matchExpressions": [
+                        {"key": opt_out_label, "operator": "NotIn", "values": ["false"]}
+                    ]
+                },
+                "clientConfig": client,
+            }
+        ],
+    }
+
+
+def inject_manifests(
+    *,
+    image: str,
+    namespace: str,
+    source: Source,
+    namespace_selector: str,
+    configmap: str,
+) -> list[JsonObj]:
+    """ServiceAccount, least-privilege RBAC, Deployment and Service of ``inject serve``.
+
+    The server reads nothing secret through the API: the local CA comes from the
+    source secret mounted as a file, its serving certificate from the TLS secret
+    ``airtrust-inject-tls``; it lists namespaces and writes only ConfigMaps.
+    """
+    name = INJECT_NAME
+    labels = managed_labels({"app.kubernetes.io/name": name})
+    meta = {"name": name, "namespace": namespace, "labels": labels}
+    args = [
+        "inject", "serve", "--in-cluster", "--listen", "0.0.0.0:8443",
+        "--cert", "/tls/tls.crt", "--key", "/tls/tls.key",
+        "--ca", f"/ca/{source.key}", "--namespace-selector", namespace_selector,
+        "--configmap", configmap,
+    ]  # fmt: skip
+    ca_volume: JsonObj = (
+        {"secret": {"secretName": source.name}}
+        if source.plural == "secrets"
+        else {"configMap": {"name": source.name}}
+    )
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": labels},
+            "rules": [
+                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "verbs": ["get", "list", "create", "patch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "selector": {"app.kubernetes.io/name": name},
+                "ports": [{"name": "https", "port": 443, "targetPort": 8443}],
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                "template": {
+                    "metadata": {"labels": {**labels, "airtrust.io/inject": "false"}},
+                    "spec": {
+                        "serviceAccountName": name,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "volumes": [
+                            {"name": "tls", "secret": {"secretName": INJECT_TLS_SECRET}},
+                            {"name": "ca", **ca_volume},
+                        ],
+                        "containers": [
+                            {
+                                "name": "inject",
+                                "image": image,
+                                "args": args,
+                                "ports": [{"name": "https", "containerPort": 8443}],
+                                "readinessProbe": {
+                                    "httpGet": {
+                                        "path": "/readyz",
+                                        "port": "https",
+                                        "scheme": "HTTPS",
+                                    }
+                                },
+                                "livenessProbe": {
+                                    "httpGet": {
+                                        "path": "/healthz",
+                                        "port": "https",
+                                        "scheme": "HTTPS",
+                                    }
+                                },
+                                "volumeMounts": [
+                                    {"name": "tls", "mountPath": "/tls", "readOnly": True},
+                                    {"name": "ca", "mountPath": "/ca", "readOnly": True},
+                                ],
                                 "resources": {
                                     "requests": {"cpu": "10m", "memory": "64Mi"},
                                     "limits": {"memory": "256Mi"},

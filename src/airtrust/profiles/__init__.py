@@ -173,6 +173,8 @@ class Profile(_Model):
     cluster_oidc: ClusterOIDC | None = None
     #: Namespaces the platform lives in (never system ones): render may emit them on request.
     platform_namespaces: tuple[str, ...] = ()
+    #: The platform's workload namespaces, as a label selector (``inject --projects``).
+    project_namespace_selector: str | None = None
 
     def ca_targets(self, role: str, *, openshift: bool) -> list[SecretTarget]:
         return [

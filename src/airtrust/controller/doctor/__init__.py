@@ -22,6 +22,7 @@ from airtrust.controller.apply import gather_facts
 from airtrust.controller.doctor.bundle import check_bundle
 from airtrust.controller.doctor.endpoints import check_endpoint, check_oidc
 from airtrust.controller.doctor.helm import check_helm
+from airtrust.controller.doctor.inject import check_inject
 from airtrust.controller.doctor.model import CertificateSeen, Check, DoctorReport, Status, seen
 from airtrust.controller.doctor.oidc import check_cluster_oidc
 from airtrust.controller.doctor.probe import check_probe
@@ -95,6 +96,7 @@ def run_doctor(
     checks += check_cluster_oidc(session, facts)
     checks += check_helm(session)
     checks += check_sidecars(session, facts)
+    checks += check_inject(session)
     if probe:
         checks += check_probe(session, facts)
     certificates: dict[tuple[str, str, str], CertificateSeen] = {}

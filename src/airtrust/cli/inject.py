@@ -1,0 +1,118 @@
+"""``airtrust inject``: pods that trust the CA at admission, without rebuilding images."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from airtrust.errors import InputError
+
+__all__ = ["inject_app", "register", "serve_cmd"]
+
+inject_app = typer.Typer(
+    help="Make pods trust the CA at admission (a mutating webhook).", no_args_is_help=True
+)
+DEFAULT_SELECTOR = "airtrust.io/inject=enabled"
+HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def namespace_selector(selector: str | None, projects: bool) -> str:
+    """The namespaces in scope: given, the profile's project namespaces, or the default."""
+    if selector and projects:
+        raise InputError("--namespace-selector and --projects exclude each other", hint="pick one")
+    if projects:
+        from airtrust.profiles import load_profile
+
+        profile = load_profile()
+        if not profile.project_namespace_selector:
+            raise InputError(
+                f"profile {profile.name} names no project namespaces",
+                hint="pass --namespace-selector",
+            )
+        return profile.project_namespace_selector
+    return selector or DEFAULT_SELECTOR
+
+
+@inject_app.command("serve")
+def serve_cmd(
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to serve HTTPS on.")],
+    cert: Annotated[Path, typer.Option("--cert", help="Serving certificate (PEM, chain).")],
+    key: Annotated[Path, typer.Option("--key", help="Its private key.")],
+    ca: Annotated[
+        list[str] | None, typer.Option("--ca", help="The local CA bundle (repeatable).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="airtrust.yaml (its ca.bundle).")
+    ] = None,
+    base_bundle: Annotated[
+        Path, typer.Option("--base-bundle", help="Public roots kept in the injected bundle.")
+    ] = HOST_BUNDLE,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace-selector", help=f"Namespaces in scope (default {DEFAULT_SELECTOR})."
+        ),
+    ] = None,
+    projects: Annotated[
+        bool, typer.Option("--projects", help="Scope: the profile's project namespaces.")
+    ] = False,
+    configmap: Annotated[
+        str, typer.Option("--configmap", help="The bundle ConfigMap written in each namespace.")
+    ] = "airtrust-ca-bundle",
+    distribute: Annotated[
+        bool,
+        typer.Option("--distribute/--no-distribute", help="Write the bundle ConfigMaps."),
+    ] = True,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between bundle passes.")
+    ] = 30.0,
+    kubeconfig: Annotated[
+        Path | None, typer.Option("--kubeconfig", help="kubeconfig file.")
+    ] = None,
+    context: Annotated[str, typer.Option("--context", help="Kube context.")] = "",
+    in_cluster: Annotated[
+        bool, typer.Option("--in-cluster", help="Use the pod's account.")
+    ] = False,
+) -> None:
+    """Serve the mutating admission webhook (HTTPS, uvicorn) and keep the merged bundle
+    in every namespace in scope. The certificate files are reloaded when they change."""
+    from airtrust.clock import utc_now
+    from airtrust.controller.inject.bundles import BundleDistributor, merged_bundle
+    from airtrust.controller.inject.serve import serve
+    from airtrust.files import read_input
+    from airtrust.pki.bundle import parse_bundle
+    from airtrust.plan.inject import InjectSettings
+
+    files = list(ca or [])
+    if config is not None:
+        from airtrust.config import load_config
+
+        files += [str(p) for p in load_config(config).ca.bundle]
+    if not files:
+        raise InputError("no local CA given", hint="pass --ca ca-bundle.pem or -c airtrust.yaml")
+    local = parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
+    settings = InjectSettings(configmap=configmap)
+    distributor = None
+    if distribute:
+        from airtrust.kube.api import KubeAPI
+
+        base = read_input(str(base_bundle))
+        pem, truststore = merged_bundle(base, local)
+        api = (
+            KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
+        )
+        distributor = BundleDistributor(
+            api, namespace_selector(selector, projects), settings, pem, truststore
+        )
+    serve(
+        listen=listen,
+        cert=cert,
+        key=key,
+        settings=settings,
+        distributor=distributor,
+        interval=interval,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(inject_app, name="inject")

@@ -1,0 +1,1 @@
+"""``airtrust inject serve``: pods that trust the CA at admission (webhook + bundles)."""

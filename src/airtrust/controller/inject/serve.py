@@ -1,0 +1,96 @@
+"""Run the webhook: uvicorn with our TLS certificate, reloaded when the files change
+(a CA rotation rewrites the mounted secret), and the bundle distributor beside it.
+
+uvicorn handles concurrency, keep-alive and graceful shutdown on SIGTERM; the
+TLS context it built is kept and fed the new certificate in place, so a
+rotation never drops the listening socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from pathlib import Path
+
+from airtrust.controller.inject.bundles import BundleDistributor
+from airtrust.controller.inject.webhook import WebhookApp
+from airtrust.errors import InputError
+from airtrust.plan.inject import InjectSettings
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InputError(f"--listen {listen} is not HOST:PORT", hint="e.g. --listen 0.0.0.0:8443")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _watch_certificate(
+    context: ssl.SSLContext, cert: Path, key: Path, stop: threading.Event, every: float = 2.0
+) -> None:
+    def stamp() -> tuple[float, float]:
+        return cert.stat().st_mtime, key.stat().st_mtime
+
+    seen = stamp()
+    while not stop.wait(every):
+        try:
+            now = stamp()
+            if now != seen:
+                context.load_cert_chain(str(cert), str(key))
+                seen = now
+                log.info("inject: serving certificate reloaded from %s", cert)
+        except (OSError, ssl.SSLError) as exc:  # half-written during a rotation: next time
+            log.warning("inject: certificate not reloaded yet: %s", exc)
+
+
+def serve(
+    *,
+    listen: str,
+    cert: Path,
+    key: Path,
+    settings: InjectSettings,
+    distributor: BundleDistributor | None,
+    interval: float = 30.0,
+) -> None:
+    import uvicorn
+
+    host, port = _split(listen)
+    for path in (cert, key):
+        if not path.is_file():
+            raise InputError(f"{path} does not exist", hint="pass the webhook's --cert and --key")
+
+    def ready() -> bool:
+        return distributor is None or distributor.passes > 0
+
+    app = WebhookApp(settings, ready=ready)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        access_log=False,
+    )
+    config.load()
+    if config.ssl is None:  # uvicorn builds the context from the files in load()
+        raise InputError("TLS is not configured", hint="pass --cert and --key")
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_watch_certificate, args=(config.ssl, cert, key, stop), daemon=True)
+    ]
+    if distributor is not None:
+        threads.append(threading.Thread(target=distributor.run, args=(stop, interval), daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        stop.set()

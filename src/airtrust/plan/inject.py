@@ -1,0 +1,206 @@
+"""What admission-time injection does to a Pod: pure, a JSON Patch from a Pod.
+
+Researchers bring images nobody patched. At admission the pod gets the merged
+bundle (the public roots of a base bundle plus the local CA: the variables
+below *replace* a client's store, so the CA alone would break every public
+endpoint) mounted read-only in every container and init container, and each
+client's variable pointed at it where the container does not set it already.
+Java reads a keystore, not PEM, so it is touched only when the pod opts in.
+
+Idempotent by construction: every step checks what is there (volume, mount,
+each variable), so re-admitting an injected pod yields an empty patch; the
+record of what was done goes in an annotation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "BUNDLE_KEY",
+    "ENV_VARS",
+    "INJECTED_ANNOTATION",
+    "INJECT_LABEL",
+    "JAVA_ANNOTATION",
+    "JAVA_OPTIONS",
+    "TRUSTSTORE_KEY",
+    "InjectSettings",
+    "Mutation",
+    "mutate_pod",
+    "pointer",
+]
+
+#: Namespaces labelled ``airtrust.io/inject=enabled`` are in scope by default; a pod
+#: labelled or annotated ``airtrust.io/inject: "false"`` is left alone.
+INJECT_LABEL = "airtrust.io/inject"
+JAVA_ANNOTATION = "airtrust.io/inject-java"
+INJECTED_ANNOTATION = "airtrust.io/injected"
+BUNDLE_KEY = "ca-bundle.pem"
+TRUSTSTORE_KEY = "truststore.p12"
+#: Each names the PEM bundle; all but NODE_EXTRA_CA_CERTS replace the client's store.
+ENV_VARS = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+    "AWS_CA_BUNDLE",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+)
+JAVA_OPTIONS = "JAVA_TOOL_OPTIONS"
+
+
+@dataclass(frozen=True)
+class InjectSettings:
+    configmap: str = "airtrust-ca-bundle"
+    volume: str = "airtrust-ca"
+    mount_dir: str = "/etc/airtrust/ca"
+    store_password: str = "changeit"
+
+    @property
+    def bundle_path(self) -> str:
+        return f"{self.mount_dir}/{BUNDLE_KEY}"
+
+    @property
+    def java_flags(self) -> str:
+        return (
+            f"-Djavax.net.ssl.trustStore={self.mount_dir}/{TRUSTSTORE_KEY} "
+            "-Djavax.net.ssl.trustStoreType=PKCS12 "
+            f"-Djavax.net.ssl.trustStorePassword={self.store_password}"
+        )
+
+
+@dataclass(frozen=True)
+class Mutation:
+    patch: list[dict[str, Any]]  # RFC 6902 operations; empty: nothing to do
+    skipped: str = ""  # why nothing was done, when it was on purpose
+
+
+def pointer(*parts: str | int) -> str:
+    """An RFC 6901 JSON pointer (``~`` and ``/`` escaped in each part)."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _opted_out(meta: Mapping[str, Any]) -> bool:
+    for where in ("labels", "annotations"):
+        if str((meta.get(where) or {}).get(INJECT_LABEL, "")).lower() == "false":
+            return True
+    return False
+
+
+def _volume(settings: InjectSettings, java: bool) -> dict[str, Any]:
+    items = [{"key": BUNDLE_KEY, "path": BUNDLE_KEY}]
+    if java:
+        items.append({"key": TRUSTSTORE_KEY, "path": TRUSTSTORE_KEY})
+    return {
+        "name": settings.volume,
+        "configMap": {"name": settings.configmap, "items": items, "defaultMode": 0o444},
+    }
+
+
+def _container_ops(
+    kind: str, index: int, container: Mapping[str, Any], settings: InjectSettings, java: bool
+) -> tuple[list[dict[str, Any]], list[str]]:
+    ops: list[dict[str, Any]] = []
+    mounts = container.get("volumeMounts") or []
+    if not any(
+        m.get("name") == settings.volume or m.get("mountPath") == settings.mount_dir for m in mounts
+    ):
+        mount = {"name": settings.volume, "mountPath": settings.mount_dir, "readOnly": True}
+        if mounts:
+            ops.append(
+                {
+                    "op": "add",
+                    "path": pointer("spec", kind, index, "volumeMounts", "-"),
+                    "value": mount,
+                }
+            )
+        else:
+            ops.append(
+                {
+                    "op": "add",
+                    "path": pointer("spec", kind, index, "volumeMounts"),
+                    "value": [mount],
+                }
+            )
+    env = list(container.get("env") or [])
+    names = {e.get("name") for e in env}
+    added = [{"name": var, "value": settings.bundle_path} for var in ENV_VARS if var not in names]
+    set_vars = [e["name"] for e in added]
+    if java:
+        current = next((e for e in env if e.get("name") == JAVA_OPTIONS), None)
+        if current is None:
+            added.append({"name": JAVA_OPTIONS, "value": settings.java_flags})
+            set_vars.append(JAVA_OPTIONS)
+        elif "valueFrom" not in current and settings.java_flags not in str(
+            current.get("value", "")
+        ):
+            position = env.index(current)
+            value = f"{current.get('value', '')} {settings.java_flags}".strip()
+            ops.append(
+                {
+                    "op": "replace",
+                    "path": pointer("spec", kind, index, "env", position, "value"),
+                    "value": value,
+                }
+            )
+            set_vars.append(JAVA_OPTIONS)
+    if added:
+        if env:
+            for item in added:
+                ops.append(
+                    {"op": "add", "path": pointer("spec", kind, index, "env", "-"), "value": item}
+                )
+        else:
+            ops.append({"op": "add", "path": pointer("spec", kind, index, "env"), "value": added})
+    return ops, set_vars
+
+
+def mutate_pod(pod: Mapping[str, Any], settings: InjectSettings) -> Mutation:
+    """The JSON Patch that makes ``pod`` trust the bundle (empty when nothing is due)."""
+    meta = pod.get("metadata") or {}
+    if _opted_out(meta):
+        return Mutation([], skipped=f"{INJECT_LABEL}=false")
+    annotations = meta.get("annotations") or {}
+    java = str(annotations.get(JAVA_ANNOTATION, "")).lower() == "true"
+    spec = pod.get("spec") or {}
+    ops: list[dict[str, Any]] = []
+    volumes = spec.get("volumes") or []
+    if not any(v.get("name") == settings.volume for v in volumes):
+        volume = _volume(settings, java)
+        if volumes:
+            ops.append({"op": "add", "path": "/spec/volumes/-", "value": volume})
+        else:
+            ops.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
+    touched: dict[str, list[str]] = {}
+    for kind in ("initContainers", "containers"):
+        containers: Sequence[Mapping[str, Any]] = spec.get(kind) or []
+        for index, container in enumerate(containers):
+            container_ops, set_vars = _container_ops(kind, index, container, settings, java)
+            ops += container_ops
+            if container_ops:
+                touched[str(container.get("name", index))] = set_vars
+    if not ops:
+        return Mutation([], skipped="already injected")
+    record = json.dumps(
+        {"configMap": settings.configmap, "java": java, "containers": touched},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    if annotations:
+        ops.append(
+            {
+                "op": "add",
+                "path": pointer("metadata", "annotations", INJECTED_ANNOTATION),
+                "value": record,
+            }
+        )
+    else:
+        ops.append(
+            {"op": "add", "path": "/metadata/annotations", "value": {INJECTED_ANNOTATION: record}}
+        )
+    return Mutation(ops)
