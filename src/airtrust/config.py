@@ -59,6 +59,9 @@ class Cluster(_Model):
     openshift: Literal["auto", "true", "false"] = "auto"
     domain: str | None = None
     inference_domain: str | None = None
+    #: Where ``inject serve`` runs (render --inject --service NS/...): apply then issues
+    #: its serving certificate (secret airtrust-inject-tls) and rotation renews it.
+    inject_namespace: str | None = None
 
     @field_validator("openshift", mode="before")
     @classmethod
@@ -92,8 +95,11 @@ class Images(_Model):
 class Doctor(_Model):
     #: Warn when a CA or certificate expires within this many days.
     warn_days: int = EXPIRY_WARNING_DAYS
-    #: Image for the in-cluster probe Job (must be pullable in the air gap and have curl).
+    #: Image for the in-cluster probe Job (must be pullable in the air gap and have sh,
+    #: curl, grep and sha256sum: Debian, UBI and busybox-with-curl images do).
     probe_image: str | None = None
+    #: Run the probe on the node's network (clusters without a pod network).
+    probe_host_network: bool = False
 
 
 class ClusterConfigPaths(_Model):

@@ -103,9 +103,11 @@ def run_script(*args: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def started_cluster(folder: Path) -> Iterator[KubeCluster]:
-    run_script("up", folder)
+def started_cluster(folder: Path, *, node: bool = False) -> Iterator[KubeCluster]:
+    """A test apiserver (and with ``node``, the controllers, scheduler, a kubelet with
+    containerd, and the registry the node trusts: scripts/testcluster up --node)."""
     try:
+        run_script("up", folder, *(["--node"] if node else []))
         yield KubeCluster(folder)
     finally:
         run_script("down", folder)

@@ -71,7 +71,7 @@ class Webhook:
                 "--listen", f"127.0.0.1:{self.port}",
                 "--cert", str(self.folder / "wh" / "tls.crt"),
                 "--key", str(self.folder / "wh" / "tls.key"),
-                "--ca", str(self.folder / "qs" / "ca-bundle.pem"),
+                "--ca", str(self.folder / "webhook-ca.pem"),
                 "--kubeconfig", str(self.token_kubeconfig), "--context", "inject",
                 "--interval", "1",
             ],
@@ -141,6 +141,8 @@ def _render_and_apply(webhook_url: str, cluster: KubeCluster, folder: Path, poli
 def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     folder = tmp_path_factory.mktemp("inject")
     _ok(run_cli("quickstart", "--domain", HOST, "--out", folder / "qs"))
+    # What the in-cluster webhook mounts from the CA secret (a rotation rewrites it).
+    shutil.copy(folder / "qs" / "ca-bundle.pem", folder / "webhook-ca.pem")
     _ok(
         run_cli(
             "cert", "issue", "--ca-dir", folder / "qs", "--domain",
@@ -471,3 +473,99 @@ def test_two_hundred_pods_at_once_are_all_injected(webhook: Webhook) -> None:
         f"{pct(injected, 0.5) - pct(control, 0.5):.1f} ms, mean "
         f"{(statistics.mean(injected) - statistics.mean(control)) * 1000:.1f} ms"
     )
+
+
+def _openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require("openssl"), *map(str, args)], capture_output=True, text=True, check=False
+    )
+
+
+def test_apply_issues_the_webhook_certificate_and_a_rotation_carries_the_webhook_over(
+    webhook: Webhook, tmp_path: Path
+) -> None:
+    """The serving certificate is one more TLS secret of the cluster: apply issues it
+    from the local CA, rotate start reissues it from the new one. Meanwhile the webhook
+    follows the CA secret it mounts: the bundle in every namespace and its own caBundle
+    carry old + new, so pods keep being injected across the switch."""
+    qs = webhook.folder / "qs"
+    config = tmp_path / "airtrust.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "domain": HOST,
+                "version": "2.20",
+                "ca": {"bundle": [str(qs / "ca-bundle.pem")]},
+                "tls": {"cert": str(qs / "tls.crt"), "key": str(qs / "tls.key")},
+                "issue_from": str(qs),
+                "kubeconfig": str(webhook.cluster.kubeconfig),
+                "control_plane": {"context": "admin"},
+                "clusters": [{"context": "admin", "inject_namespace": "airtrust-system"}],
+            }
+        )
+    )
+    _ok(run_cli("apply", "-c", config))
+
+    def served(name: str) -> Path:
+        secret = webhook.cluster.get("secret", "-n", "airtrust-system", "airtrust-inject-tls")
+        path = tmp_path / name
+        path.mkdir(exist_ok=True)
+        for key in ("tls.crt", "tls.key"):
+            (path / key).write_bytes(base64.b64decode(secret["data"][key]))
+        return path
+
+    first = served("first")
+    verified = _openssl("verify", "-CAfile", qs / "ca-bundle.pem", first / "tls.crt")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    sans = _openssl("x509", "-in", first / "tls.crt", "-noout", "-ext", "subjectAltName").stdout
+    assert "DNS:airtrust-inject.airtrust-system.svc" in sans
+    # Rotation, phase 1: every CA secret holds old + new; the TLS secrets are reissued.
+    _ok(run_cli("ca", "create", "--out", tmp_path / "new-ca", "--name", "Rotated Root"))
+    _ok(run_cli("rotate", "start", "-c", config, "--new-ca", tmp_path / "new-ca"))
+    second = served("second")
+    assert (
+        _openssl("verify", "-CAfile", tmp_path / "new-ca" / "ca.crt", second / "tls.crt").returncode
+        == 0
+    )
+    assert _openssl("verify", "-CAfile", qs / "ca-bundle.pem", second / "tls.crt").returncode != 0
+    # The CA secret now carries both: what the in-cluster webhook would see mounted.
+    ca_secret = webhook.cluster.get("secret", "-n", "runai", "runai-ca-cert")
+    both = base64.b64decode(ca_secret["data"]["runai-ca.pem"])
+    assert both.count(b"BEGIN CERTIFICATE") == 2
+    (webhook.folder / "webhook-ca.pem").write_bytes(both)
+
+    def follows() -> bool:
+        config_now = webhook.cluster.get("mutatingwebhookconfiguration", "airtrust-inject")
+        ca_bundle = base64.b64decode(config_now["webhooks"][0]["clientConfig"]["caBundle"])
+        bundle = webhook.cluster.get("configmap", "-n", "team-a", "airtrust-ca-bundle")
+        new_ca = (tmp_path / "new-ca" / "ca.crt").read_text().strip()
+        return (
+            ca_bundle.count(b"BEGIN CERTIFICATE") == 2 and new_ca in bundle["data"]["ca-bundle.pem"]
+        )
+
+    wait_for("the webhook's caBundle and the namespaces' bundle to carry old + new", follows)
+    # In the cluster the kubelet would now update the mounted TLS secret (names of the
+    # Service). This apiserver reaches the webhook by IP, so the same new CA issues the
+    # certificate for 127.0.0.1; the server picks the files up without a restart.
+    by_ip = tmp_path / "by-ip"
+    _ok(
+        run_cli(
+            "cert", "issue", "--ca-dir", tmp_path / "new-ca", "--domain",
+            "airtrust-inject.airtrust-system.svc", "--ip", "127.0.0.1", "--out", by_ip,
+        )
+    )  # fmt: skip
+    second = by_ip
+    for key in ("tls.key", "tls.crt"):
+        shutil.copy(by_ip / key, webhook.folder / "wh" / key)
+    from airtrust.probe.tls import Endpoint, fetch_chain
+
+    new_serial = int(
+        _openssl("x509", "-in", second / "tls.crt", "-noout", "-serial").stdout.split("=")[1], 16
+    )
+    wait_for(
+        "the webhook serving the certificate from the new CA",
+        lambda: fetch_chain(Endpoint("127.0.0.1", webhook.port))[0].serial_number == new_serial,
+    )
+    _create(webhook, _pod("after-ca-rotation", "team-a"))
+    annotations = webhook.pod("team-a", "after-ca-rotation")["metadata"]["annotations"]
+    assert "airtrust.io/injected" in annotations

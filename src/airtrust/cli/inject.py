@@ -1,11 +1,14 @@
 """``airtrust inject``: pods that trust the CA at admission, without rebuilding images."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from airtrust.errors import InputError
+
+if TYPE_CHECKING:
+    from airtrust.pki.bundle import Bundle
 
 __all__ = ["inject_app", "register", "serve_cmd"]
 
@@ -77,7 +80,7 @@ def serve_cmd(
     """Serve the mutating admission webhook (HTTPS, uvicorn) and keep the merged bundle
     in every namespace in scope. The certificate files are reloaded when they change."""
     from airtrust.clock import utc_now
-    from airtrust.controller.inject.bundles import BundleDistributor, merged_bundle
+    from airtrust.controller.inject.bundles import BundleDistributor
     from airtrust.controller.inject.serve import serve
     from airtrust.files import read_input
     from airtrust.pki.bundle import parse_bundle
@@ -90,19 +93,23 @@ def serve_cmd(
         files += [str(p) for p in load_config(config).ca.bundle]
     if not files:
         raise InputError("no local CA given", hint="pass --ca ca-bundle.pem or -c airtrust.yaml")
-    local = parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
+
+    def local() -> "Bundle":
+        # Read on every pass: in the cluster this is the mounted CA secret.
+        return parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
+
+    local()  # a bad bundle is an error now, not a warning in the log later
     settings = InjectSettings(configmap=configmap)
     distributor = None
     if distribute:
         from airtrust.kube.api import KubeAPI
 
         base = read_input(str(base_bundle))
-        pem, truststore = merged_bundle(base, local)
         api = (
             KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
         )
         distributor = BundleDistributor(
-            api, namespace_selector(selector, projects), settings, pem, truststore
+            api, namespace_selector(selector, projects), settings, base, local
         )
     serve(
         listen=listen,

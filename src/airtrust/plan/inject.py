@@ -24,6 +24,9 @@ __all__ = [
     "ENV_VARS",
     "INJECTED_ANNOTATION",
     "INJECT_LABEL",
+    "INJECT_NAME",
+    "INJECT_TLS_SECRET",
+    "INJECT_WEBHOOK",
     "JAVA_ANNOTATION",
     "JAVA_OPTIONS",
     "TRUSTSTORE_KEY",
@@ -31,7 +34,19 @@ __all__ = [
     "Mutation",
     "mutate_pod",
     "pointer",
+    "webhook_hosts",
 ]
+
+#: The webhook's objects: configuration, Deployment/Service/ServiceAccount, TLS secret.
+INJECT_NAME = "airtrust-inject"
+INJECT_WEBHOOK = "inject.airtrust.io"
+INJECT_TLS_SECRET = "airtrust-inject-tls"
+
+
+def webhook_hosts(namespace: str) -> tuple[str, ...]:
+    """The names the apiserver uses for the webhook's Service (its certificate's SANs)."""
+    return (f"{INJECT_NAME}.{namespace}.svc", f"{INJECT_NAME}.{namespace}.svc.cluster.local")
+
 
 #: Namespaces labelled ``airtrust.io/inject=enabled`` are in scope by default; a pod
 #: labelled or annotated ``airtrust.io/inject: "false"`` is left alone.

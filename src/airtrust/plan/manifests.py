@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
+from airtrust.plan.inject import INJECT_NAME, INJECT_TLS_SECRET, INJECT_WEBHOOK
 from airtrust.plan.model import BACKUP_OF, MANAGED_BY, JsonObj
 from airtrust.plan.source import Source
 from airtrust.plan.topology import SyncScope
@@ -168,38 +169,52 @@ def lease(namespace: str, holder: str, duration: int, now: dt.datetime) -> JsonO
     }
 
 
-def probe_job(namespace: str, *, image: str, secret: str, key: str, url: str) -> JsonObj:
-    """A one-shot Job that mounts the CA secret and reaches ``url`` with curl and it alone."""
+#: The probe's script: what it sees mounted, then the handshake, into the termination
+#: message (read back from the pod status: no log access through the kubelet needed).
+PROBE_SCRIPT = """\
+f="$1"; url="$2"; shift 2
+n=$(grep -c "BEGIN CERTIFICATE" "$f")
+sum=$(sha256sum "$f" | cut -c1-16)
+if out=$(curl -sS --max-time 20 --cacert "$f" -o /dev/null "$@" "$url" 2>&1); then r=ok
+else r="failed: $out"; fi
+echo "mounted bundle: $n certificate(s), sha256 $sum; handshake with $url: $r" \
+  > /dev/termination-log
+[ "$r" = ok ]
+"""
+
+
+def probe_job(
+    namespace: str,
+    *,
+    image: str,
+    secret: str,
+    key: str,
+    url: str,
+    curl_args: Sequence[str] = (),
+    host_network: bool = False,
+) -> JsonObj:
+    """A one-shot Job that mounts the CA secret and reaches ``url`` with curl and it alone,
+    reporting the mounted bundle and the handshake in its termination message."""
+    spec: JsonObj = {
+        "restartPolicy": "Never",
+        "containers": [
+            {
+                "name": "probe",
+                "image": image,
+                "command": ["sh", "-c", PROBE_SCRIPT, "probe", f"/ca/{key}", url, *curl_args],
+                "volumeMounts": [{"name": "ca", "mountPath": "/ca", "readOnly": True}],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+        "volumes": [{"name": "ca", "secret": {"secretName": secret}}],
+    }
+    if host_network:
+        spec["hostNetwork"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": PROBE_JOB, "namespace": namespace, "labels": managed_labels()},
-        "spec": {
-            "backoffLimit": 0,
-            "ttlSecondsAfterFinished": 60,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "probe",
-                            "image": image,
-                            "command": [
-                                "curl",
-                                "-sSf",
-                                "--cacert",
-                                f"/ca/{key}",
-                                "-o",
-                                "/dev/null",
-                                url,
-                            ],
-                            "volumeMounts": [{"name": "ca", "mountPath": "/ca"}],
-                        }
-                    ],
-                    "volumes": [{"name": "ca", "secret": {"secretName": secret}}],
-                }
-            },
-        },
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 60, "template": {"spec": spec}},
     }
 
 
@@ -341,11 +356,6 @@ def controller_manifests(
     ]
 
 
-INJECT_NAME = "airtrust-inject"
-INJECT_WEBHOOK = "inject.airtrust.io"
-INJECT_TLS_SECRET = "airtrust-inject-tls"
-
-
 def bundle_configmap(
     namespace: str, name: str, data: Mapping[str, str], binary: Mapping[str, bytes]
 ) -> JsonObj:
@@ -480,6 +490,13 @@ def inject_manifests(
                     "apiGroups": [""],
                     "resources": ["configmaps"],
                     "verbs": ["get", "list", "create", "patch"],
+                },
+                # Its own configuration only: the caBundle follows the local CA.
+                {
+                    "apiGroups": ["admissionregistration.k8s.io"],
+                    "resources": ["mutatingwebhookconfigurations"],
+                    "resourceNames": [INJECT_NAME],
+                    "verbs": ["get", "patch"],
                 },
             ],
         },

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from airtrust.config import Cluster, Config
 from airtrust.errors import ConfigError
+from airtrust.plan.inject import INJECT_TLS_SECRET, webhook_hosts
 from airtrust.profiles import Profile
 
 __all__ = [
@@ -108,10 +109,16 @@ class ClusterTLSSpec:
 def cluster_tls_specs(
     profile: Profile, version: str, entry: Cluster | None
 ) -> list[ClusterTLSSpec]:
-    """The cluster TLS secrets this cluster entry asks for (none without a domain)."""
-    if entry is None or not entry.domain:
+    """The cluster TLS secrets this cluster entry asks for: the profile's (none without
+    a domain) and the injection webhook's (with an ``inject_namespace``)."""
+    if entry is None:
         return []
     out = []
+    if entry.inject_namespace:
+        ns = entry.inject_namespace
+        out.append(ClusterTLSSpec(ns, INJECT_TLS_SECRET, webhook_hosts(ns)))
+    if not entry.domain:
+        return out
     for spec in profile.cluster_tls_for(version):
         if "{inference_domain}" in "".join(spec.names) and not entry.inference_domain:
             continue

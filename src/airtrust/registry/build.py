@@ -274,15 +274,21 @@ class _ChunkReader(io.RawIOBase):
         return True
 
     def readinto(self, out: Any) -> int:
-        while not self.buffer:
-            try:
-                self.buffer = next(self.chunks)
-            except StopIteration:
-                return 0
-        n = min(len(out), len(self.buffer))
-        out[:n] = self.buffer[:n]
-        self.buffer = self.buffer[n:]
-        return n
+        """Fill ``out`` as far as the chunks go: tarfile treats a short read as the end
+        of the data, and chunks come in whatever sizes the transport delivers."""
+        filled = 0
+        while filled < len(out):
+            if not self.buffer:
+                try:
+                    self.buffer = next(self.chunks)
+                except StopIteration:
+                    break
+                continue
+            n = min(len(out) - filled, len(self.buffer))
+            out[filled : filled + n] = self.buffer[:n]
+            self.buffer = self.buffer[n:]
+            filled += n
+        return filled
 
 
 def push_layout(layout: Path, client: RegistryClient, to: Reference) -> BuildResult:

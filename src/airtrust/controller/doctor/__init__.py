@@ -98,7 +98,7 @@ def run_doctor(
     checks += check_sidecars(session, facts)
     checks += check_inject(session)
     if probe:
-        checks += check_probe(session, facts)
+        checks += check_probe(session, facts, connect_to)
     certificates: dict[tuple[str, str, str], CertificateSeen] = {}
     for cert in (
         *seen(session.bundle.certificates, "bundle"),

@@ -17,8 +17,7 @@ from airtrust.controller.doctor.model import Check, Status
 from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError
 from airtrust.kube.api import KubeAPI
-from airtrust.plan.inject import INJECTED_ANNOTATION
-from airtrust.plan.manifests import INJECT_NAME
+from airtrust.plan.inject import INJECT_NAME, INJECTED_ANNOTATION
 from airtrust.probe.endpoint import probe_endpoint
 
 __all__ = ["check_inject"]

@@ -5,12 +5,20 @@ webhook points pods at is written into every namespace the selector matches:
 ``ca-bundle.pem`` (the base bundle's public roots plus the local CA) and, for
 Java pods that opt in, ``truststore.p12`` (the same roots, password-less,
 deterministic so an unchanged bundle is an unchanged object).
+
+The local CA is read again on every pass: in the cluster it is the mounted CA
+secret, which a rotation rewrites with old + new. The next pass then writes
+the merged bundle with both into every namespace and sets the webhook
+configuration's ``caBundle`` to the same CAs, before the webhook's own
+certificate is reissued from the new CA.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from airtrust.errors import AirtrustError
@@ -18,7 +26,13 @@ from airtrust.kube.api import KubeAPI
 from airtrust.layers.truststore import joined_bundle
 from airtrust.pki.bundle import Bundle, read_certificates
 from airtrust.pki.truststore import to_pkcs12
-from airtrust.plan.inject import BUNDLE_KEY, TRUSTSTORE_KEY, InjectSettings
+from airtrust.plan.inject import (
+    BUNDLE_KEY,
+    INJECT_NAME,
+    INJECT_WEBHOOK,
+    TRUSTSTORE_KEY,
+    InjectSettings,
+)
 from airtrust.plan.manifests import bundle_configmap
 from airtrust.plan.model import JsonObj
 
@@ -34,35 +48,74 @@ def merged_bundle(base_pem: bytes, local: Bundle) -> tuple[bytes, bytes]:
     return pem, to_pkcs12(Bundle(anchors), "")
 
 
+WEBHOOKS = ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations")
+
+
 @dataclass
 class BundleDistributor:
     api: KubeAPI
     selector: str
     settings: InjectSettings
-    pem: bytes
-    truststore: bytes
-    #: namespaces written at least once; readiness means the first pass went through
+    base_pem: bytes
+    #: the local CA, read again on each pass (a rotation rewrites the mounted secret)
+    local: Callable[[], Bundle]
     passes: int = 0
     failed: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _merged: tuple[str, bytes, bytes] | None = None
 
-    def manifest(self, namespace: str) -> JsonObj:
+    def merged(self) -> tuple[Bundle, bytes, bytes]:
+        """(local CAs, merged PEM, truststore), rebuilt only when the local CAs change."""
+        local = self.local()
+        if self._merged is None or self._merged[0] != local.digest:
+            pem, truststore = merged_bundle(self.base_pem, local)
+            self._merged = (local.digest, pem, truststore)
+        return local, self._merged[1], self._merged[2]
+
+    def manifest(self, namespace: str, pem: bytes, truststore: bytes) -> JsonObj:
         return bundle_configmap(
             namespace,
             self.settings.configmap,
-            {BUNDLE_KEY: self.pem.decode()},
-            {TRUSTSTORE_KEY: self.truststore},
+            {BUNDLE_KEY: pem.decode()},
+            {TRUSTSTORE_KEY: truststore},
         )
 
     def reconcile(self) -> list[str]:
-        """Write the bundle into every namespace in scope; the namespaces written."""
+        """Write the bundle into every namespace in scope and keep the webhook's caBundle
+        on the local CAs; the namespaces written."""
+        local, pem, truststore = self.merged()
         namespaces = self.api.namespaces(self.selector)
         for namespace in namespaces:
-            self.api.apply(self.manifest(namespace))
+            self.api.apply(self.manifest(namespace, pem, truststore))
+        self._follow_ca_bundle(local)
         with self.lock:
             self.passes += 1
             self.failed = ""
         return namespaces
+
+    def _follow_ca_bundle(self, local: Bundle) -> None:
+        config = self.api.get(*WEBHOOKS, None, INJECT_NAME)
+        if config is None:
+            return
+        wanted = base64.b64encode(local.to_pem()).decode()
+        for index, webhook in enumerate(config.get("webhooks") or []):
+            if webhook.get("name") != INJECT_WEBHOOK:
+                continue
+            if (webhook.get("clientConfig") or {}).get("caBundle") != wanted:
+                self.api.json_patch(
+                    *WEBHOOKS,
+                    None,
+                    INJECT_NAME,
+                    [
+                        {"op": "test", "path": f"/webhooks/{index}/name", "value": INJECT_WEBHOOK},
+                        {
+                            "op": "replace",
+                            "path": f"/webhooks/{index}/clientConfig/caBundle",
+                            "value": wanted,
+                        },
+                    ],
+                )
+                log.info("inject: webhook caBundle set to %d CA(s)", len(local.anchors))
 
     def run(self, stop: threading.Event, interval: float) -> None:
         while not stop.is_set():

@@ -1,0 +1,18 @@
+// Command kube-controller-manager is the upstream controller manager (namespace
+// deletion, service accounts, Jobs, Deployments), built from the k8s.io/kubernetes
+// module for the test cluster. Test infrastructure, never product code.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewControllerManagerCommand()))
+}
