@@ -465,7 +465,7 @@ def test_the_rendered_controller_runs_on_the_node_and_keeps_secrets_converged(
     (overlay / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
-                "resources": [str(rendered)],
+                "resources": ["../rendered"],
                 "patches": [
                     {
                         "target": {"kind": "Deployment", "name": "airtrust-sync"},

@@ -39,7 +39,7 @@ __all__ = [
 if TYPE_CHECKING:
     from airtrust.controller.apply import ApplyReport
     from airtrust.controller.session import Session
-    from airtrust.plan.model import Plan
+    from airtrust.plan.model import JsonObj, Plan
     from airtrust.plan.topology import SyncScope
     from airtrust.profiles import Profile
 
@@ -445,8 +445,7 @@ def _render_inject(
 ) -> None:
     from airtrust.cli.inject import namespace_selector
     from airtrust.clock import utc_now
-    from airtrust.controller.render import write_manifests
-    from airtrust.files import OutputSet, read_input
+    from airtrust.files import read_input
     from airtrust.pki.bundle import parse_bundle
     from airtrust.plan.manifests import inject_manifests, webhook_configuration
     from airtrust.plan.source import Source
@@ -508,15 +507,23 @@ def _render_inject(
             service=target,
         )
     )
+    _write_docs(out, docs, force=force, output=output)
+
+
+def _write_docs(out: Path, docs: "list[JsonObj]", *, force: bool, output: Format) -> None:
+    """Numbered manifests and their kustomization.yaml into ``out``, then the summary."""
+    from airtrust.controller.render import write_manifests
+    from airtrust.files import OutputSet
+
     outputs = OutputSet(force=force)
     write_manifests(
         outputs, out, [(f"{i:02d}-{doc['kind'].lower()}.yaml", doc) for i, doc in enumerate(docs)]
     )
-    files_written = outputs.commit()
+    files = outputs.commit()
     emit(
-        {"out": str(out), "files": [str(f) for f in files_written]},
+        {"out": str(out), "files": [str(f) for f in files]},
         output,
-        table=lambda c: c.print(f"wrote {len(files_written)} files under {out}"),
+        table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
     )
 
 
@@ -542,8 +549,6 @@ def _render_controller(
     config: Path | None,
     context: str | None,
 ) -> None:
-    from airtrust.controller.render import write_manifests
-    from airtrust.files import OutputSet
     from airtrust.plan.manifests import controller_manifests
     from airtrust.plan.source import Source
     from airtrust.profiles import load_profile
@@ -558,16 +563,7 @@ def _render_controller(
     docs = controller_manifests(
         image=image, namespace=controller_namespace, source=parsed, scope=scope
     )
-    outputs = OutputSet(force=force)
-    write_manifests(
-        outputs, out, [(f"{i:02d}-{doc['kind'].lower()}.yaml", doc) for i, doc in enumerate(docs)]
-    )
-    files = outputs.commit()
-    emit(
-        {"out": str(out), "files": [str(f) for f in files]},
-        output,
-        table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
-    )
+    _write_docs(out, docs, force=force, output=output)
 
 
 def sync_cmd(

@@ -218,6 +218,54 @@ def probe_job(
     }
 
 
+def _pod_security() -> JsonObj:
+    """How airtrust's own pods run: not root, no privilege, read-only root filesystem
+    (fresh objects each time: a YAML dump would alias a shared one)."""
+    return {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _container_security() -> JsonObj:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _resources() -> JsonObj:
+    return {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+
+
+def _cluster_account(
+    name: str, namespace: str, labels: Mapping[str, str], rules: Sequence[JsonObj]
+) -> list[JsonObj]:
+    """A ServiceAccount and the ClusterRole (``rules``) bound to it."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": dict(labels)},
+            "rules": list(rules),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": dict(labels)},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
+
+
 def controller_manifests(
     *,
     image: str,
@@ -247,33 +295,17 @@ def controller_manifests(
         "resourceNames": [source.name],
         "verbs": ["get", "list", "watch"],
     }
+    rules = [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        # Targets are any namespace the selector matches; writes are by server-side apply.
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get", "list", "watch", "create", "patch"],
+        },
+    ]
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": name, "labels": labels},
-            "rules": [
-                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-                # Targets are any namespace the selector matches; writes are by server-side apply.
-                {
-                    "apiGroups": [""],
-                    "resources": ["secrets"],
-                    "verbs": ["get", "list", "watch", "create", "patch"],
-                },
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name, "labels": labels},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
+        *_cluster_account(name, namespace, labels, rules),
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -321,11 +353,7 @@ def controller_manifests(
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": name,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": _pod_security(),
                         "containers": [
                             {
                                 "name": "sync",
@@ -338,15 +366,8 @@ def controller_manifests(
                                 "livenessProbe": {
                                     "httpGet": {"path": "/healthz", "port": "metrics"}
                                 },
-                                "resources": {
-                                    "requests": {"cpu": "10m", "memory": "64Mi"},
-                                    "limits": {"memory": "256Mi"},
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
+                                "resources": _resources(),
+                                "securityContext": _container_security(),
                             }
                         ],
                     },
@@ -478,39 +499,23 @@ def inject_manifests(
         if source.plural == "secrets"
         else {"configMap": {"name": source.name}}
     )
+    rules = [
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "list", "create", "patch"],
+        },
+        # Its own configuration only: the caBundle follows the local CA.
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [INJECT_NAME],
+            "verbs": ["get", "patch"],
+        },
+    ]
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": name, "labels": labels},
-            "rules": [
-                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-                {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    "verbs": ["get", "list", "create", "patch"],
-                },
-                # Its own configuration only: the caBundle follows the local CA.
-                {
-                    "apiGroups": ["admissionregistration.k8s.io"],
-                    "resources": ["mutatingwebhookconfigurations"],
-                    "resourceNames": [INJECT_NAME],
-                    "verbs": ["get", "patch"],
-                },
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name, "labels": labels},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
+        *_cluster_account(name, namespace, labels, rules),
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -531,11 +536,7 @@ def inject_manifests(
                     "metadata": {"labels": {**labels, "airtrust.io/inject": "false"}},
                     "spec": {
                         "serviceAccountName": name,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": _pod_security(),
                         "volumes": [
                             {"name": "tls", "secret": {"secretName": INJECT_TLS_SECRET}},
                             {"name": "ca", **ca_volume},
@@ -564,15 +565,8 @@ def inject_manifests(
                                     {"name": "tls", "mountPath": "/tls", "readOnly": True},
                                     {"name": "ca", "mountPath": "/ca", "readOnly": True},
                                 ],
-                                "resources": {
-                                    "requests": {"cpu": "10m", "memory": "64Mi"},
-                                    "limits": {"memory": "256Mi"},
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
+                                "resources": _resources(),
+                                "securityContext": _container_security(),
                             }
                         ],
                     },
