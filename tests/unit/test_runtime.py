@@ -308,3 +308,16 @@ def test_inflate_is_bounded_whatever_the_ratio() -> None:
     blob = gzip.compress(b"\0" * (64 << 20), compresslevel=9)  # 64 MiB from ~64 KiB
     sizes = [len(c) for c in _inflating(iter([blob]))]
     assert sum(sizes) == 64 << 20 and max(sizes) <= INFLATE_STEP
+
+
+def test_an_image_without_a_bundle_gets_one_seeded_with_its_runtime_roots() -> None:
+    """A scratch-like image whose only roots are certifi's: the bundle airtrust creates
+    (and the variables point at) keeps those public roots next to the CA."""
+    from airtrust.layers.truststore import trust_layer
+
+    fs = _fs({f"{SITE}/certifi/cacert.pem": PUBLIC_PEM})
+    layout, entries = trust_layer(fs, [CA.cert], seed=PUBLIC_PEM)
+    assert layout.bundles == ()
+    created = {e.path: e for e in entries}["etc/ssl/certs/ca-certificates.crt"]
+    have = {a.fingerprint for a in read_certificates(created.content or b"", "t")}
+    assert have == {CA_FP, *(fingerprint(m.cert) for m in PUBLIC)}
