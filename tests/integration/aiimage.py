@@ -19,7 +19,6 @@ deterministic from a seed, gzip-compressed once and cached.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -33,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import require
-from tests.integration.registry import IMAGES, debian_rootfs
+from tests.integration.registry import IMAGES, debian_rootfs, locked
 
 AI_PACKAGES = "ca-certificates,curl,default-jre-headless,git,nodejs,openssl,python3,python3-venv"
 WHEELS = (
@@ -48,21 +47,13 @@ NOTEBOOK_UID = 1000
 _REVISION = "r1"  # bump when the /opt layer's recipe changes
 
 
-def _locked(path: Path) -> int:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    fd = os.open(IMAGES / f"{path.name}.lock", os.O_CREAT | os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
 def wheels() -> Path:
     """The pinned wheels for CPython 3.11 on x86_64 (Debian bookworm's python3)."""
     key = hashlib.sha256("\n".join(WHEELS).encode()).hexdigest()[:12]
     out = IMAGES / f"wheels-{key}"
     if out.exists():
         return out
-    fd = _locked(out)
-    try:
+    with locked(out):
         if not out.exists():
             tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -78,8 +69,6 @@ def wheels() -> Path:
             if proc.returncode != 0:
                 pytest.fail(f"pip download of the test wheels failed: {proc.stderr[-1500:]}")
             tmp.replace(out)
-    finally:
-        os.close(fd)
     return out
 
 
@@ -91,12 +80,9 @@ def ai_layers() -> tuple[Path, Path]:
     out = IMAGES / f"ai-opt-{key}.tar"
     if out.exists():
         return base, out
-    fd = _locked(out)
-    try:
+    with locked(out):
         if not out.exists():
             _build_opt(base, found, out)
-    finally:
-        os.close(fd)
     return base, out
 
 
@@ -174,12 +160,9 @@ def filler_layers(sizes_mib: tuple[int, ...]) -> list[tuple[Path, str]]:
         blob = IMAGES / f"filler-{number}-{size}m.tar.gz"
         meta = blob.with_suffix(".diffid")
         if not (blob.exists() and meta.exists()):
-            fd = _locked(blob)
-            try:
+            with locked(blob):
                 if not (blob.exists() and meta.exists()):
                     _write_filler(blob, meta, number, size, igzip)
-            finally:
-                os.close(fd)
         out.append((blob, meta.read_text().strip()))
     return out
 
@@ -292,8 +275,7 @@ def gzip_layer(tar: Path) -> tuple[Path, str]:
     meta = tar.with_name(tar.name + ".diffid")
     if blob.exists() and meta.exists():
         return blob, meta.read_text().strip()
-    fd = _locked(blob)
-    try:
+    with locked(blob):
         if not (blob.exists() and meta.exists()):
             digest = hashlib.sha256()
             tmp = blob.with_name(f"{blob.name}.{os.getpid()}.tmp")
@@ -303,6 +285,4 @@ def gzip_layer(tar: Path) -> tuple[Path, str]:
                     gz.write(chunk)
             meta.write_text("sha256:" + digest.hexdigest())
             tmp.replace(blob)
-    finally:
-        os.close(fd)
     return blob, meta.read_text().strip()

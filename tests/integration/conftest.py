@@ -207,6 +207,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield c
 
 
+#: The name the image tests' TLS servers answer to (each chroot maps it to 127.0.0.1).
+TLS_HOST = "tls.example.test"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real docker-registry on 127.0.0.1 for the module (modules may define their own)."""
+    from tests.integration.registry import started_registry
+
+    with started_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`airtrust quickstart` for TLS_HOST: the local CA, its bundle and a server
+    certificate (modules may define their own)."""
+    from tests.conftest import run_cli
+
+    folder = tmp_path_factory.mktemp("pki") / "qs"
+    result = run_cli("quickstart", "--domain", TLS_HOST, "--out", folder)
+    assert result.code == 0, result.err
+    return folder
+
+
 @pytest.fixture(scope="module")
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One apiserver for the tests of a module that isolate themselves by namespace or

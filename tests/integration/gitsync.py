@@ -19,8 +19,6 @@ digest and this recipe's version; concurrent builds wait on a lock.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import glob
 import hashlib
 import os
@@ -28,14 +26,13 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SHARED
 from tests.integration.conftest import CACHE, require
-from tests.integration.registry import IMAGES, crane, push_tar
+from tests.integration.registry import IMAGES, crane, locked, push_tar
 
 SOURCE = SHARED / "thirdparty" / "git-sync-v4.4.0.tar.gz"
 VERSION = "v4.4.0"
@@ -94,18 +91,6 @@ def _key() -> str:
     return f"{digest}-r{RECIPE}"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise builds of one artifact across processes (CI and a developer at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / (path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _run(what: str, *cmd: str | Path, timeout: int = 1800, **kw: object) -> str:
     proc = subprocess.run(
         [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, check=False, **kw
@@ -127,7 +112,7 @@ def gitsync_binary() -> Path:
     out = CACHE / "bin" / f"git-sync-{VERSION}-{_key()}"
     if out.exists():
         return out
-    with _locked(out):
+    with locked(out):
         if out.exists():
             return out
         go = shutil.which("go") or "/usr/local/go/bin/go"
@@ -164,7 +149,7 @@ def gitsync_rootfs_tar() -> Path:
     if out.exists():
         return out
     binary = gitsync_binary()
-    with _locked(out):
+    with locked(out):
         if out.exists():
             return out
         with tempfile.TemporaryDirectory(prefix="git-sync-image-") as tmp:

@@ -133,15 +133,26 @@ def push_tar(
     return crane("digest", ref, "--insecure", env=env)
 
 
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Serialise builds of one cached artifact across processes (CI and a developer at
+    once): one build at a time, the others then reuse it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / (path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def debian_rootfs(packages: str = DEBIAN_PACKAGES) -> Path:
     """A Debian bookworm minbase with ``packages`` (default: what the tests run), cached."""
     key = hashlib.sha256(packages.encode()).hexdigest()[:12]
     out = IMAGES / f"debian-bookworm-{key}.tar"
     if out.exists():
         return out
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    with open(IMAGES / f"{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others reuse it
+    with locked(out):
         if not out.exists():
             _mmdebstrap(packages, out)
     return out

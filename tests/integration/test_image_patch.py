@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
-from tests.integration.conftest import bare_repository, git_https_server, require
+from tests.integration.conftest import TLS_HOST, bare_repository, git_https_server, require
 from tests.integration.registry import (
     Registry,
     alpine_layout,
@@ -42,21 +42,7 @@ from tests.integration.registry import (
 )
 
 pytestmark = pytest.mark.integration
-HOST = "tls.example.test"
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    with started_registry(tmp_path_factory.mktemp("registry")) as reg:
-        yield reg
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("pki") / "qs"
-    result = run_cli("quickstart", "--domain", HOST, "--out", folder)
-    assert result.code == 0, result.err
-    return folder
+HOST = TLS_HOST
 
 
 @pytest.fixture(scope="module")

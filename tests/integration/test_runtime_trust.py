@@ -28,6 +28,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.integration.aiimage import ai_layers, extra_layer, gzip_layer, push_oci, wheels
 from tests.integration.conftest import (
+    TLS_HOST,
     TOOLS,
     bare_repository,
     free_port,
@@ -36,10 +37,10 @@ from tests.integration.conftest import (
     require,
     wait_for_port,
 )
-from tests.integration.registry import Registry, openssl_verifies, started_registry, unpack
+from tests.integration.registry import Registry, openssl_verifies, unpack
 
 pytestmark = pytest.mark.integration
-HOST = "tls.example.test"
+HOST = TLS_HOST
 GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CERT_ERROR = ("certificate", "CERTIFICATE", "PKIX", "SSL", "ssl")
@@ -49,20 +50,6 @@ CERT_ERROR = ("certificate", "CERTIFICATE", "PKIX", "SSL", "ssl")
 class Rootfs:
     root: Path
     env: dict[str, str]  # the process environment umoci derived from the image config
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    with started_registry(tmp_path_factory.mktemp("registry")) as reg:
-        yield reg
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("pki") / "qs"
-    result = run_cli("quickstart", "--domain", HOST, "--out", folder)
-    assert result.code == 0, result.err
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ the call returned the bytes it sent, 2 with the gRPC error otherwise.
 """
 
 import sys
-import time
 from concurrent import futures
 
 import grpc
@@ -28,8 +27,7 @@ def serve(port: str, cert: str, key: str) -> None:
     server.add_secure_port(f"127.0.0.1:{port}", credentials)
     server.start()
     print("serving", flush=True)
-    while True:
-        time.sleep(3600)
+    server.wait_for_termination()
 
 
 def call(target: str) -> None:

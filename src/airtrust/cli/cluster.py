@@ -444,9 +444,7 @@ def _render_inject(
     output: Format,
 ) -> None:
     from airtrust.cli.inject import namespace_selector
-    from airtrust.clock import utc_now
-    from airtrust.files import read_input
-    from airtrust.pki.bundle import parse_bundle
+    from airtrust.cli.params import local_ca_files, read_bundle
     from airtrust.plan.manifests import inject_manifests, webhook_configuration
     from airtrust.plan.source import Source
     from airtrust.profiles import load_profile
@@ -465,17 +463,7 @@ def _render_inject(
         raise InputError(
             f"--url {url} is not https://", hint="the apiserver calls webhooks over TLS"
         )
-    files = list(ca)
-    if not files and config is not None and config.exists():
-        from airtrust.config import load_config
-
-        files = [str(p) for p in load_config(config).ca.bundle]
-    if not files:
-        raise InputError(
-            "--inject needs the local CA for the webhook's caBundle",
-            hint="pass --ca ca-bundle.pem or -c airtrust.yaml",
-        )
-    bundle = parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
+    bundle = read_bundle(local_ca_files(ca, config, what="--inject (the webhook's caBundle)"))
     scope = namespace_selector(selector, False)
     docs = []
     if service is not None:

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from airtrust.cli.output import Format, emit, rows_table, warn
-from airtrust.cli.params import OutputOpt
-from airtrust.clock import utc_now
+from airtrust.cli.params import OutputOpt, StorePasswordOpt, read_bundle, store_password
 from airtrust.errors import CheckFailed, InputError
 
 __all__ = [
@@ -58,13 +57,9 @@ PasswordEnvOpt = Annotated[
 
 def _cas(files: list[str]) -> "list[x509.Certificate]":
     """The CAs of --ca, checked before anything talks to a registry."""
-    from airtrust.files import read_input
-    from airtrust.pki.bundle import parse_bundle
-
     if not files:
         raise InputError("no --ca given", hint="pass --ca ca-bundle.pem")
-    bundle = parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
-    return list(bundle.certificates)
+    return list(read_bundle(files).certificates)
 
 
 def _client(
@@ -131,16 +126,6 @@ def _progress_bars() -> Iterator["Progress | None"]:
         yield Bars()
 
 
-StorePasswordOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store-password-env",
-        metavar="VAR",
-        help="Password of the image's Java cacerts stores, from $VAR (default changeit).",
-    ),
-]
-
-
 @image_app.command("patch")
 def patch_cmd(
     source: Annotated[
@@ -188,16 +173,10 @@ def patch_cmd(
     botocore, grpcio, conda, Java cacerts); the config gets the variables that
     point later installs at the patched bundle, never overriding one it sets.
     """
-    from airtrust.files import read_secret
-    from airtrust.pki.truststore import DEFAULT_STORE_PASSWORD
     from airtrust.registry.append import Patcher, PatchResult
 
     cas = _cas(ca)
-    store_password = (
-        (read_secret(env=store_password_env) or b"").decode()
-        if store_password_env
-        else DEFAULT_STORE_PASSWORD
-    )
+    password = store_password(store_password_env)
     if from_file is not None:
         if source is not None or to is not None or sidecars:
             raise InputError(
@@ -227,7 +206,7 @@ def patch_cmd(
                 progress=progress,
                 target=target,
                 set_env=not no_env,
-                store_password=store_password,
+                store_password=password,
             )
             return patcher.patch(src, dest, platforms=chosen)
 
@@ -416,20 +395,14 @@ def inspect_cmd(
 ) -> None:
     """Per client (OS bundle, certifi, pip, botocore, grpcio, conda, Java, Node, each
     variable): does the store it reads hold every CA? Exit 1 if any does not."""
-    from airtrust.files import read_secret
     from airtrust.layers.runtime import TrustStatus
-    from airtrust.pki.truststore import DEFAULT_STORE_PASSWORD
     from airtrust.registry.append import inspect_image
 
     cas = _cas(ca)
     ref = _ref(reference)
-    store_password = (
-        (read_secret(env=store_password_env) or b"").decode()
-        if store_password_env
-        else DEFAULT_STORE_PASSWORD
-    )
+    password = store_password(store_password_env)
     with _client(ref.registry, registry_ca, insecure, username, password_env) as client:
-        reports = inspect_image(client, ref, cas, store_password=store_password)
+        reports = inspect_image(client, ref, cas, store_password=password)
     data = {
         "image": reference,
         "trusted": all(r.trusted for r in reports),

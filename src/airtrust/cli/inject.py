@@ -79,24 +79,17 @@ def serve_cmd(
 ) -> None:
     """Serve the mutating admission webhook (HTTPS, uvicorn) and keep the merged bundle
     in every namespace in scope. The certificate files are reloaded when they change."""
-    from airtrust.clock import utc_now
+    from airtrust.cli.params import local_ca_files, read_bundle
     from airtrust.controller.inject.bundles import BundleDistributor
     from airtrust.controller.inject.serve import serve
     from airtrust.files import read_input
-    from airtrust.pki.bundle import parse_bundle
     from airtrust.plan.inject import InjectSettings
 
-    files = list(ca or [])
-    if config is not None:
-        from airtrust.config import load_config
-
-        files += [str(p) for p in load_config(config).ca.bundle]
-    if not files:
-        raise InputError("no local CA given", hint="pass --ca ca-bundle.pem or -c airtrust.yaml")
+    files = local_ca_files(ca or [], config, what="inject serve")
 
     def local() -> "Bundle":
         # Read on every pass: in the cluster this is the mounted CA secret.
-        return parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
+        return read_bundle(files)
 
     local()  # a bad bundle is an error now, not a warning in the log later
     settings = InjectSettings(configmap=configmap)

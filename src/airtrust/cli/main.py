@@ -449,15 +449,16 @@ def bundle_build(
     ] = None,
 ) -> None:
     """Merge CA certificates into one canonical bundle or truststore."""
-    from airtrust.files import OutputSet, read_input, read_secret
+    from airtrust.files import OutputSet, read_input
     from airtrust.pki import truststore
     from airtrust.pki.bundle import parse_bundle
 
     formats = ("pem", "pkcs12", "jks", "hashdir")
     if fmt not in formats:
         raise InputError(f"unknown format '{fmt}'", hint=f"use one of {', '.join(formats)}")
-    password = read_secret(env=store_password_env)
-    store_password = password.decode() if password else truststore.DEFAULT_STORE_PASSWORD
+    from airtrust.cli.params import store_password as read_store_password
+
+    store_password = read_store_password(store_password_env)
     bundle = parse_bundle(
         [(name, read_input(name)) for name in inputs],
         now=_now(),

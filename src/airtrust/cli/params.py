@@ -1,13 +1,59 @@
-"""typer parameter types shared by several commands."""
+"""typer parameter types, and the inputs they name, shared by several commands."""
 
-from typing import Annotated
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from airtrust.cli.output import Format
+from airtrust.errors import InputError
 
-__all__ = ["OutputOpt"]
+if TYPE_CHECKING:
+    from airtrust.pki.bundle import Bundle
+
+__all__ = ["OutputOpt", "StorePasswordOpt", "local_ca_files", "read_bundle", "store_password"]
 
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
 ]
+StorePasswordOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store-password-env",
+        metavar="VAR",
+        help="Password of the image's Java cacerts stores, from $VAR (default changeit).",
+    ),
+]
+
+
+def store_password(env: str | None) -> str:
+    """The Java store password from $env, else Java's well-known default."""
+    from airtrust.files import read_secret
+    from airtrust.pki.truststore import DEFAULT_STORE_PASSWORD
+
+    secret = read_secret(env=env) if env else None
+    return secret.decode() if secret else DEFAULT_STORE_PASSWORD
+
+
+def read_bundle(files: Sequence[str]) -> "Bundle":
+    """The CA bundle of these files, validated as of now."""
+    from airtrust.clock import utc_now
+    from airtrust.files import read_input
+    from airtrust.pki.bundle import parse_bundle
+
+    return parse_bundle([(f, read_input(f)) for f in files], now=utc_now())
+
+
+def local_ca_files(ca: Sequence[str], config: Path | None, *, what: str) -> list[str]:
+    """The local CA files: --ca, else the config's ca.bundle; ``what`` needs them."""
+    files = list(ca)
+    if not files and config is not None and config.exists():
+        from airtrust.config import load_config
+
+        files = [str(p) for p in load_config(config).ca.bundle]
+    if not files:
+        raise InputError(
+            f"{what} needs the local CA", hint="pass --ca ca-bundle.pem or -c airtrust.yaml"
+        )
+    return files

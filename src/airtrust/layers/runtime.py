@@ -153,15 +153,13 @@ def env_paths(env: Sequence[str]) -> frozenset[str]:
     return frozenset(normalise(values[v]) for v in ENV_VARS if values.get(v, "").startswith("/"))
 
 
-def _real_file(fs: RootFS, path: str) -> str:
-    """Where a rewrite must land: symlinks resolved (every link then sees it), but a
-    hard link is its own name: once layered, writing the other name changes only that
-    one (conda links ``ssl/cacert.pem`` from its package cache)."""
-    return fs.resolve(path)
-
-
 def find_stores(fs: RootFS) -> list[Store]:
-    """Every runtime store in the merged view, once per name that must be rewritten."""
+    """Every runtime store in the merged view, once per name that must be rewritten.
+
+    A rewrite lands where symlinks lead (every link then sees it), but a hard link is
+    its own name: once layered, writing the other name changes only that one (conda
+    links ``ssl/cacert.pem`` from its package cache), so hard links are not followed.
+    """
     found: dict[str, Store] = {}
     for path in sorted(fs.entries):
         if _PACKAGE_CACHE.search(path):
@@ -173,7 +171,7 @@ def find_stores(fs: RootFS) -> list[Store]:
                 prefix = path[: -len("ssl/cacert.pem")].rstrip("/")
                 if not fs.exists(f"{prefix}/conda-meta" if prefix else "conda-meta"):
                     break
-            real = _real_file(fs, path)
+            real = fs.resolve(path)
             entry = fs.entries.get(real)
             if entry is not None and entry.kind in ("file", "hardlink") and real not in found:
                 found[real] = Store(kind, path, real)
@@ -247,7 +245,7 @@ def runtime_layer(
                 new_env.append(f"{var}=/{bundle}")
                 added.append(var)
             continue
-        real = _real_file(fs, normalise(value))
+        real = fs.resolve(normalise(value))
         data = fs.read(real)
         if data is None:
             problems.append(f"${var} names {value}, which the image does not have")
@@ -330,7 +328,7 @@ def client_report(
                     )
                 )
             continue
-        real = _real_file(fs, normalise(value))
+        real = fs.resolve(normalise(value))
         if fs.read(real) is None:
             out.append(
                 ClientTrust(clients, f"${var}", TrustStatus.MISSING, f"{value} does not exist")

@@ -13,13 +13,14 @@ layer digest.
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import queue
 import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, cast
+from typing import Any
 
 __all__ = [
     "BLOCK",
@@ -32,6 +33,7 @@ __all__ = [
     "SCAN_VERSION",
     "TYPE_PATHS",
     "ZSTD_MAGIC",
+    "ChunkReader",
     "Entry",
     "Header",
     "LayerIndex",
@@ -434,7 +436,7 @@ def _unzstd(chunks: Iterator[bytes]) -> Iterator[bytes]:
     import zstandard
 
     decompressor = zstandard.ZstdDecompressor()
-    source = cast(IO[bytes], _ChunkFile(chunks))  # only read() is called
+    source = io.BufferedReader(ChunkReader(chunks))
     reader = decompressor.stream_reader(source, read_across_frames=True)
     while True:
         out = reader.read(INFLATE_STEP)
@@ -443,21 +445,30 @@ def _unzstd(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield out
 
 
-class _ChunkFile:
-    """A read()-able view of an iterator of chunks (zstandard's stream_reader wants one)."""
+class ChunkReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks (a blob as it streams): what tarfile
+    and zstandard read from."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
+        self.chunks = chunks
+        self.buffer = b""
 
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buf += chunk
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, out: Any) -> int:
+        """Fill ``out`` as far as the chunks go: tarfile treats a short read as the end
+        of the data, and chunks come in whatever sizes the transport delivers."""
+        filled = 0
+        while filled < len(out):
+            if not self.buffer:
+                try:
+                    self.buffer = next(self.chunks)
+                except StopIteration:
+                    break
+                continue
+            n = min(len(out) - filled, len(self.buffer))
+            out[filled : filled + n] = self.buffer[:n]
+            self.buffer = self.buffer[n:]
+            filled += n
+        return filled

@@ -30,6 +30,7 @@ __all__ = [
     "JAVA_ANNOTATION",
     "JAVA_OPTIONS",
     "TRUSTSTORE_KEY",
+    "WEBHOOK_CONFIGURATIONS",
     "InjectSettings",
     "Mutation",
     "mutate_pod",
@@ -41,6 +42,8 @@ __all__ = [
 INJECT_NAME = "airtrust-inject"
 INJECT_WEBHOOK = "inject.airtrust.io"
 INJECT_TLS_SECRET = "airtrust-inject-tls"
+#: (apiVersion, plural) of the webhook configuration
+WEBHOOK_CONFIGURATIONS = ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations")
 
 
 def webhook_hosts(namespace: str) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ __all__ = [
     "rendered_namespace",
     "rotation_configmap",
     "secret_manifest",
+    "selector_text",
     "webhook_configuration",
 ]
 
@@ -412,6 +413,23 @@ def label_selector(text: str) -> JsonObj:
     if expressions:
         out["matchExpressions"] = expressions
     return out
+
+
+def selector_text(selector: Mapping[str, object]) -> str:
+    """A LabelSelector as the ``-l`` text the list API takes (``label_selector``'s
+    inverse, set-based operators included)."""
+    labels = selector.get("matchLabels") or {}
+    terms = [f"{k}={v}" for k, v in labels.items()] if isinstance(labels, Mapping) else []
+    expressions = selector.get("matchExpressions") or []
+    for e in expressions if isinstance(expressions, list) else []:
+        op, key, values = e.get("operator"), e.get("key"), e.get("values") or []
+        if op == "Exists":
+            terms.append(str(key))
+        elif op == "DoesNotExist":
+            terms.append(f"!{key}")
+        elif op in ("In", "NotIn"):
+            terms.append(f"{key} {str(op).lower()} ({','.join(values)})")
+    return ",".join(terms)
 
 
 def webhook_configuration(

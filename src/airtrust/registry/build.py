@@ -37,6 +37,7 @@ from airtrust.layers.image import (
     canonical,
     sha256_digest,
 )
+from airtrust.layers.scan import ChunkReader
 from airtrust.layers.tarball import build_layer
 from airtrust.registry.append import ATTESTATION, LayerCache, Patcher
 from airtrust.registry.client import Manifest, RegistryClient
@@ -244,7 +245,7 @@ def _write_layout(
             for blob_digest, (size, read) in sorted(builder.blobs.items()):
                 info = tarfile.TarInfo(f"blobs/sha256/{blob_digest.removeprefix('sha256:')}")
                 info.size, info.mode = size, 0o644
-                tar.addfile(info, _ChunkReader(read()))
+                tar.addfile(info, ChunkReader(read()))
             for image, _, _ in images:
                 add(f"blobs/sha256/{image.digest.removeprefix('sha256:')}", image.manifest_raw)
             top_digest = sha256_digest(top_raw)
@@ -261,34 +262,6 @@ def _write_layout(
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file object over an iterator of byte chunks (a blob streamed from the registry)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, out: Any) -> int:
-        """Fill ``out`` as far as the chunks go: tarfile treats a short read as the end
-        of the data, and chunks come in whatever sizes the transport delivers."""
-        filled = 0
-        while filled < len(out):
-            if not self.buffer:
-                try:
-                    self.buffer = next(self.chunks)
-                except StopIteration:
-                    break
-                continue
-            n = min(len(out) - filled, len(self.buffer))
-            out[filled : filled + n] = self.buffer[:n]
-            self.buffer = self.buffer[n:]
-            filled += n
-        return filled
 
 
 def push_layout(layout: Path, client: RegistryClient, to: Reference) -> BuildResult:

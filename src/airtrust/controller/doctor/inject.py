@@ -10,33 +10,25 @@ bundle ConfigMap the injected pods mount.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from airtrust.controller.doctor.model import Check, Status
 from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError
 from airtrust.kube.api import KubeAPI
-from airtrust.plan.inject import INJECT_NAME, INJECTED_ANNOTATION
+from airtrust.plan.inject import (
+    BUNDLE_KEY,
+    INJECT_NAME,
+    INJECTED_ANNOTATION,
+    WEBHOOK_CONFIGURATIONS,
+    InjectSettings,
+)
+from airtrust.plan.manifests import selector_text
 from airtrust.probe.endpoint import probe_endpoint
 
 __all__ = ["check_inject"]
 
 NAME = "inject"
-WEBHOOKS = ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations")
-
-
-def _selector_text(selector: dict[str, Any]) -> str:
-    terms = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
-    for e in selector.get("matchExpressions") or []:
-        op, key, values = e.get("operator"), e.get("key"), e.get("values") or []
-        if op == "Exists":
-            terms.append(str(key))
-        elif op == "DoesNotExist":
-            terms.append(f"!{key}")
-        elif op in ("In", "NotIn"):
-            terms.append(f"{key} {op.lower()} ({','.join(values)})")
-    return ",".join(terms)
 
 
 def _probe_pod(namespace: str) -> dict[str, object]:
@@ -58,14 +50,14 @@ def check_inject(session: Session) -> list[Check]:
 def _check_context(session: Session, context: str, api: KubeAPI) -> list[Check]:
     target = f"MutatingWebhookConfiguration {INJECT_NAME}"
     try:
-        config = api.get(*WEBHOOKS, None, INJECT_NAME)
+        config = api.get(*WEBHOOK_CONFIGURATIONS, None, INJECT_NAME)
     except AirtrustError as exc:
         return [Check(NAME, context, target, Status.SKIP, f"not readable: {exc.message}")]
     if config is None:
         return [Check(NAME, context, target, Status.SKIP, "not installed (injection not used)")]
     webhook = (config.get("webhooks") or [{}])[0]
     policy = webhook.get("failurePolicy", "Fail")
-    selector = _selector_text(webhook.get("namespaceSelector") or {})
+    selector = selector_text(webhook.get("namespaceSelector") or {})
     checks = [
         Check(
             NAME,
@@ -166,13 +158,13 @@ def _admission(context: str, api: KubeAPI, namespace: str, policy: str) -> Check
 
 
 def _bundle(context: str, api: KubeAPI, namespace: str) -> Check:
-    name = "airtrust-ca-bundle"
+    name = InjectSettings().configmap
     target = f"ConfigMap {namespace}/{name}"
     try:
         found = api.get("v1", "configmaps", namespace, name)
     except AirtrustError as exc:
         return Check(NAME, context, target, Status.SKIP, f"not readable: {exc.message}")
-    if found is None or "ca-bundle.pem" not in (found.get("data") or {}):
+    if found is None or BUNDLE_KEY not in (found.get("data") or {}):
         return Check(
             NAME,
             context,

@@ -31,6 +31,7 @@ from airtrust.plan.inject import (
     INJECT_NAME,
     INJECT_WEBHOOK,
     TRUSTSTORE_KEY,
+    WEBHOOK_CONFIGURATIONS,
     InjectSettings,
 )
 from airtrust.plan.manifests import bundle_configmap
@@ -46,9 +47,6 @@ def merged_bundle(base_pem: bytes, local: Bundle) -> tuple[bytes, bytes]:
     pem = joined_bundle(base_pem, [a.certificate for a in local.anchors])
     anchors = tuple(read_certificates(pem, "merged bundle"))
     return pem, to_pkcs12(Bundle(anchors), "")
-
-
-WEBHOOKS = ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations")
 
 
 @dataclass
@@ -94,7 +92,7 @@ class BundleDistributor:
         return namespaces
 
     def _follow_ca_bundle(self, local: Bundle) -> None:
-        config = self.api.get(*WEBHOOKS, None, INJECT_NAME)
+        config = self.api.get(*WEBHOOK_CONFIGURATIONS, None, INJECT_NAME)
         if config is None:
             return
         wanted = base64.b64encode(local.to_pem()).decode()
@@ -103,7 +101,7 @@ class BundleDistributor:
                 continue
             if (webhook.get("clientConfig") or {}).get("caBundle") != wanted:
                 self.api.json_patch(
-                    *WEBHOOKS,
+                    *WEBHOOK_CONFIGURATIONS,
                     None,
                     INJECT_NAME,
                     [
