@@ -24,33 +24,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.aiimage import (  # noqa: E402
+from bench.harness import (
+    GZIP,
     ai_layers,
+    airtrust_peak,
+    buildah_patch,
     filler_layers,
     gzip_layer,
     push_oci,
+    quickstart,
+    started_registry,
 )
-from tests.integration.registry import started_registry  # noqa: E402
 
-AIRTRUST = str(Path(sys.executable).parent / "airtrust")
-PEAK = ROOT / "tests" / "tools" / "peak_rss.py"
-GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 FILLERS = (512, 256, 128, 128, 128, 64, 64, 64, 64)  # MiB unpacked, nine layers
+Layers = list[tuple[Path, str, str]]
 
 
-def layers_for(size: str) -> list[tuple[Path, str, str]]:
+def layers_for(size: str) -> Layers:
     base, opt = ai_layers()
     out = [(*gzip_layer(base), GZIP), (*gzip_layer(opt), GZIP)]
     if size == "large":
@@ -58,17 +56,14 @@ def layers_for(size: str) -> list[tuple[Path, str, str]]:
     return out
 
 
-def unpacked_size(layers: list[tuple[Path, str, str]]) -> int:
+def unpacked_size(layers: Layers) -> int:
+    return sum(_inflate(blob) for blob, _, _ in layers)
+
+
+def _inflate(blob: Path) -> int:
     from isal import isal_zlib
 
-    total = 0
-    for blob, _, _ in layers:
-        total += _inflate(blob, isal_zlib)
-    return total
-
-
-def _inflate(blob: Path, isal_zlib: object) -> int:
-    inflater = isal_zlib.decompressobj(31)  # type: ignore[attr-defined]
+    inflater = isal_zlib.decompressobj(31)
     n = 0
     with open(blob, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -79,61 +74,21 @@ def _inflate(blob: Path, isal_zlib: object) -> int:
     return n + len(inflater.flush())
 
 
-def floor_seconds(layers: list[tuple[Path, str, str]]) -> float:
-    from isal import isal_zlib
-
+def floor_seconds(layers: Layers) -> float:
     start = time.perf_counter()
     for blob, _, _ in layers:
-        _inflate(blob, isal_zlib)
+        _inflate(blob)
     return time.perf_counter() - start
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
-    )
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} failed: {proc.stderr[-2000:]}")
-    return elapsed, proc.stdout + proc.stderr
-
-
-def airtrust_patch(
-    base: str, dest: str, ca: str, cache: Path, work: Path
-) -> tuple[float, int, int]:
+def airtrust_patch(base: str, dest: str, ca: Path, cache: Path) -> tuple[float, int, int]:
     """(seconds, peak KiB, bytes uploaded)."""
-    rss = work / f"rss-{dest.rsplit(':', 1)[-1]}.json"
-    t, out = run(
-        [sys.executable, str(PEAK), str(rss), "image", "patch", base, "--ca", ca, "--to", dest,
-         "-o", "json"],
+    ran, peak = airtrust_peak(
+        ["image", "patch", base, "--ca", str(ca), "--to", dest, "-o", "json"],
         env={"AIRTRUST_LAYER_CACHE": str(cache)},
-    )  # fmt: skip
-    result = json.loads(out[: out.rindex("}") + 1])["results"][0]
-    return t, json.loads(rss.read_text())["vm_hwm_kib"], int(result["bytes_uploaded"])
-
-
-def buildah(base: str, host: str, ca: str, work: Path, tag: str) -> tuple[float, int]:
-    """(seconds for bud + push, peak KiB of the larger of the two)."""
-    ctx = work / "ctx"
-    (ctx / "anchors").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ca, ctx / "anchors" / "local-ca.crt")
-    (ctx / "Dockerfile").write_text(
-        f"FROM {base}\nCOPY anchors/ /usr/local/share/ca-certificates/\n"
-        "RUN update-ca-certificates\n"
     )
-    subprocess.run(["buildah", "rmi", "--all", "--force"], capture_output=True, check=False)
-    timing = ["/usr/bin/time", "-f", "PEAK %M"]
-    t1, out1 = run(
-        [*timing, "buildah", "bud", "--isolation", "chroot", "--tls-verify=false",
-         "--pull-always", "-q", "-t", f"localhost/bench:{tag}", str(ctx)]
-    )  # fmt: skip
-    t2, out2 = run(
-        [*timing, "buildah", "push", "--tls-verify=false", "-q", f"localhost/bench:{tag}",
-         f"docker://{host}/bench/buildah:{tag}"]
-    )  # fmt: skip
-    peaks = [int(line.split()[1]) for line in (out1 + out2).splitlines() if line.startswith("PEAK")]
-    return t1 + t2, max(peaks)
+    result = json.loads(ran.stdout)["results"][0]
+    return ran.seconds, peak, int(result["bytes_uploaded"])
 
 
 def main() -> None:
@@ -144,16 +99,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         with started_registry(work / "registry") as reg:
-            run(
-                [AIRTRUST, "quickstart", "--domain", "bench.example.test", "--out",
-                 str(work / "pki")]
-            )  # fmt: skip
-            ca = str(work / "pki" / "ca-bundle.pem")
+            ca = quickstart(work / "pki")
             for size in args.sizes.split(","):
                 bench_size(size, reg.host, ca, work, args.runs)
 
 
-def bench_size(size: str, host: str, ca: str, work: Path, runs: int) -> None:
+def bench_size(size: str, host: str, ca: Path, work: Path, runs: int) -> None:
     layers = layers_for(size)
     base = f"{host}/bench/ai-{size}:1"
     push_oci(
@@ -164,21 +115,23 @@ def bench_size(size: str, host: str, ca: str, work: Path, runs: int) -> None:
     compressed = sum(blob.stat().st_size for blob, _, _ in layers)
     unpacked = unpacked_size(layers)
     floor = floor_seconds(layers)
-    first, warm, peaks, uploaded = [], [], [], 0
+    first: list[float] = []
+    warm: list[float] = []
+    peaks: list[int] = []
+    uploaded = 0
     for i in range(runs):
         cache = work / f"cache-{size}-{i}"
-        t, peak, sent = airtrust_patch(
-            base, f"{host}/bench/airtrust-{size}:first{i}", ca, cache, work
-        )
+        t, peak, sent = airtrust_patch(base, f"{host}/bench/airtrust-{size}:first{i}", ca, cache)
         uploaded = uploaded or sent  # later runs find the same layer already there
         first.append(t)
         peaks.append(peak)
-        t, peak, _ = airtrust_patch(base, f"{host}/bench/airtrust-{size}:warm{i}", ca, cache, work)
+        t, peak, _ = airtrust_patch(base, f"{host}/bench/airtrust-{size}:warm{i}", ca, cache)
         warm.append(t)
         peaks.append(peak)
-    builds, build_peaks = [], []
+    builds: list[float] = []
+    build_peaks: list[int] = []
     for i in range(runs):
-        t, peak = buildah(base, host, ca, work, f"{size}{i}")
+        t, peak = buildah_patch(base, host, ca, work, f"{size}{i}")
         builds.append(t)
         build_peaks.append(peak)
     a1, a2, b = statistics.median(first), statistics.median(warm), statistics.median(builds)

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("AIRTRUST_CACHE", Path.home() / ".cache" / "airtrust"))
-KUBECTL = str(CACHE / "bin" / "kubectl")
-AIRTRUST = str(Path(sys.executable).parent / "airtrust")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import AIRTRUST, KUBECTL, quickstart, started_cluster
 
 
 def main() -> None:
@@ -34,17 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        subprocess.run([str(ROOT / "scripts" / "testcluster"), "up", str(work / "c")], check=True)
-        try:
-            run(work, args.namespaces)
-        finally:
-            subprocess.run(
-                [str(ROOT / "scripts" / "testcluster"), "down", str(work / "c")], check=True
-            )
+        with started_cluster(work / "c") as kubeconfig:
+            run(work, kubeconfig, args.namespaces)
 
 
-def run(work: Path, count: int) -> None:
-    kubeconfig = work / "c" / "kubeconfig"
+def run(work: Path, kubeconfig: Path, count: int) -> None:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     docs = [
         {
@@ -61,12 +54,7 @@ def run(work: Path, count: int) -> None:
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        [AIRTRUST, "quickstart", "--domain", "runai.example.test", "--out", str(work / "pki")],
-        check=True,
-        capture_output=True,
-    )
-    bundle = work / "pki" / "ca-bundle.pem"
+    bundle = quickstart(work / "pki", "runai.example.test")
     config = work / "airtrust.yaml"
     config.write_text(
         yaml.safe_dump(

@@ -18,33 +18,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.registry import crane, debian_rootfs, push_tar, started_registry  # noqa: E402
-
-AIRTRUST = str(Path(sys.executable).parent / "airtrust")
-
-
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
-    )
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:3])} failed: {proc.stderr[-2000:]}")
-    return elapsed, proc.stdout
+from bench.harness import (
+    AIRTRUST,
+    CRANE,
+    buildah_patch,
+    crane,
+    debian_rootfs,
+    push_tar,
+    quickstart,
+    started_registry,
+    timed,
+)
 
 
 def main() -> None:
@@ -63,20 +56,20 @@ def run(work: Path, host: str, rootfs: Path, runs: int) -> None:
     push_tar(base, rootfs)
     manifest = json.loads(crane("manifest", base, "--insecure"))
     layer_size = manifest["layers"][0]["size"]
-    subprocess.run(
-        [AIRTRUST, "quickstart", "--domain", "bench.example.test", "--out", str(work / "pki")],
-        check=True,
-        capture_output=True,
-    )
-    ca = str(work / "pki" / "ca-bundle.pem")
+    ca = quickstart(work / "pki")
 
     def patch(tag: str, cache: Path) -> tuple[float, dict[str, Any]]:
-        cmd = [AIRTRUST, "image", "patch", base, "--ca", ca, "--to", f"{host}/bench/airtrust:{tag}"]
-        t, out = timed([*cmd, "-o", "json"], env={"AIRTRUST_CACHE": str(cache)})
-        result: dict[str, Any] = json.loads(out)["results"][0]
-        return t, result
+        cmd = [AIRTRUST, "image", "patch", base, "--ca", str(ca)]
+        ran = timed(
+            [*cmd, "--to", f"{host}/bench/airtrust:{tag}", "-o", "json"],
+            env={"AIRTRUST_CACHE": str(cache)},
+        )
+        result: dict[str, Any] = json.loads(ran.stdout)["results"][0]
+        return ran.seconds, result
 
-    first, warm, uploaded = [], [], 0
+    first: list[float] = []
+    warm: list[float] = []
+    uploaded = 0
     for i in range(runs):
         cache = work / f"cache-{i}"
         t, _ = patch(f"first{i}", cache)
@@ -100,56 +93,13 @@ def run(work: Path, host: str, rootfs: Path, runs: int) -> None:
 
     crane_times = []
     for i in range(runs):
-        t, _ = timed(
-            [
-                str(Path(crane.__globals__["CRANE"])),
-                "append",
-                "-b",
-                base,
-                "-f",
-                str(layer_file),
-                "-t",
-                f"{host}/bench/crane:{i}",
-                "--insecure",
-            ]
-        )
-        crane_times.append(t)
+        ran = timed(
+            [CRANE, "append", "-b", base, "-f", str(layer_file), "-t", f"{host}/bench/crane:{i}",
+             "--insecure"]
+        )  # fmt: skip
+        crane_times.append(ran.seconds)
 
-    ctx = work / "ctx"
-    (ctx / "anchors").mkdir(parents=True)
-    shutil.copy(ca, ctx / "anchors" / "local-ca.crt")
-    (ctx / "Dockerfile").write_text(
-        f"FROM {base}\nCOPY anchors/ /usr/local/share/ca-certificates/\n"
-        "RUN update-ca-certificates\n"
-    )
-    buildah_times = []
-    for i in range(runs):
-        subprocess.run(["buildah", "rmi", "--all", "--force"], capture_output=True, check=False)
-        t1, _ = timed(
-            [
-                "buildah",
-                "bud",
-                "--isolation",
-                "chroot",
-                "--tls-verify=false",
-                "--pull-always",
-                "-q",
-                "-t",
-                f"localhost/bench:{i}",
-                str(ctx),
-            ]
-        )
-        t2, _ = timed(
-            [
-                "buildah",
-                "push",
-                "--tls-verify=false",
-                "-q",
-                f"localhost/bench:{i}",
-                f"docker://{host}/bench/buildah:{i}",
-            ]
-        )
-        buildah_times.append(t1 + t2)
+    buildah_times = [buildah_patch(base, host, ca, work, str(i))[0] for i in range(runs)]
 
     a1, a2 = statistics.median(first), statistics.median(warm)
     b, c = statistics.median(buildah_times), statistics.median(crane_times)

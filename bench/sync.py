@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import signal
 import subprocess
 import sys
@@ -21,10 +20,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("AIRTRUST_CACHE", Path.home() / ".cache" / "airtrust"))
-KUBECTL = str(CACHE / "bin" / "kubectl")
-AIRTRUST = str(Path(sys.executable).parent / "airtrust")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import AIRTRUST, KUBECTL, started_cluster
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: bytes | None = None) -> bytes:
@@ -82,9 +80,7 @@ def main() -> None:
     count = parser.parse_args().namespaces
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        subprocess.run([str(ROOT / "scripts" / "testcluster"), "up", str(work / "c")], check=True)
-        kubeconfig = work / "c" / "kubeconfig"
-        try:
+        with started_cluster(work / "c") as kubeconfig:
             docs = [
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
                 for n in ("airtrust-system", "runai")
@@ -138,10 +134,6 @@ def main() -> None:
             print(f"namespaces: {count}")
             print(f"sync start -> all converged:       {first:6.2f} s (incl. process start)")
             print(f"source changed -> all propagated:  {change:6.2f} s")
-        finally:
-            subprocess.run(
-                [str(ROOT / "scripts" / "testcluster"), "down", str(work / "c")], check=True
-            )
 
 
 if __name__ == "__main__":
