@@ -7,6 +7,7 @@ the bundle and the certificates can be moved or committed as a whole.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,7 @@ __all__ = [
     "Images",
     "TLSSource",
     "Workloads",
+    "config_text",
     "load_config",
     "parse_config",
 ]
@@ -264,3 +266,42 @@ images:
 cluster_config:
   image_paths: []
 """
+
+
+def config_text(
+    *,
+    domain: str,
+    context: str,
+    clusters: list[str],
+    bundle: str,
+    cert: str,
+    key: str,
+    version: str | None,
+    kubeconfig: str | None = None,
+) -> str:
+    """The commented config, validated by parsing it back before anyone sees it."""
+    from airtrust.pki.names import normalise_dns_name
+    from airtrust.profiles import load_profile
+
+    profile = load_profile()
+
+    def quote(value: str) -> str:
+        return shlex.quote(value) if value != shlex.quote(value) else value
+
+    text = TEMPLATE.format(
+        version=version or profile.default_version,
+        domain=normalise_dns_name(domain),
+        bundle=quote(bundle),
+        cert=quote(cert),
+        key=quote(key),
+        context=quote(context),
+        clusters="\n".join(f"  - context: {quote(c)}" for c in clusters),
+        kubeconfig_line=f"kubeconfig: {quote(kubeconfig)}"
+        if kubeconfig
+        else "# kubeconfig: ~/.kube/config",
+        ca_secret=profile.ca_secret.name,
+        ca_key=profile.ca_secret.key,
+        tls_secret=profile.tls_secret.name,
+    )
+    parse_config(text, source="generated config", base=Path.cwd())
+    return text

@@ -14,7 +14,11 @@ raises and never prints or exits.
      |    +-- CertificateError   a certificate cannot be issued as asked
      |    +-- ConfigError        the config file is invalid
      |    +-- OutputExistsError  refusing to overwrite without --force
+     |    +-- OutputIsFolder     a file output names a folder (never replaced, even with --force)
+     |    +-- OutputNotAFolder   an output folder (or a parent of an output) is a file
      |    +-- ImageNotFound      the image reference names nothing in the registry
+     |    +-- KeystoreError      a Java store cannot be read (format, password)
+     |    +-- StalePlan          apply FILE: the cluster changed since plan --out FILE
      +-- CheckFailed             a verification or check answered no          exit 1
      |    +-- VerificationFailed path validation rejected a certificate
      |    +-- Conflict           server-side apply: fields owned by another manager
@@ -36,6 +40,7 @@ __all__ = [
     "EXIT_CHANGES_PENDING",
     "EXIT_CHECK_FAILED",
     "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_UNREACHABLE",
     "AirtrustError",
@@ -47,11 +52,15 @@ __all__ = [
     "Conflict",
     "ImageNotFound",
     "InputError",
+    "KeystoreError",
     "OutputExistsError",
+    "OutputIsFolder",
+    "OutputNotAFolder",
     "PermissionDenied",
     "PrivateKeyError",
     "RegistryError",
     "ReleaseUnreadable",
+    "StalePlan",
     "Unreachable",
     "VerificationFailed",
 ]
@@ -65,6 +74,8 @@ EXIT_UNREACHABLE = 3
 EXIT_CHANGES_PENDING = 4
 #: A bug: an exception that is not an AirtrustError (sysexits' EX_SOFTWARE).
 EXIT_INTERNAL = 70
+#: Ctrl-C or an abort: 128 + SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class AirtrustError(Exception):
@@ -115,8 +126,30 @@ class OutputExistsError(InputError):
     reference = "output-exists"
 
 
+class OutputIsFolder(InputError):
+    """``--force`` replaces files; a folder (and what a user keeps in it) is never deleted."""
+
+    reference = "output-is-folder"
+
+
+class OutputNotAFolder(InputError):
+    reference = "output-not-a-folder"
+
+
 class ImageNotFound(InputError):
     reference = "image-not-found"
+
+
+class KeystoreError(InputError):
+    """A Java store that cannot be read: another format, or not this password."""
+
+    reference = "bad-keystore"
+
+
+class StalePlan(InputError):
+    """``apply FILE``: the clusters or the config changed since ``plan --out FILE``."""
+
+    reference = "stale-plan"
 
 
 class CheckFailed(AirtrustError):
@@ -170,4 +203,32 @@ class PermissionDenied(Unreachable):
 
 
 class RegistryError(Unreachable):
+    """The registry refused or failed a request. Like go-containerregistry's transport
+    error it keeps what the registry said: the HTTP status and the distribution error
+    codes (``MANIFEST_UNKNOWN``, ``DENIED``, ...), and whether trying again may help."""
+
     reference = "registry-error"
+    #: distribution-spec codes a retry may clear (go-containerregistry's list)
+    TEMPORARY_CODES = frozenset(
+        {"BLOB_UPLOAD_INVALID", "TOOMANYREQUESTS", "UNKNOWN", "UNAVAILABLE"}
+    )
+    TEMPORARY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        reference: str | None = None,
+        status: int | None = None,
+        codes: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, hint=hint, reference=reference)
+        self.status = status
+        self.codes = codes
+
+    @property
+    def temporary(self) -> bool:
+        return self.status in self.TEMPORARY_STATUSES or any(
+            c in self.TEMPORARY_CODES for c in self.codes
+        )

@@ -7,7 +7,8 @@ CA folder (``airtrust ca create --out DIR``)
     encrypted); ``chain.pem`` the CA followed by its issuers up to the root
     (for a root, just ``ca.crt``).
 
-Quickstart folder (``airtrust quickstart --out DIR``)
+Quickstart folder (``airtrust quickstart --out DIR``, filled by
+:mod:`airtrust.controller.quickstart`)
     ``ca.crt``/``ca.key`` as above (when airtrust made the CA), plus
     ``ca-bundle.pem`` (the CA chain: what goes into the ``runai-ca.pem`` key),
     ``tls.crt`` (leaf + intermediates) and ``tls.key`` (for the
@@ -17,21 +18,17 @@ Quickstart folder (``airtrust quickstart --out DIR``)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from airtrust.errors import AirtrustError, InputError
+from airtrust.errors import InputError
 from airtrust.files import OutputSet, read_input
 from airtrust.pki import authority, keys, names
-from airtrust.pki.bundle import Bundle, build_bundle, certificate_to_pem, read_certificates
-from airtrust.pki.tlssecret import RENEW_BEFORE
+from airtrust.pki.authority import Authority, chain_pem
+from airtrust.pki.bundle import certificate_to_pem, read_certificates
 from airtrust.pki.verify import verify_server
-from airtrust.plan.steps import Step, When, manual_steps
-from airtrust.profiles import Profile, load_profile
 
 __all__ = [
     "BUNDLE",
@@ -42,13 +39,11 @@ __all__ = [
     "TLS_KEY",
     "Authority",
     "CAResult",
-    "QuickstartReport",
     "ServerResult",
     "chain_pem",
     "create_ca",
     "issue_server_files",
     "load_authority",
-    "quickstart",
 ]
 
 CA_CERT = "ca.crt"
@@ -57,28 +52,6 @@ CA_CHAIN = "chain.pem"
 BUNDLE = "ca-bundle.pem"
 TLS_CERT = "tls.crt"
 TLS_KEY = "tls.key"
-#: A reused server certificate must have at least this long left.
-
-
-@dataclass(frozen=True)
-class Authority:
-    """A CA ready to sign: its certificate, key and the chain up to its root."""
-
-    certificate: x509.Certificate
-    key: CertificateIssuerPrivateKeyTypes
-    chain: tuple[x509.Certificate, ...]
-
-    @property
-    def root(self) -> x509.Certificate:
-        return self.chain[-1]
-
-    def intermediates(self) -> tuple[x509.Certificate, ...]:
-        """CAs that a server must send after its leaf (everything but the root)."""
-        return self.chain[:-1]
-
-
-def chain_pem(certs: Sequence[x509.Certificate]) -> bytes:
-    return b"".join(certificate_to_pem(c) for c in certs)
 
 
 def load_authority(folder: Path, *, passphrase: bytes | None = None) -> Authority:
@@ -200,117 +173,3 @@ def issue_server_files(
     outputs.add(out / cert_name, chain_pem((issued.certificate, *ca.intermediates())))
     outputs.add(out / key_name, keys.key_to_pem(key), secret=True)
     return ServerResult(issued.certificate, outputs, issued.warnings)
-
-
-# --- quickstart ------------------------------------------------------------------------
-
-
-@dataclass
-class QuickstartReport:
-    folder: str
-    domain: str
-    steps: list[dict[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    next_steps: list[Step] = field(default_factory=list)
-
-    def step(self, name: str, action: str, detail: str) -> None:
-        self.steps.append({"step": name, "action": action, "detail": detail})
-
-
-def _server_reusable(
-    folder: Path, ca: Authority, domain: str, sans: Sequence[str], now: dt.datetime
-) -> str | None:
-    """Why the existing tls.crt cannot be kept, or None when it can."""
-    cert_path, key_path = folder / TLS_CERT, folder / TLS_KEY
-    if not cert_path.exists() or not key_path.exists():
-        return "no certificate yet"
-    try:
-        leaf = read_certificates(cert_path.read_bytes(), str(cert_path))[0].certificate
-        key = keys.key_from_pem(key_path.read_bytes(), source=str(key_path))
-    except InputError as exc:
-        return f"existing files unreadable ({exc.message})"
-    if not keys.public_key_matches(key, leaf.public_key()):
-        return "tls.key does not match tls.crt"
-    try:
-        for name in (domain, *sans):
-            verify_server(
-                leaf, anchors=[ca.root], intermediates=ca.intermediates(), hostname=name, now=now
-            )
-    except AirtrustError as exc:
-        return exc.message
-    if leaf.not_valid_after_utc - now < RENEW_BEFORE:
-        return f"expires on {leaf.not_valid_after_utc:%Y-%m-%d}"
-    return None
-
-
-def quickstart(
-    folder: Path,
-    domain: str,
-    *,
-    now: dt.datetime,
-    sans: Sequence[str] = (),
-    ips: Sequence[names.IPAddress] = (),
-    ca_folder: Path | None = None,
-    ca_name: str = "airtrust local root CA",
-    key_type: keys.KeyType = keys.DEFAULT_KEY_TYPE,
-    passphrase: bytes | None = None,
-    profile: Profile | None = None,
-) -> QuickstartReport:
-    """Create (or reuse) CA, server certificate and bundle in ``folder``. Idempotent."""
-    domain = names.normalise_dns_name(domain)
-    profile = profile or load_profile()
-    report = QuickstartReport(str(folder), domain)
-    outputs = OutputSet(force=True)
-    if ca_folder is not None:
-        ca = load_authority(ca_folder, passphrase=passphrase)
-        report.step("ca", "reused", f"external CA {ca.certificate.subject.rfc4514_string()}")
-    elif (folder / CA_CERT).exists() or (folder / CA_KEY).exists():
-        ca = load_authority(folder, passphrase=passphrase)
-        report.step("ca", "reused", ca.certificate.subject.rfc4514_string())
-    else:
-        created = create_ca(
-            folder, authority.CASpec(ca_name), key_type, now=now, passphrase=passphrase
-        )
-        ca = created.authority
-        outputs.files.extend(created.outputs.files)
-        report.step("ca", "created", ca.certificate.subject.rfc4514_string())
-
-    bundle: Bundle = build_bundle(
-        [a for c in ca.chain for a in read_certificates(certificate_to_pem(c), "CA chain")],
-        now=now,
-    )
-    bundle_pem = bundle.to_pem()
-    bundle_path = folder / BUNDLE
-    if bundle_path.exists() and bundle_path.read_bytes() == bundle_pem:
-        report.step("bundle", "unchanged", f"{len(bundle.anchors)} CA certificate(s)")
-    else:
-        outputs.add(bundle_path, bundle_pem)
-        report.step("bundle", "written", f"{len(bundle.anchors)} CA certificate(s)")
-
-    why = _server_reusable(folder, ca, domain, sans, now)
-    if why is None:
-        report.step("tls", "reused", f"{TLS_CERT} for {domain}")
-    else:
-        server = issue_server_files(
-            ca,
-            authority.ServerSpec(domain, tuple(sans), tuple(ips)),
-            key_type,
-            out=folder,
-            now=now,
-            force=True,
-        )
-        outputs.files.extend(server.outputs.files)
-        report.warnings.extend(server.warnings)
-        report.step("tls", "issued", f"{TLS_CERT} for {domain} ({why})")
-    outputs.commit()
-    report.next_steps = [
-        *manual_steps(
-            profile,
-            profile.default_version,
-            bundle=folder / BUNDLE,
-            cert=folder / TLS_CERT,
-            key=folder / TLS_KEY,
-        ),
-        Step(f"airtrust verify --ca {folder / BUNDLE} https://{domain}", When.LATER),
-    ]
-    return report

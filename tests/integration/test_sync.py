@@ -295,4 +295,4 @@ def test_sync_follows_the_config_roles_and_version(
     assert "--role cluster" in joined and "--platform-version 2.18" in joined
     assert "--openshift true" in joined
     bad = run_cli("sync", *source, "--role", "gpu", "--once", "--kubeconfig", cluster.kubeconfig)
-    assert bad.code == 2 and "--role gpu" in bad.err
+    assert bad.code == 2 and "'--role': 'gpu' is not one of 'control-plane', 'cluster'" in bad.err

@@ -1,14 +1,23 @@
 """Cluster commands: init, plan, apply, render, helm (registered on the main app)."""
 
 import datetime as dt
-import shlex
+import enum
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli.output import Format, emit, info, print_lines, rows_table, settings, warn
+from airtrust.cli.output import (
+    Format,
+    emit,
+    info,
+    log_to_stderr,
+    print_lines,
+    rows_table,
+    settings,
+    warn,
+)
 from airtrust.cli.params import OutputOpt
 from airtrust.clock import utc_now
 from airtrust.errors import EXIT_CHANGES_PENDING, EXIT_CHECK_FAILED, CheckFailed, InputError
@@ -21,12 +30,9 @@ __all__ = [
     "helm_cmd",
     "init_cmd",
     "plan_cmd",
-    "plan_data",
-    "quickstart_cluster",
+    "plan_table",
     "register",
     "render_cmd",
-    "render_config_text",
-    "report_data",
     "rotate_app",
     "rotate_finish_cmd",
     "rotate_start_cmd",
@@ -39,9 +45,7 @@ __all__ = [
 if TYPE_CHECKING:
     from airtrust.controller.apply import ApplyReport
     from airtrust.controller.session import Session
-    from airtrust.plan.model import JsonObj, Plan
-    from airtrust.plan.topology import SyncScope
-    from airtrust.profiles import Profile
+    from airtrust.plan.model import Plan, SavedPlan
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The airtrust.yaml to use.")]
 KubeconfigOpt = Annotated[
@@ -64,27 +68,7 @@ def _session(config_path: Path, kubeconfig: Path | None, *, connect: bool = True
     )
 
 
-def plan_data(plan: "Plan") -> dict[str, Any]:
-    return {
-        "changes": [
-            {
-                "context": c.context,
-                "kind": c.desired.kind,
-                "namespace": c.desired.namespace,
-                "name": c.desired.name,
-                "purpose": c.desired.purpose,
-                "action": str(c.action),
-                "reasons": list(c.reasons),
-                "foreign_managers": list(c.foreign_managers),
-            }
-            for c in plan.changes
-        ],
-        "pending": len(plan.pending),
-        "warnings": list(plan.warnings),
-    }
-
-
-def _plan_table(plan: "Plan") -> Any:
+def plan_table(plan: "Plan") -> Any:
     def draw(console: Any) -> None:
         contexts = sorted({c.context for c in plan.changes})
         for context in contexts:
@@ -122,9 +106,10 @@ def init_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite.")] = False,
 ) -> None:
     """Write a commented airtrust.yaml."""
+    from airtrust.config import config_text
     from airtrust.files import OutputSet
 
-    text = render_config_text(
+    text = config_text(
         domain=domain,
         context=context,
         clusters=cluster_context or [context],
@@ -139,44 +124,9 @@ def init_cmd(
     info(f"wrote {out}; next: airtrust plan -c {out}")
 
 
-def render_config_text(
-    *,
-    domain: str,
-    context: str,
-    clusters: list[str],
-    bundle: str,
-    cert: str,
-    key: str,
-    version: str | None,
-    kubeconfig: str | None = None,
-) -> str:
-    """The commented config, validated by parsing it back before anyone sees it."""
-    from airtrust.config import TEMPLATE, parse_config
-    from airtrust.pki.names import normalise_dns_name
-    from airtrust.profiles import load_profile
-
-    profile = load_profile()
-
-    def quote(value: str) -> str:
-        return shlex.quote(value) if value != shlex.quote(value) else value
-
-    text = TEMPLATE.format(
-        version=version or profile.default_version,
-        domain=normalise_dns_name(domain),
-        bundle=quote(bundle),
-        cert=quote(cert),
-        key=quote(key),
-        context=quote(context),
-        clusters="\n".join(f"  - context: {quote(c)}" for c in clusters),
-        kubeconfig_line=f"kubeconfig: {quote(kubeconfig)}"
-        if kubeconfig
-        else "# kubeconfig: ~/.kube/config",
-        ca_secret=profile.ca_secret.name,
-        ca_key=profile.ca_secret.key,
-        tls_secret=profile.tls_secret.name,
-    )
-    parse_config(text, source="generated config", base=Path.cwd())
-    return text
+class DryRun(enum.StrEnum):
+    NONE = "none"
+    SERVER = "server"
 
 
 def plan_cmd(
@@ -185,17 +135,29 @@ def plan_cmd(
     exit_code: Annotated[
         bool, typer.Option("--exit-code", help="Exit 4 when changes are pending.")
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Save the plan here; 'airtrust apply FILE' carries it out only while "
+            "the clusters still match it.",
+        ),
+    ] = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show what apply would change on every context (never shows key material)."""
     from airtrust.controller.apply import make_plan
+    from airtrust.files import OutputSet
+    from airtrust.plan.model import SavedPlan
 
-    session = _session(config, kubeconfig)
-    try:
+    with _session(config, kubeconfig) as session:
         plan = make_plan(session)
-    finally:
-        session.close()
-    emit(plan_data(plan), output, table=_plan_table(plan))
+    if out is not None:
+        saved = OutputSet(force=True)
+        saved.add(out, SavedPlan.of(plan, str(config.resolve())).to_json().encode())
+        saved.commit()
+        info(f"saved the plan to {out}; carry it out with: airtrust apply {out}")
+    emit(plan.to_dict(), output, table=plan_table(plan))
     if exit_code and plan.has_changes:
         raise typer.Exit(EXIT_CHANGES_PENDING)
 
@@ -216,60 +178,62 @@ def _progress_bar() -> Any:
     )
 
 
-def run_apply(session: "Session", *, force: bool, dry_run: bool) -> tuple["Plan", "ApplyReport"]:
+def run_apply(
+    session: "Session", *, force: bool, dry_run: bool, saved: "SavedPlan | None" = None
+) -> tuple["Plan", "ApplyReport"]:
     from airtrust.controller import apply
+
+    def run(**progress: Any) -> tuple["Plan", "ApplyReport"]:
+        if saved is not None:
+            return apply.run_saved(
+                session, saved, force=force, dry_run=dry_run, progress=progress.get("progress")
+            )
+        return apply.run(session, force=force, dry_run=dry_run, **progress)
 
     bar = _progress_bar()
     if bar is None:
-        return apply.run(session, force=force, dry_run=dry_run)
+        return run()
     with bar:
         task = bar.add_task("applying", total=None)
-        return apply.run(
-            session,
-            force=force,
-            dry_run=dry_run,
+        return run(
             on_plan=lambda plan: bar.update(task, total=len(plan.changes)),
             progress=lambda _msg: bar.advance(task),
         )
 
 
-def report_data(report: "ApplyReport") -> dict[str, Any]:
-    return {
-        "dry_run": report.dry_run,
-        "writes": report.writes,
-        "results": [
-            {
-                "context": o.change.context,
-                "object": o.change.desired.ref,
-                "action": str(o.change.action),
-                "status": o.status,
-                "message": o.message,
-                "backup": o.backup,
-            }
-            for o in report.outcomes
-        ],
-    }
-
-
 def apply_cmd(
+    plan_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[PLAN]",
+            help="A plan saved by 'airtrust plan --out'; refused if the clusters changed since.",
+        ),
+    ] = None,
     config: ConfigOpt = Path("airtrust.yaml"),
     kubeconfig: KubeconfigOpt = None,
     force_conflicts: Annotated[
         bool, typer.Option("--force-conflicts", help="Take over fields other managers own.")
     ] = False,
     dry_run: Annotated[
-        str, typer.Option("--dry-run", help="'server': let the apiserver check without storing.")
-    ] = "none",
+        DryRun,
+        typer.Option("--dry-run", help="server: let the apiserver check without storing."),
+    ] = DryRun.NONE,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Make the clusters match the config: namespaces, secrets, cluster configuration."""
-    if dry_run not in ("none", "server"):
-        raise InputError(f"--dry-run={dry_run} is not supported", hint="use --dry-run=server")
-    session = _session(config, kubeconfig)
-    try:
-        plan, report = run_apply(session, force=force_conflicts, dry_run=dry_run == "server")
-    finally:
-        session.close()
+    saved = None
+    if plan_file is not None:
+        from airtrust.files import read_input
+        from airtrust.plan.model import SavedPlan
+
+        saved = SavedPlan.from_json(
+            read_input(str(plan_file)).decode(errors="replace"), source=str(plan_file)
+        )
+        config = Path(saved.config)
+    with _session(config, kubeconfig) as session:
+        plan, report = run_apply(
+            session, force=force_conflicts, dry_run=dry_run is DryRun.SERVER, saved=saved
+        )
     show_report(report, output, plan.warnings)
 
 
@@ -277,7 +241,7 @@ def show_report(report: "ApplyReport", output: Format, findings: tuple[str, ...]
     """The outcome of apply; the plan's findings (things only the user can fix) too."""
     for finding in findings:
         warn(finding)
-    data = {**report_data(report), "warnings": list(findings)}
+    data = {**report.to_dict(), "warnings": list(findings)}
 
     def table(console: Any) -> None:
         rows = [
@@ -293,7 +257,7 @@ def show_report(report: "ApplyReport", output: Format, findings: tuple[str, ...]
                     rows,
                 )
             )
-        console.print(f"{report.writes} write(s); {len(report.failed)} failure(s)")
+        console.print(report.summary())
 
     emit(data, output, table=table)
     for o in report.outcomes:
@@ -310,13 +274,25 @@ def show_report(report: "ApplyReport", output: Format, findings: tuple[str, ...]
 
 def render_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for manifests and values.")],
-    config: ConfigOpt = Path("airtrust.yaml"),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="The airtrust.yaml to use (default airtrust.yaml; with --controller or "
+            "--inject only when given).",
+        ),
+    ] = None,
     kubeconfig: KubeconfigOpt = None,
     controller: Annotated[
         bool, typer.Option("--controller", help="Render the in-cluster sync controller instead.")
     ] = False,
     image: Annotated[
-        str | None, typer.Option("--image", help="With --controller: the airtrust image.")
+        str | None,
+        typer.Option(
+            "--image",
+            help="The airtrust image: required with --controller and with --inject --service.",
+        ),
     ] = None,
     source: Annotated[
         str, typer.Option("--source", help="With --controller: KIND/NS/NAME[:KEY] of the CA.")
@@ -356,7 +332,11 @@ def render_cmd(
         str | None, typer.Option("--url", help="With --inject: the webhook's URL (apiserver-side).")
     ] = None,
     service: Annotated[
-        str | None, typer.Option("--service", help="With --inject: NS/NAME of its Service.")
+        str | None,
+        typer.Option(
+            "--service",
+            help="With --inject: NS/airtrust-inject, the Service render writes (needs --image).",
+        ),
     ] = None,
     failure_policy: Annotated[
         str, typer.Option("--failure-policy", help="With --inject: Ignore or Fail.")
@@ -366,7 +346,11 @@ def render_cmd(
     ] = 5,
     ca: Annotated[
         list[str] | None,
-        typer.Option("--ca", help="With --inject: the local CA (the webhook's caBundle)."),
+        typer.Option(
+            "--ca",
+            help="The local CA: with --inject the webhook's caBundle; with --controller or "
+            "--inject --service also rendered as the --source object.",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
     output: OutputOpt = Format.TABLE,
@@ -382,7 +366,6 @@ def render_cmd(
             service=service,
             source=source,
             selector=selector,
-            namespace=controller_namespace,
             failure_policy=failure_policy,
             timeout_seconds=timeout_seconds,
             ca=list(ca or []),
@@ -403,16 +386,14 @@ def render_cmd(
             output,
             config,
             controller_context,
+            list(ca or []),
         )
         return
 
-    session = _session(config, kubeconfig, connect=not offline)
-    try:
+    with _session(config or Path("airtrust.yaml"), kubeconfig, connect=not offline) as session:
         rendered = render(
             session, out, force=force, offline=offline, with_namespaces=with_namespaces
         )
-    finally:
-        session.close()
     for finding in rendered.findings:
         warn(finding)
     files = rendered.files
@@ -435,7 +416,6 @@ def _render_inject(
     service: str | None,
     source: str,
     selector: str | None,
-    namespace: str,
     failure_policy: str,
     timeout_seconds: int,
     ca: list[str],
@@ -445,7 +425,8 @@ def _render_inject(
 ) -> None:
     from airtrust.cli.inject import namespace_selector
     from airtrust.cli.params import local_ca_files, read_bundle
-    from airtrust.plan.manifests import inject_manifests, webhook_configuration
+    from airtrust.controller.render import inject_objects
+    from airtrust.plan.inject import INJECT_NAME
     from airtrust.plan.source import Source
     from airtrust.profiles import load_profile
 
@@ -456,73 +437,68 @@ def _render_inject(
         )
     if (url is None) == (service is None):
         raise InputError(
-            "--inject needs exactly one of --url URL or --service NS/NAME",
-            hint="e.g. --service airtrust-system/airtrust-inject",
+            "--inject needs exactly one of --url URL or --service NS/NAME --image IMAGE",
+            hint="e.g. --service airtrust-system/airtrust-inject --image reg.local/airtrust:0.1",
         )
     if url is not None and not url.startswith("https://"):
         raise InputError(
             f"--url {url} is not https://", hint="the apiserver calls webhooks over TLS"
         )
-    bundle = read_bundle(local_ca_files(ca, config, what="--inject (the webhook's caBundle)"))
-    scope = namespace_selector(selector, False)
-    docs = []
+    target: tuple[str, str] | None = None
+    parsed = None
     if service is not None:
         ns, _, name = service.partition("/")
         if not ns or not name:
             raise InputError(
                 f"--service {service} is not NS/NAME", hint="e.g. airtrust-system/airtrust-inject"
             )
+        if name != INJECT_NAME:
+            raise InputError(
+                f"--service {service}: the Service render writes is named {INJECT_NAME}",
+                hint=f"use --service {ns}/{INJECT_NAME}",
+            )
         if not image:
             raise InputError(
-                "--service needs --image (the Deployment it renders)",
+                "--inject --service needs --image (the webhook's Deployment runs it)",
                 hint="e.g. --image reg.local/airtrust:0.1",
             )
         parsed = Source.parse(source, load_profile().ca_secret.key)
-        docs += inject_manifests(
-            image=image, namespace=ns, source=parsed, namespace_selector=scope,
-            configmap="airtrust-ca-bundle",
-        )  # fmt: skip
-        target: tuple[str, str] | None = (ns, name)
-    else:
-        target = None
-    docs.append(
-        webhook_configuration(
-            ca_bundle=bundle.to_pem(),
-            namespace_selector=scope,
-            failure_policy=failure_policy,
-            timeout_seconds=timeout_seconds,
-            url=url,
-            service=target,
-        )
+        if parsed.namespace != ns:
+            raise InputError(
+                f"--source {source} is not in {ns}, where the webhook's pods mount it",
+                hint=f"e.g. --source secret/{ns}/local-ca",
+            )
+        target = (ns, name)
+    bundle = read_bundle(local_ca_files(ca, config, what="--inject (the webhook's caBundle)"))
+    rendered = inject_objects(
+        ca_pem=bundle.to_pem(),
+        namespace_selector=namespace_selector(selector, False),
+        failure_policy=failure_policy,
+        timeout_seconds=timeout_seconds,
+        url=url,
+        service=target,
+        image=image,
+        source=parsed,
     )
-    _write_docs(out, docs, force=force, output=output)
+    _write_in_cluster(out, rendered, force=force, output=output)
 
 
-def _write_docs(out: Path, docs: "list[JsonObj]", *, force: bool, output: Format) -> None:
-    """Numbered manifests and their kustomization.yaml into ``out``, then the summary."""
-    from airtrust.controller.render import write_manifests
-    from airtrust.files import OutputSet
+def _write_in_cluster(out: Path, rendered: Any, *, force: bool, output: Format) -> None:
+    """The folder, then the summary and what the folder needs that it does not hold."""
+    from airtrust.controller.render import write_in_cluster
 
-    outputs = OutputSet(force=force)
-    write_manifests(
-        outputs, out, [(f"{i:02d}-{doc['kind'].lower()}.yaml", doc) for i, doc in enumerate(docs)]
-    )
-    files = outputs.commit()
+    files = write_in_cluster(out, rendered, force=force)
+    for need in rendered.requires:
+        warn(f"needs {need}")
+
+    def table(console: Any) -> None:
+        console.print(f"wrote {len(files)} files under {out}", markup=False)
+
     emit(
-        {"out": str(out), "files": [str(f) for f in files]},
+        {"out": str(out), "files": [str(f) for f in files], "requires": rendered.requires},
         output,
-        table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
+        table=table,
     )
-
-
-def _sync_scope(config: Path | None, context: str | None, profile: "Profile") -> "SyncScope":
-    """The sync scope from airtrust.yaml when there is one, else the profile's cluster role."""
-    from airtrust.config import load_config
-    from airtrust.plan.topology import SyncScope
-
-    if config is None or not config.exists():
-        return SyncScope(version=profile.default_version)
-    return SyncScope.from_config(load_config(config), profile, context)
 
 
 def _render_controller(
@@ -536,22 +512,49 @@ def _render_controller(
     output: Format,
     config: Path | None,
     context: str | None,
+    ca: list[str],
 ) -> None:
-    from airtrust.plan.manifests import controller_manifests
+    from airtrust.cli.params import read_bundle
+    from airtrust.config import load_config
+    from airtrust.controller.render import controller_objects
     from airtrust.plan.source import Source
+    from airtrust.plan.topology import SyncScope
     from airtrust.profiles import load_profile
 
     if not image:
         raise InputError("--controller needs --image", hint="e.g. --image reg.local/airtrust:0.1")
     profile = load_profile()
     parsed = Source.parse(source, profile.ca_secret.key)
-    scope = _sync_scope(config, context, profile).with_options(
-        namespaces=namespaces, selector=selector
+    if config is None:
+        scope = SyncScope(version=profile.default_version)
+        files = list(ca)
+    else:
+        # An explicit -c that does not exist is an error, as in plan: never a narrowed scope.
+        loaded = load_config(config)
+        scope = SyncScope.from_config(loaded, profile, context)
+        files = list(ca) or [str(p) for p in loaded.ca.bundle]
+    scope = scope.with_options(namespaces=namespaces, selector=selector)
+    rendered = controller_objects(
+        image=image,
+        namespace=controller_namespace,
+        source=parsed,
+        scope=scope,
+        ca_pem=read_bundle(files).to_pem() if files else None,
     )
-    docs = controller_manifests(
-        image=image, namespace=controller_namespace, source=parsed, scope=scope
-    )
-    _write_docs(out, docs, force=force, output=output)
+    _write_in_cluster(out, rendered, force=force, output=output)
+
+
+class OpenShiftChoice(enum.StrEnum):
+    AUTO = "auto"
+    TRUE = "true"
+    FALSE = "false"
+
+
+class RoleChoice(enum.StrEnum):
+    """plan.topology.Role's values; kept here so a start does not import pydantic."""
+
+    CONTROL_PLANE = "control-plane"
+    CLUSTER = "cluster"
 
 
 def sync_cmd(
@@ -586,83 +589,42 @@ def sync_cmd(
         ),
     ] = None,
     role: Annotated[
-        list[str] | None,
+        list[RoleChoice] | None,
         typer.Option("--role", help="control-plane and/or cluster (default: cluster)."),
     ] = None,
     platform_version: Annotated[
         str | None, typer.Option("--platform-version", help="Platform version (labels).")
     ] = None,
-    openshift: Annotated[str, typer.Option("--openshift", help="auto, true or false.")] = "auto",
+    openshift: Annotated[
+        OpenShiftChoice, typer.Option("--openshift", help="Is the cluster OpenShift?")
+    ] = OpenShiftChoice.AUTO,
 ) -> None:
     """Run the controller that keeps every CA secret converged (Ctrl-C or SIGTERM stops)."""
-    import logging
-    import os
-    import signal
-    import socket
+    from airtrust.controller.sync.start import SyncOptions, run_sync
 
-    from airtrust.config import load_config
-    from airtrust.controller.sync import LeaderElector, SyncController, serve_metrics
-    from airtrust.kube.api import KubeAPI
-    from airtrust.plan.source import Source
-    from airtrust.profiles import load_profile
-
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    from airtrust.plan.topology import Role, SyncScope
-
-    profile = load_profile()
-    parsed = Source.parse(source, profile.ca_secret.key)
-    if openshift not in ("auto", "true", "false"):
-        raise InputError(f"--openshift {openshift} is not auto, true or false", hint="pick one")
-    unknown = [r for r in role or () if r not in set(Role)]
-    if unknown:
-        raise InputError(
-            f"--role {unknown[0]} is not a role",
-            hint=f"use {' or '.join(str(r) for r in Role)}",
+    log_to_stderr()
+    written = run_sync(
+        SyncOptions(
+            source=source,
+            kubeconfig=kubeconfig,
+            context=context,
+            in_cluster=in_cluster,
+            namespaces=tuple(namespace or ()),
+            selector=selector,
+            metrics_addr=metrics_addr,
+            lease_namespace=lease_namespace,
+            lease_duration=lease_duration,
+            identity=identity,
+            resync=resync,
+            once=once,
+            config=config,
+            roles=tuple(str(r) for r in role or ()),
+            platform_version=platform_version,
+            openshift=str(openshift),
         )
-    if config is not None:
-        loaded = load_config(config)
-        context = context or next(iter(loaded.contexts()), "")
-        kubeconfig = kubeconfig or loaded.kubeconfig
-        scope = SyncScope.from_config(loaded, profile, context)
-    else:
-        chosen = tuple(Role(r) for r in role or ()) or (Role.CLUSTER,)
-        scope = SyncScope(chosen, platform_version or profile.default_version, openshift)
-    scope = scope.with_options(namespaces=tuple(namespace or ()), selector=selector)
-    api = KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
-    is_openshift = scope.openshift == "true" or (
-        scope.openshift == "auto"
-        and profile.openshift is not None
-        and profile.openshift.detect_group in api.api_groups()
-    )
-    controller = SyncController(
-        api, profile, parsed, scope.targets(profile, openshift=is_openshift), scope.selector
     )
     if once:
-        written = controller.reconcile()
         info(f"{written} object(s) written")
-        return
-    server = serve_metrics(controller.metrics, metrics_addr)
-    elector = None
-    if lease_namespace:
-        name = identity or f"{socket.gethostname()}-{os.getpid()}"
-        elector = LeaderElector(api, lease_namespace, name, lease_duration)
-
-    def stop(*_: object) -> None:
-        controller.stop.set()
-        controller.dirty.set()  # wake the loop now, not at the next resync
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        controller.run(elector, resync=resync)
-    except KeyboardInterrupt:
-        stop()
-    finally:
-        server.shutdown()
-        api.close()
 
 
 def helm_cmd(
@@ -677,33 +639,18 @@ def helm_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Helm commands that enable the custom CA, and whether releases have it."""
-    from airtrust.controller.apply import observe_helm
-    from airtrust.controller.helm import changes, run_step, write_fragments
+    from airtrust.controller.helm import helm_releases
 
-    session = _session(config, kubeconfig)
-    path = str(kubeconfig) if kubeconfig else None
-    try:
-        steps = observe_helm(session, kubeconfig=path)
-        files = write_fragments(steps, out) if out is not None else []
-        charts = dict(_split_chart(c) for c in chart or ())
-        results = []
-        if run:
-            before = {(s.context, s.release): s for s in steps}
-            for step in steps:
-                results.append(run_step(step, charts))
-            steps = observe_helm(session, kubeconfig=path)
-            for result in results:
-                if result["ok"]:
-                    key = (result["context"], result["release"])
-                    after = next(s for s in steps if (s.context, s.release) == key)
-                    result.update(changes(before[key], after))
-    finally:
-        session.close()
-    data = {
-        "releases": [s.to_dict() for s in steps],
-        "files": [str(f) for f in files],
-        "ran": results,
-    }
+    charts = dict(_split_chart(c) for c in chart or ())
+    with _session(config, kubeconfig) as session:
+        report = helm_releases(
+            session,
+            kubeconfig=str(kubeconfig) if kubeconfig else None,
+            out=out,
+            run=run,
+            charts=charts,
+        )
+    steps = report.steps
 
     def table(console: Any) -> None:
         console.print(
@@ -725,21 +672,19 @@ def helm_cmd(
             console.print(s.command(), markup=False, soft_wrap=True)
             if s.note:
                 console.print(f"  # {s.note}", markup=False, soft_wrap=True)
-        for r in results:
-            if r["ok"]:
-                lost = ", ".join(r["values_lost"]) or "none"
+        for r in report.ran:
+            if r.ok and r.changed is not None:
+                lost = ", ".join(r.changed.values_lost) or "none"
                 console.print(
-                    f"ran {r['release']} on {r['context']}: chart {r['chart_version']} via "
-                    f"{r['path']}; values kept {r['values_kept']}, lost {lost}",
+                    f"ran {r.release} on {r.context}: chart {r.changed.chart_version} via "
+                    f"{r.path}; values kept {r.changed.values_kept}, lost {lost}",
                     markup=False,
                     soft_wrap=True,
                 )
             else:
-                console.print(
-                    f"skipped {r['release']}: {r['skipped']}", markup=False, soft_wrap=True
-                )
+                console.print(f"skipped {r.release}: {r.skipped}", markup=False, soft_wrap=True)
 
-    emit(data, output, table=table)
+    emit(report.to_dict(), output, table=table)
 
 
 def _split_chart(text: str) -> tuple[str, Path]:
@@ -750,41 +695,6 @@ def _split_chart(text: str) -> tuple[str, Path]:
             hint="e.g. --chart runai-cluster=./runai-cluster-2.20.tgz",
         )
     return name, Path(path)
-
-
-def quickstart_cluster(
-    folder: Path,
-    *,
-    domain: str,
-    context: str,
-    clusters: list[str],
-    kubeconfig: Path | None,
-    output: Format,
-) -> "ApplyReport":
-    """The cluster half of quickstart: write DIR/airtrust.yaml, then plan + apply."""
-    from airtrust.files import OutputSet
-
-    path = folder / "airtrust.yaml"
-    text = render_config_text(
-        domain=domain,
-        context=context,
-        clusters=clusters or [context],
-        bundle="ca-bundle.pem",
-        cert="tls.crt",
-        key="tls.key",
-        version=None,
-        kubeconfig=str(kubeconfig.resolve()) if kubeconfig else None,
-    )
-    if not path.exists() or path.read_text() != text:
-        outputs = OutputSet(force=True)
-        outputs.add(path, text.encode())
-        outputs.commit()
-    session = _session(path, kubeconfig)
-    try:
-        _, report = run_apply(session, force=False, dry_run=False)
-    finally:
-        session.close()
-    return report
 
 
 def doctor_cmd(
@@ -813,23 +723,24 @@ def doctor_cmd(
     """Check every trust point from the outside in; exit 1 when any check fails."""
     import time
 
-    from airtrust.controller.doctor import run_doctor
+    from airtrust.config import load_config
+    from airtrust.controller.doctor import open_for_doctor, run_doctor
     from airtrust.probe import ConnectTo
 
     rules = [ConnectTo.parse(c) for c in connect_to or ()]
     while True:
-        session = _session(config, kubeconfig)
-        try:
-            report = run_doctor(session, connect_to=rules, probe=probe)
-        finally:
-            session.close()
+        session, unreachable = open_for_doctor(
+            load_config(config), now=_now(), kubeconfig=kubeconfig
+        )
+        with session:
+            report = run_doctor(session, connect_to=rules, probe=probe, unreachable=unreachable)
         data = report.to_dict()
         if html is not None:
             from airtrust.files import OutputSet
             from airtrust.report import render_html
 
             page = OutputSet(force=True)
-            page.add(html, render_html(data).encode())
+            page.add(html, render_html(data, session.now).encode())
             page.commit()
 
         def table(console: Any, report: Any = report) -> None:
@@ -881,11 +792,8 @@ def rotate_start_cmd(
     """Phase 1: distribute old + new CA everywhere, then re-issue TLS under the new CA."""
     from airtrust.controller.rotation import start
 
-    session = _session(config, kubeconfig)
-    try:
+    with _session(config, kubeconfig) as session:
         state = start(session, new_ca, keep_tls=keep_tls)
-    finally:
-        session.close()
     _show_state(
         state.summary(),
         output,
@@ -908,14 +816,11 @@ def rotate_finish_cmd(
     from airtrust.controller.session import read_rotation
     from airtrust.probe import ConnectTo
 
-    session = _session(config, kubeconfig)
-    try:
+    with _session(config, kubeconfig) as session:
         state = read_rotation(session)
         if state is None:
             raise InputError("no rotation in progress", hint="airtrust rotate start --new-ca DIR")
         state = finish(session, state, connect_to=[ConnectTo.parse(c) for c in connect_to or ()])
-    finally:
-        session.close()
     _show_state(
         state.summary(),
         output,
@@ -932,11 +837,8 @@ def rotate_status_cmd(
     """Where a rotation stands (read from the cluster)."""
     from airtrust.controller.session import read_rotation
 
-    session = _session(config, kubeconfig)
-    try:
+    with _session(config, kubeconfig) as session:
         state = read_rotation(session)
-    finally:
-        session.close()
     _show_state(state.summary() if state else {"phase": "none"}, output, "")
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from airtrust.cli.output import Format, error, settings
-from airtrust.errors import EXIT_INTERNAL, AirtrustError
+from airtrust.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AirtrustError
 
 __all__ = ["GLOBAL_FLAGS", "fast_lane", "hoist_global_flags", "run"]
 
@@ -114,7 +114,7 @@ def _guarded(call: Callable[[], int]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if settings.debug:
             raise

@@ -28,8 +28,9 @@ __all__ = [
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from airtrust.controller.patching import RegistryAccess
     from airtrust.layers.runtime import ClientTrust
-    from airtrust.registry.append import PatchResult, Progress
+    from airtrust.registry.append import Progress
     from airtrust.registry.client import RegistryClient
     from airtrust.registry.reference import Reference
 
@@ -69,18 +70,15 @@ def _client(
     username: str | None,
     password_env: str | None,
 ) -> "RegistryClient":
-    from airtrust.files import read_secret
-    from airtrust.registry.client import Credentials, RegistryClient
+    return _access(registry_ca, insecure, username, password_env).client(registry)
 
-    credentials = None
-    if username is not None:
-        password = read_secret(env=password_env) if password_env else None
-        if password is None:
-            raise InputError("--username needs --password-env VAR", hint="export the password")
-        credentials = Credentials(username, password.decode())
-    return RegistryClient(
-        registry, ca_bundle=registry_ca, insecure=insecure, credentials=credentials
-    )
+
+def _access(
+    registry_ca: Path | None, insecure: bool, username: str | None, password_env: str | None
+) -> "RegistryAccess":
+    from airtrust.controller.patching import RegistryAccess
+
+    return RegistryAccess.of(registry_ca, insecure, username, password_env)
 
 
 def _ref(text: str) -> "Reference":
@@ -173,7 +171,7 @@ def patch_cmd(
     botocore, grpcio, conda, Java cacerts); the config gets the variables that
     point later installs at the patched bundle, never overriding one it sets.
     """
-    from airtrust.registry.append import Patcher, PatchResult
+    from airtrust.controller import patching
 
     cas = _cas(ca)
     password = store_password(store_password_env)
@@ -183,38 +181,34 @@ def patch_cmd(
                 "--from FILE takes no image argument, --to or --sidecars",
                 hint="put each 'SRC DEST' pair in the file",
             )
-        pairs = _pairs(from_file)
+        pairs = patching.jobs_from_file(from_file)
+    elif sidecars:
+        from airtrust.profiles import load_profile  # pydantic: only when needed
+
+        if registry is None or source is not None:
+            raise InputError(
+                "--sidecars takes --registry REG and no image argument",
+                hint="e.g. airtrust image patch --sidecars --registry reg.local:5000",
+            )
+        pairs = patching.sidecar_jobs(registry, cas, load_profile())
+    elif source is None or to is None:
+        raise InputError(
+            "give the image and --to DEST", hint="airtrust image patch SRC --ca F --to DEST"
+        )
     else:
-        pairs = _jobs(source, to, sidecars, registry, cas)
-    chosen = () if platform == "all" else tuple(p.strip() for p in platform.split(","))
-    results: list[PatchResult] = []
-    failures: list[dict[str, str]] = []
-
-    def one(src: "Reference", dest: "Reference", progress: "Progress | None") -> PatchResult:
-        with contextlib.ExitStack() as stack:
-            client = stack.enter_context(
-                _client(src.registry, registry_ca, insecure, username, password_env)
-            )
-            target = None
-            if dest.registry != src.registry:  # read from one registry, push to another
-                target = stack.enter_context(
-                    _client(dest.registry, registry_ca, insecure, username, password_env)
-                )
-            patcher = Patcher(
-                client,
-                cas,
-                progress=progress,
-                target=target,
-                set_env=not no_env,
-                store_password=password,
-            )
-            return patcher.patch(src, dest, platforms=chosen)
-
+        pairs = [(_ref(source), _ref(to))]
+    request = patching.PatchRequest(
+        tuple(cas),
+        _access(registry_ca, insecure, username, password_env),
+        platforms=() if platform == "all" else tuple(p.strip() for p in platform.split(",")),
+        set_env=not no_env,
+        store_password=password,
+    )
     with _progress_bars() as progress:
-        if from_file is None:
-            results = [one(src, dest, progress) for src, dest in pairs]
-        else:
-            results, failures = _patch_many(pairs, lambda s, d: one(s, d, progress), jobs)
+        results, failed = patching.patch_images(
+            pairs, request, progress=progress, parallel=jobs, keep_going=from_file is not None
+        )
+    failures = [f.to_dict() for f in failed]
     for r in results:
         for w in r.warnings:
             warn(f"{r.destination}: {w}" if from_file is not None else w)
@@ -222,9 +216,9 @@ def patch_cmd(
     if from_file is not None:
         data["failures"] = failures
     if sidecars:
-        data["references"] = {
-            _source_repo(r.source): f"{r.destination.split('@')[0]}" for r in results
-        }
+        from airtrust.profiles import load_profile
+
+        data["references"] = patching.sidecar_references(results, load_profile())
 
     def table(console: Any) -> None:
         rows = []
@@ -282,104 +276,12 @@ def patch_cmd(
         )
 
 
-def _pairs(path: Path) -> "list[tuple[Reference, Reference]]":
-    """The 'SRC DEST' lines of a --from file, all checked before any image is touched."""
-    from airtrust.files import read_input
-
-    pairs = []
-    text = read_input(str(path)).decode("utf-8", "replace")
-    for number, line in enumerate(text.splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        if len(words) != 2:
-            raise InputError(
-                f"{path}:{number}: expected 'SRC DEST', found {len(words)} word(s)",
-                hint="one source and one destination image per line",
-            )
-        try:
-            pairs.append((_ref(words[0]), _ref(words[1])))
-        except InputError as exc:
-            raise InputError(f"{path}:{number}: {exc.message}", hint=exc.hint) from None
-    if not pairs:
-        raise InputError(f"{path} lists no images", hint="write one 'SRC DEST' pair per line")
-    return pairs
-
-
-def _patch_many(
-    pairs: "list[tuple[Reference, Reference]]",
-    one: "Callable[[Reference, Reference], PatchResult]",
-    jobs: int,
-) -> "tuple[list[PatchResult], list[dict[str, str]]]":
-    """Every pair patched, ``jobs`` at a time; one failure never stops the others."""
-    import logging
-    from concurrent.futures import ThreadPoolExecutor
-
-    from airtrust.errors import AirtrustError
-
-    def attempt(pair: "tuple[Reference, Reference]") -> "PatchResult | dict[str, str]":
-        src, dest = pair
-        try:
-            return one(src, dest)
-        except AirtrustError as exc:
-            error, hint = exc.message, exc.hint
-        except Exception as exc:  # a bug in one image's patch must not lose the others
-            logging.getLogger(__name__).debug("patch of %s failed", src, exc_info=True)
-            error, hint = f"internal error ({type(exc).__name__})", "rerun with --debug"
-        return {"source": str(src), "destination": str(dest), "error": error, "hint": hint}
-
-    with ThreadPoolExecutor(max(1, min(jobs, len(pairs))), thread_name_prefix="patch") as pool:
-        outcomes = list(pool.map(attempt, pairs))
-    results = [o for o in outcomes if not isinstance(o, dict)]
-    failures = [o for o in outcomes if isinstance(o, dict)]
-    return results, failures
-
-
 def _clients_table(title: str, clients: "Sequence[ClientTrust]") -> Any:
     return rows_table(
         title,
         ["client", "file or variable", "status", "detail"],
         [(c.client, c.where, str(c.status), c.detail) for c in clients],
     )
-
-
-def _source_repo(reference: str) -> str:
-    from airtrust.profiles import load_profile
-
-    for sidecar in load_profile().sidecars:
-        if sidecar.repository.rsplit("/", 1)[-1] in reference:
-            return sidecar.repository
-    return reference
-
-
-def _jobs(
-    source: str | None,
-    to: str | None,
-    sidecars: bool,
-    registry: str | None,
-    cas: "list[x509.Certificate]",
-) -> "list[tuple[Reference, Reference]]":
-    if sidecars:
-        from airtrust.pki.bundle import fingerprint
-        from airtrust.profiles import load_profile  # pydantic: only when needed
-
-        if registry is None or source is not None:
-            raise InputError(
-                "--sidecars takes --registry REG and no image argument",
-                hint="e.g. airtrust image patch --sidecars --registry reg.local:5000",
-            )
-        suffix = "airtrust-" + sorted(fingerprint(c) for c in cas)[0][:12]
-        jobs = []
-        for sidecar in load_profile().sidecars:
-            path = sidecar.repository.split("/", 1)[1]
-            src = _ref(f"{registry}/{path}:{sidecar.tag}")
-            jobs.append((src, src.with_tag(f"{sidecar.tag}-{suffix}")))
-        return jobs
-    if source is None or to is None:
-        raise InputError(
-            "give the image and --to DEST", hint="airtrust image patch SRC --ca F --to DEST"
-        )
-    return [(_ref(source), _ref(to))]
 
 
 @image_app.command("inspect")
@@ -406,21 +308,7 @@ def inspect_cmd(
     data = {
         "image": reference,
         "trusted": all(r.trusted for r in reports),
-        "platforms": [
-            {
-                "platform": r.platform,
-                "digest": r.digest,
-                "trusted": r.trusted,
-                "family": r.layout.family,
-                "bundles": r.bundles,
-                "anchors": r.anchors,
-                "clients": [vars(c) for c in r.clients],
-                "user": r.user,
-                "entrypoint": r.entrypoint,
-                "patched_by_airtrust": r.labelled,
-            }
-            for r in reports
-        ],
+        "platforms": [r.to_dict() for r in reports],
     }
 
     def table(console: Any) -> None:
@@ -439,9 +327,28 @@ def inspect_cmd(
         raise CheckFailed(
             f"{reference}: {len(bad)} client store(s) lack the CA: {'; '.join(bad[:3])}"
             + (" ..." if len(bad) > 3 else ""),
-            hint=f"airtrust image patch {reference} --ca ... --to ...",
+            hint=_patch_command(ref, ca, registry_ca, insecure),
             reference="image-untrusted",
         )
+
+
+def _patch_command(
+    ref: "Reference", ca: list[str], registry_ca: Path | None, insecure: bool
+) -> str:
+    """The patch that fixes what inspect found, runnable as printed: the same CA files,
+    the same registry CA, into the same repository under the tag ``TAG-airtrust``."""
+    import shlex
+
+    from airtrust.cli.output import invoked_as
+
+    dest = ref.with_tag(f"{ref.tag or 'latest'}-airtrust")
+    argv = ["image", "patch", str(ref), *(a for f in ca for a in ("--ca", f))]
+    argv += ["--to", str(dest)]
+    if registry_ca is not None:
+        argv += ["--registry-ca", str(registry_ca)]
+    if insecure:
+        argv.append("--insecure")
+    return f"patch it: {invoked_as()} {shlex.join(argv)}"
 
 
 @image_app.command("dockerfile")
@@ -489,17 +396,6 @@ def dockerfile_cmd(
     )
 
 
-def _revision() -> str:
-    """The commit airtrust was built from, when it runs from a checkout; else unknown."""
-    import subprocess
-
-    here = Path(__file__).resolve().parents[3]
-    proc = subprocess.run(
-        ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-    )
-    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
-
-
 @image_app.command("build-controller")
 def build_controller_cmd(
     base: Annotated[str, typer.Option("--base", help="Base image with Python >= 3.11.")],
@@ -515,34 +411,20 @@ def build_controller_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """The airtrust controller image (entrypoint 'airtrust sync'), built without Docker."""
-    from importlib.metadata import version
-
-    from airtrust.registry.build import build_controller
+    from airtrust.registry.build import build_controller, image_labels
 
     src = _ref(base)
-    labels = {
-        "org.opencontainers.image.title": "airtrust",
-        "org.opencontainers.image.version": version("airtrust"),
-        "org.opencontainers.image.revision": _revision(),
-        "org.opencontainers.image.source": "airtrust",
-        "org.opencontainers.image.base.name": str(src),
-    }
-    with _client(src.registry, registry_ca, insecure, username, password_env) as client:
-        if to.startswith("oci:"):
+    labels = image_labels(src)
+    access = _access(registry_ca, insecure, username, password_env)
+    if to.startswith("oci:"):
+        with access.client(src.registry) as client:
             result = build_controller(
                 client, src, wheels, labels=labels, layout=Path(to.removeprefix("oci:"))
             )
-        else:
-            dest = _ref(to)
-            if dest.registry == src.registry:
-                result = build_controller(client, src, wheels, labels=labels, to=dest)
-            else:
-                with _client(
-                    dest.registry, registry_ca, insecure, username, password_env
-                ) as target:
-                    result = build_controller(
-                        client, src, wheels, labels=labels, to=dest, target=target
-                    )
+    else:
+        dest = _ref(to)
+        with access.clients(src, dest) as (client, target):
+            result = build_controller(client, src, wheels, labels=labels, to=dest, target=target)
     _show_build(result.to_dict(), output)
 
 

@@ -5,8 +5,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from airtrust.errors import InputError
-
 if TYPE_CHECKING:
     from airtrust.pki.bundle import Bundle
 
@@ -15,25 +13,19 @@ __all__ = ["inject_app", "register", "serve_cmd"]
 inject_app = typer.Typer(
     help="Make pods trust the CA at admission (a mutating webhook).", no_args_is_help=True
 )
+#: plan.inject.DEFAULT_SCOPE, for the help text (importing plan would slow every start).
 DEFAULT_SELECTOR = "airtrust.io/inject=enabled"
 HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def namespace_selector(selector: str | None, projects: bool) -> str:
-    """The namespaces in scope: given, the profile's project namespaces, or the default."""
-    if selector and projects:
-        raise InputError("--namespace-selector and --projects exclude each other", hint="pick one")
-    if projects:
-        from airtrust.profiles import load_profile
+    """The namespaces in scope (plan.inject.namespace_scope with the profile's projects)."""
+    from airtrust.plan.inject import namespace_scope
+    from airtrust.profiles import load_profile
 
-        profile = load_profile()
-        if not profile.project_namespace_selector:
-            raise InputError(
-                f"profile {profile.name} names no project namespaces",
-                hint="pass --namespace-selector",
-            )
-        return profile.project_namespace_selector
-    return selector or DEFAULT_SELECTOR
+    profile = load_profile() if projects else None
+    project_selector = profile.project_namespace_selector if profile else None
+    return namespace_scope(selector, project_selector, projects=projects)
 
 
 @inject_app.command("serve")
@@ -79,6 +71,7 @@ def serve_cmd(
 ) -> None:
     """Serve the mutating admission webhook (HTTPS, uvicorn) and keep the merged bundle
     in every namespace in scope. The certificate files are reloaded when they change."""
+    from airtrust.cli.output import log_to_stderr
     from airtrust.cli.params import local_ca_files, read_bundle
     from airtrust.controller.inject.bundles import BundleDistributor
     from airtrust.controller.inject.serve import serve
@@ -86,6 +79,7 @@ def serve_cmd(
     from airtrust.plan.inject import InjectSettings
 
     files = local_ca_files(ca or [], config, what="inject serve")
+    log_to_stderr()
 
     def local() -> "Bundle":
         # Read on every pass: in the cluster this is the mounted CA secret.

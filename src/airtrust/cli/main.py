@@ -14,15 +14,22 @@ import typer
 
 from airtrust.cli import cluster, image, inject
 from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
-from airtrust.cli.params import OutputOpt
+from airtrust.cli.params import OutputOpt, PasswordEnvOpt, PasswordFileOpt, pkcs12_password
 from airtrust.clock import utc_now
-from airtrust.errors import AirtrustError, CheckFailed, InputError, VerificationFailed
+from airtrust.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    AirtrustError,
+    CheckFailed,
+    InputError,
+    VerificationFailed,
+)
+from airtrust.pki.choices import BundleFormat, KeyType, Profile
 
 __all__ = [
-    "KEY_TYPES",
     "ConnectToOpt",
     "ForceOpt",
-    "KeyTypeOpt",
+    "KeyTypeChoice",
     "PassEnvOpt",
     "PassFileOpt",
     "app",
@@ -40,7 +47,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from airtrust.pki.keys import KeyType
+    from cryptography import x509
 
 app = typer.Typer(
     name="airtrust",
@@ -70,14 +77,13 @@ PassFileOpt = Annotated[
     str | None,
     typer.Option("--passphrase-file", metavar="FILE", help="Read the key passphrase from FILE."),
 ]
-KEY_TYPES = ["rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384"]
-KeyTypeOpt = Annotated[
-    str,
-    typer.Option(
-        "--key-type",
-        help="Key algorithm: ec-p256 (default: small, fast, accepted by every client), "
-        "ec-p384, rsa-2048, rsa-3072, rsa-4096.",
-    ),
+_KEY_TYPE_HELP = (
+    "Key algorithm: ec-p256 (default: small, fast, accepted by every client), "
+    "ec-p384, rsa-2048, rsa-3072, rsa-4096."
+)
+#: --key-type as a typed choice: click lists, completes and checks the values.
+KeyTypeChoice = Annotated[
+    KeyType, typer.Option("--key-type", help=_KEY_TYPE_HELP, case_sensitive=False)
 ]
 
 
@@ -85,15 +91,20 @@ def _now() -> dt.datetime:
     return utc_now()
 
 
-def _key_type(text: str) -> "KeyType":
-    from airtrust.pki.keys import KeyType
+def _ask_passphrase(what: str) -> bytes:
+    """A new passphrase typed twice on the terminal. Without one (CI, cron, a pipe)
+    getpass would warn, read stdin and end in "aborted": say what to do instead."""
+    import sys
 
-    try:
-        return KeyType(text.lower())
-    except ValueError:
+    if not sys.stdin.isatty():
         raise InputError(
-            f"unknown key type '{text}'", hint=f"use one of {', '.join(KEY_TYPES)}"
-        ) from None
+            f"{what} is to be encrypted but there is no terminal to ask for its passphrase",
+            hint="give it with --passphrase-env VAR or --passphrase-file FILE",
+            reference="no-terminal",
+        )
+    return str(
+        typer.prompt(f"Passphrase for {what}", hide_input=True, confirmation_prompt=True)
+    ).encode()
 
 
 def _version(value: bool) -> None:
@@ -133,7 +144,7 @@ def ca_create(
         typer.Option("--name", help="Common name (default: airtrust local root/intermediate CA)."),
     ] = None,
     organization: Annotated[str | None, typer.Option("--org", help="Organization.")] = None,
-    key_type: KeyTypeOpt = "ec-p256",
+    key_type: KeyTypeChoice = KeyType.EC_P256,
     days: Annotated[int, typer.Option("--days", help="Validity; default 10 years.")] = 3650,
     path_length: Annotated[
         int | None,
@@ -155,13 +166,28 @@ def ca_create(
         Path | None, typer.Option("--parent", help="CA folder of the parent (with --intermediate).")
     ] = None,
     parent_passphrase_env: Annotated[
-        str | None, typer.Option("--parent-passphrase-env", metavar="VAR")
+        str | None,
+        typer.Option(
+            "--parent-passphrase-env",
+            metavar="VAR",
+            help="Read the passphrase of the parent's ca.key from $VAR.",
+        ),
     ] = None,
     parent_passphrase_file: Annotated[
-        str | None, typer.Option("--parent-passphrase-file", metavar="FILE")
+        str | None,
+        typer.Option(
+            "--parent-passphrase-file",
+            metavar="FILE",
+            help="Read the passphrase of the parent's ca.key from FILE.",
+        ),
     ] = None,
     encrypt_key: Annotated[
-        bool, typer.Option("--encrypt-key", help="Encrypt ca.key (asks for a passphrase).")
+        bool,
+        typer.Option(
+            "--encrypt-key",
+            help="Encrypt ca.key; the passphrase comes from --passphrase-env/--passphrase-file, "
+            "else it is asked on the terminal.",
+        ),
     ] = False,
     passphrase_env: PassEnvOpt = None,
     passphrase_file: PassFileOpt = None,
@@ -185,14 +211,15 @@ def ca_create(
         )
     passphrase = read_secret(env=passphrase_env, file=passphrase_file)
     if encrypt_key and passphrase is None:
-        passphrase = typer.prompt(
-            "Passphrase for ca.key", hide_input=True, confirmation_prompt=True
-        ).encode()
+        passphrase = _ask_passphrase("ca.key")
     parent_ca = None
     if parent is not None:
-        parent_ca = load_authority(
-            parent, passphrase=read_secret(env=parent_passphrase_env, file=parent_passphrase_file)
+        parent_secret = read_secret(
+            env=parent_passphrase_env,
+            file=parent_passphrase_file,
+            flags=("--parent-passphrase-env", "--parent-passphrase-file"),
         )
+        parent_ca = load_authority(parent, passphrase=parent_secret)
     default_name = "airtrust local intermediate CA" if intermediate else "airtrust local root CA"
     spec = authority.CASpec(
         common_name=name or default_name,
@@ -205,7 +232,7 @@ def ca_create(
     result = create_ca(
         out,
         spec,
-        _key_type(key_type),
+        key_type,
         now=_now(),
         parent=parent_ca,
         passphrase=passphrase,
@@ -244,8 +271,13 @@ def cert_issue(
     ],
     san: Annotated[list[str] | None, typer.Option("--san", help="Extra DNS name.")] = None,
     ip: Annotated[list[str] | None, typer.Option("--ip", help="IP address SAN.")] = None,
-    days: Annotated[int, typer.Option("--days", help="Validity; default 397 days.")] = 397,
-    key_type: KeyTypeOpt = "ec-p256",
+    days: Annotated[
+        int,
+        typer.Option(
+            "--days", help="Validity; default 397 days (browsers cap server certificates at 398)."
+        ),
+    ] = 397,
+    key_type: KeyTypeChoice = KeyType.EC_P256,
     passphrase_env: PassEnvOpt = None,
     passphrase_file: PassFileOpt = None,
     force: ForceOpt = False,
@@ -264,7 +296,7 @@ def cert_issue(
         ips=tuple(names.parse_ip(i) for i in ip or ()),
         days=days,
     )
-    result = issue_server_files(ca, spec, _key_type(key_type), out=out, now=_now(), force=force)
+    result = issue_server_files(ca, spec, key_type, out=out, now=_now(), force=force)
     written = result.outputs.commit()
     for w in result.warnings:
         warn(w)
@@ -292,7 +324,10 @@ def cert_issue(
 ConnectToOpt = Annotated[
     str | None,
     typer.Option(
-        "--connect-to", metavar="ADDR", help="Connect to ADDR instead of resolving the URL's host."
+        "--connect-to",
+        metavar="HOST:PORT:ADDR:PORT",
+        help="Reach the URL's HOST:PORT at ADDR:PORT, as curl and doctor do "
+        "(ADDR or ADDR:PORT alone: the URL's host at that address).",
     ),
 ]
 
@@ -300,15 +335,18 @@ ConnectToOpt = Annotated[
 @app.command("inspect")
 def inspect_cmd(
     target: Annotated[
-        str, typer.Argument(help="PEM/DER/PKCS#7 file, '-' for stdin, or https://HOST:PORT.")
+        str,
+        typer.Argument(help="PEM/DER/PKCS#7/PKCS#12 file, '-' for stdin, or https://HOST:PORT."),
     ],
     connect_to: ConnectToOpt = None,
+    password_env: PasswordEnvOpt = None,
+    password_file: PasswordFileOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show every certificate of a bundle, chain or live endpoint, with warnings."""
     from airtrust.cli.inspect import inspect  # shared with the fast lane in entry.py
 
-    inspect(target, connect_to, output)
+    inspect(target, connect_to, output, pkcs12_password(password_env, password_file))
 
 
 @app.command("verify")
@@ -316,7 +354,9 @@ def verify_cmd(
     target: Annotated[
         str, typer.Argument(help="Certificate file (leaf first) or https://HOST:PORT.")
     ],
-    ca: Annotated[list[str], typer.Option("--ca", help="CA bundle file(s) to trust.")],
+    ca: Annotated[
+        list[str], typer.Option("--ca", help="CA bundle file(s) to trust (CA certificates only).")
+    ],
     hostname: Annotated[
         str | None, typer.Option("--hostname", help="Name to check (default: the URL's host).")
     ] = None,
@@ -324,12 +364,19 @@ def verify_cmd(
         list[str] | None, typer.Option("--untrusted", help="Extra intermediates file.")
     ] = None,
     profile: Annotated[
-        str, typer.Option("--profile", help="strict (web PKI) or relaxed (see --help-profiles).")
-    ] = "strict",
+        Profile,
+        typer.Option(
+            "--profile",
+            case_sensitive=False,
+            help="strict (the web PKI) or relaxed (accepts exactly the deviations listed above).",
+        ),
+    ] = Profile.STRICT,
     at: Annotated[
         str | None, typer.Option("--at", help="Validate at this ISO time instead of now.")
     ] = None,
     connect_to: ConnectToOpt = None,
+    password_env: PasswordEnvOpt = None,
+    password_file: PasswordFileOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Path validation of a certificate or live endpoint against a CA bundle.
@@ -339,14 +386,11 @@ def verify_cmd(
     or with anyExtendedKeyUsage; CAs with extendedKeyUsage.
     """
     from airtrust.cli.inspect import load_target
-    from airtrust.files import read_input
-    from airtrust.pki.bundle import fingerprint, read_certificates
-    from airtrust.pki.verify import RELAXATIONS, Profile, verify_server
+    from airtrust.pki.bundle import fingerprint
+    from airtrust.pki.verify import RELAXATIONS, verify_server
 
-    try:
-        chosen = Profile(profile)
-    except ValueError:
-        raise InputError(f"unknown profile '{profile}'", hint="use strict or relaxed") from None
+    chosen = profile
+    password = pkcs12_password(password_env, password_file)
     now = _now()
     if at is not None:
         try:
@@ -357,9 +401,9 @@ def verify_cmd(
             ) from None
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.UTC)
-    anchors = [a.certificate for name in ca for a in read_certificates(read_input(name), name)]
-    certs, label = load_target(target, connect_to)
-    extra = [a.certificate for n in untrusted or () for a in read_certificates(read_input(n), n)]
+    anchors = _anchors(ca, password)
+    certs, label = load_target(target, connect_to, password=password)
+    extra = [c for n in untrusted or () for c in _certificates(n, password)]
     if hostname is None and target.startswith("https://"):
         from airtrust.probe.tls import parse_endpoint
 
@@ -409,16 +453,50 @@ def verify_cmd(
     )
 
 
+def _certificates(name: str, password: bytes | None) -> "list[x509.Certificate]":
+    from airtrust.files import read_input
+    from airtrust.pki.bundle import read_certificates
+
+    return [a.certificate for a in read_certificates(read_input(name), name, password=password)]
+
+
+def _anchors(files: list[str], password: bytes | None) -> "list[x509.Certificate]":
+    """The CA certificates of every --ca file; a file with none is refused, and
+    non-CA certificates beside CAs are left out, with a warning."""
+    from airtrust.files import read_input
+    from airtrust.pki.bundle import read_certificates
+    from airtrust.pki.verify import ca_anchors
+
+    anchors: list[x509.Certificate] = []
+    for name in files:
+        cas, others = ca_anchors(name, read_certificates(read_input(name), name, password=password))
+        if others:
+            warn(
+                f"--ca {name}: left out {len(others)} certificate(s) that are not CAs "
+                f"({others[0]}{', ...' if len(others) > 1 else ''}); only CAs anchor a path"
+            )
+        anchors += cas
+    return anchors
+
+
 # --- bundle ---------------------------------------------------------------------------
 
 
 @bundle_app.command("build")
 def bundle_build(
-    inputs: Annotated[list[str], typer.Argument(help="PEM, DER or PKCS#7 files ('-' for stdin).")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="PEM, DER, PKCS#7 or PKCS#12 files ('-' for stdin).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output file (a folder for hashdir).")],
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="pem, pkcs12, jks or hashdir.")
-    ] = "pem",
+        BundleFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            case_sensitive=False,
+            help="pem, pkcs12 or jks (a file), or hashdir (a folder of <subject hash>.N files).",
+        ),
+    ] = BundleFormat.PEM,
     allow_leaf: Annotated[
         bool, typer.Option("--allow-leaf", help="Keep non-CA certificates.")
     ] = False,
@@ -434,6 +512,8 @@ def bundle_build(
             "--store-password-env", metavar="VAR", help="Truststore password (default changeit)."
         ),
     ] = None,
+    password_env: PasswordEnvOpt = None,
+    password_file: PasswordFileOpt = None,
     force: ForceOpt = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List every certificate (as -o table).")
@@ -449,14 +529,10 @@ def bundle_build(
     ] = None,
 ) -> None:
     """Merge CA certificates into one canonical bundle or truststore."""
+    from airtrust.cli.params import store_password as read_store_password
     from airtrust.files import OutputSet, read_input
     from airtrust.pki import truststore
     from airtrust.pki.bundle import parse_bundle
-
-    formats = ("pem", "pkcs12", "jks", "hashdir")
-    if fmt not in formats:
-        raise InputError(f"unknown format '{fmt}'", hint=f"use one of {', '.join(formats)}")
-    from airtrust.cli.params import store_password as read_store_password
 
     store_password = read_store_password(store_password_env)
     bundle = parse_bundle(
@@ -464,16 +540,18 @@ def bundle_build(
         now=_now(),
         allow_leaf=allow_leaf,
         allow_expired=allow_expired,
+        password=pkcs12_password(password_env, password_file),
     )
     outputs = OutputSet(force=force)
-    if fmt == "pem":
-        outputs.add(out, bundle.to_pem(comments=comments))
-    elif fmt == "pkcs12":
-        outputs.add(out, truststore.to_pkcs12(bundle, store_password))
-    elif fmt == "jks":
-        outputs.add(out, truststore.to_jks(bundle, store_password))
+    folder_hint = "give a file path (or -f hashdir)"
+    if fmt is BundleFormat.PEM:
+        outputs.add(out, bundle.to_pem(comments=comments), folder_hint=folder_hint)
+    elif fmt is BundleFormat.PKCS12:
+        outputs.add(out, truststore.to_pkcs12(bundle, store_password), folder_hint=folder_hint)
+    elif fmt is BundleFormat.JKS:
+        outputs.add(out, truststore.to_jks(bundle, store_password), folder_hint=folder_hint)
     else:
-        outputs.add_tree(out, truststore.hash_dir_entries(bundle))
+        outputs.add_tree(out, truststore.hash_dir_entries(bundle), names=truststore.HASH_DIR_NAMES)
     outputs.commit()
     summary = (
         f"wrote {out} ({fmt}): {len(bundle.anchors)} CA certificate(s) kept from "
@@ -481,7 +559,7 @@ def bundle_build(
     )
     data: dict[str, Any] = {
         "out": str(out),
-        "format": fmt,
+        "format": fmt.value,
         "digest": bundle.digest,
         "files": len(inputs),
         "kept": len(bundle.anchors),
@@ -521,7 +599,7 @@ def quickstart_cmd(
     ca_dir: Annotated[
         Path | None, typer.Option("--ca-dir", help="Use this CA instead of creating one.")
     ] = None,
-    key_type: KeyTypeOpt = "ec-p256",
+    key_type: KeyTypeChoice = KeyType.EC_P256,
     passphrase_env: PassEnvOpt = None,
     passphrase_file: PassFileOpt = None,
     context: Annotated[
@@ -539,6 +617,14 @@ def quickstart_cmd(
         Path | None,
         typer.Option("--shell", help="Also write the manual steps as a shell script here."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --context: replace a CA or certificate the clusters already hold "
+            "(backed up first).",
+        ),
+    ] = False,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Create or reuse a CA, the control-plane certificate and the bundle in one go.
@@ -547,62 +633,60 @@ def quickstart_cmd(
     + apply). Idempotent: a second run reuses what the folder holds and changes
     nothing on the clusters.
     """
-    from airtrust.files import read_secret
+    from airtrust.cli.output import invoked_as
+    from airtrust.controller import quickstart as use_case
+    from airtrust.files import OutputSet, read_secret
     from airtrust.pki import names
-    from airtrust.workspace import quickstart
+    from airtrust.plan.steps import HEADINGS, shell_script
+    from airtrust.profiles import load_profile
 
-    report = quickstart(
+    if shell is not None and shell.is_dir():
+        # Checked before the folder is filled: a refused --shell leaves nothing half-done.
+        from airtrust.errors import OutputIsFolder
+
+        raise OutputIsFolder(f"--shell {shell} is a folder", hint="give a file path for the script")
+    program = invoked_as()
+    report = use_case.quickstart(
         out,
         domain,
         now=_now(),
         sans=[names.normalise_dns_name(s) for s in san or ()],
         ips=[names.parse_ip(i) for i in ip or ()],
         ca_folder=ca_dir,
-        key_type=_key_type(key_type),
+        key_type=key_type,
         passphrase=read_secret(env=passphrase_env, file=passphrase_file),
+        program=program,
     )
     for w in report.warnings:
         warn(w)
-    from airtrust.plan.steps import HEADINGS, Step, shell_script
-    from airtrust.profiles import load_profile
-
     if shell is not None:
-        from airtrust.files import OutputSet
-
         script = OutputSet(force=True)
         script.add(shell, shell_script(report.next_steps, load_profile()).encode())
         script.commit()
         shell.chmod(0o755)
+    if context is not None:
+        try:
+            use_case.set_up_clusters(
+                report,
+                context=context,
+                clusters=list(cluster_context or ()),
+                kubeconfig=kubeconfig,
+                now=_now(),
+                force=force,
+                program=program,
+            )
+        except use_case.WouldReplace as exc:
+            emit(exc.plan.to_dict(), output, table=cluster.plan_table(exc.plan))
+            raise
     data: dict[str, Any] = {
         "folder": report.folder,
         "domain": report.domain,
         "steps": report.steps,
         "next_steps": [s.to_dict() for s in report.next_steps],
     }
-    applied = None
-    if context is not None:
-        applied = cluster.quickstart_cluster(
-            out,
-            domain=report.domain,
-            context=context,
-            clusters=list(cluster_context or ()),
-            kubeconfig=kubeconfig,
-            output=output,
-        )
-        data["apply"] = cluster.report_data(applied)
-        report.step(
-            "clusters",
-            "applied" if applied.writes else "unchanged",
-            f"{applied.writes} write(s) via {out / 'airtrust.yaml'}",
-        )
-        report.next_steps = [
-            Step(f"airtrust plan -c {out / 'airtrust.yaml'}", note="shows no changes now"),
-            Step(
-                f"airtrust helm -c {out / 'airtrust.yaml'}",
-                note="the Helm commands that enable the custom CA and keep each release's values",
-            ),
-        ]
-        data["next_steps"] = [s.to_dict() for s in report.next_steps]
+    applied = report.applied
+    if applied is not None:
+        data["apply"] = applied.to_dict()
 
     def table(console: Any) -> None:
         console.print(
@@ -647,7 +731,7 @@ def dispatch(args: list[str]) -> int:
         return int(exc.exit_code)
     except typer.Abort:
         error("aborted")
-        return 130
+        return EXIT_INTERRUPTED
     except AirtrustError:
         raise
     except Exception as exc:
@@ -657,4 +741,4 @@ def dispatch(args: list[str]) -> int:
         ctx = getattr(exc, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         error(f"{exc.format_message()}{where} [usage]")
-        return 2 if exc.exit_code == 2 else int(exc.exit_code)
+        return EXIT_BAD_INPUT if exc.exit_code == 2 else int(exc.exit_code)

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import enum
 import json
+import os
+import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,10 +31,13 @@ __all__ = [
     "emit",
     "error",
     "info",
+    "invoked_as",
+    "log_to_stderr",
     "plain",
     "print_lines",
     "rows_table",
     "settings",
+    "strip_markup",
     "warn",
 ]
 
@@ -61,13 +67,25 @@ def plain() -> bool:
 
 class PlainConsole:
     """What a table view prints to in a pipe: every line as is (tabs kept, no wrapping,
-    no markup, no colour); rich is not involved."""
+    no colour). A string printed as markup (rich's default) loses its tags, so a pipe
+    never sees ``[bold]``; one printed with ``markup=False`` is written verbatim."""
 
     def __init__(self, stderr: bool = False) -> None:
         self.stream = sys.stderr if stderr else sys.stdout
 
-    def print(self, *objects: Any, **_: Any) -> None:
-        self.stream.write(" ".join(str(o) for o in objects) + "\n")
+    def print(self, *objects: Any, markup: bool = True, **_: Any) -> None:
+        text = " ".join(str(o) for o in objects)
+        if markup and isinstance(objects[0] if objects else None, str) and "[" in text:
+            text = strip_markup(text)
+        self.stream.write(text + "\n")
+
+
+def strip_markup(text: str) -> str:
+    """rich markup rendered to plain text (``[bold]x[/bold]`` -> ``x``); rich only
+    when there may be a tag, so the fast lane stays fast."""
+    from rich.markup import render
+
+    return render(text).plain
 
 
 def _console(stderr: bool = False) -> Any:
@@ -116,7 +134,8 @@ def emit(data: Any, fmt: Format, *, table: Any = None) -> None:
         # Through JSON first: closed enums (str subclasses) become plain strings, as in -o json.
         plain = json.loads(json.dumps(data, default=str))
         sys.stdout.write(yaml.safe_dump(plain, sort_keys=True, default_flow_style=False))
-    elif not settings.quiet and table is not None:
+    elif table is not None:
+        # --quiet hides chatter (info, warnings, progress), never the result.
         table(_console())
 
 
@@ -146,3 +165,29 @@ def info(message: str) -> None:
 
 def error(line: str) -> None:
     sys.stderr.write(f"airtrust: error: {line}\n")
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """How to run airtrust again, for commands it prints: ``airtrust`` when that name on
+    PATH is this program, else the path the user ran (``.venv/bin/airtrust``), made
+    absolute so it works from any folder; ``python -m airtrust`` as such."""
+    argv0 = argv0 if argv0 is not None else sys.argv[0]
+    name = os.path.basename(argv0)
+    if name in ("__main__.py", "-m", "-c", ""):
+        return f"{shlex.quote(sys.executable)} -m airtrust"
+    on_path = shutil.which(name)
+    if on_path and os.path.realpath(on_path) == os.path.realpath(shutil.which(argv0) or argv0):
+        return name
+    return shlex.quote(os.path.abspath(argv0))
+
+
+def log_to_stderr() -> None:
+    """Long-running servers (sync, inject serve) log their INFO lines to stderr, with
+    the HTTP clients' per-request chatter held back."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

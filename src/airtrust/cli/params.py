@@ -12,7 +12,16 @@ from airtrust.errors import InputError
 if TYPE_CHECKING:
     from airtrust.pki.bundle import Bundle
 
-__all__ = ["OutputOpt", "StorePasswordOpt", "local_ca_files", "read_bundle", "store_password"]
+__all__ = [
+    "OutputOpt",
+    "PasswordEnvOpt",
+    "PasswordFileOpt",
+    "StorePasswordOpt",
+    "local_ca_files",
+    "pkcs12_password",
+    "read_bundle",
+    "store_password",
+]
 
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
@@ -25,6 +34,31 @@ StorePasswordOpt = Annotated[
         help="Password of the image's Java cacerts stores, from $VAR (default changeit).",
     ),
 ]
+
+PasswordEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--password-env",
+        metavar="VAR",
+        help="Password of PKCS#12 (.p12/.pfx) input files, from $VAR; password-less files "
+        "and Java's default changeit need none.",
+    ),
+]
+PasswordFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--password-file",
+        metavar="FILE",
+        help="Password of PKCS#12 input files, from the first line of FILE.",
+    ),
+]
+
+
+def pkcs12_password(env: str | None, file: str | None) -> bytes | None:
+    """The PKCS#12 input password of --password-env/--password-file, or None."""
+    from airtrust.files import read_secret
+
+    return read_secret(env=env, file=file, flags=("--password-env", "--password-file"))
 
 
 def store_password(env: str | None) -> str:
@@ -48,7 +82,8 @@ def read_bundle(files: Sequence[str]) -> "Bundle":
 def local_ca_files(ca: Sequence[str], config: Path | None, *, what: str) -> list[str]:
     """The local CA files: --ca, else the config's ca.bundle; ``what`` needs them."""
     files = list(ca)
-    if not files and config is not None and config.exists():
+    if not files and config is not None:
+        # A -c that does not exist is an error (load_config says so), never ignored.
         from airtrust.config import load_config
 
         files = [str(p) for p in load_config(config).ca.bundle]

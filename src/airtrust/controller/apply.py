@@ -14,25 +14,23 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
 from airtrust.config import Config
 from airtrust.controller.session import Session
-from airtrust.errors import AirtrustError, ConfigError, Conflict
+from airtrust.errors import AirtrustError, ConfigError, Conflict, StalePlan
 from airtrust.files import OutputSet
 from airtrust.kube.api import FIELD_MANAGER, KubeAPI
-from airtrust.kube.helm import deployed_release
 from airtrust.pki import keys
 from airtrust.pki.bundle import fingerprint
 from airtrust.pki.tlssecret import RENEW_BEFORE, TLSMaterial, judge_tls_secret
 from airtrust.pki.verify import verify_server
 from airtrust.plan.desired import ClusterFacts, build_desired, findings
 from airtrust.plan.diff import diff
-from airtrust.plan.helm import HelmStep, Release, helm_steps
 from airtrust.plan.manifests import backup_name, backup_secret
-from airtrust.plan.model import Action, Change, Desired, JsonObj, Plan
+from airtrust.plan.model import Action, Change, Desired, JsonObj, Plan, SavedPlan
 from airtrust.plan.rbac import Need, denied, possible_write_needs, read_needs, write_needs
 from airtrust.plan.topology import (
     CLUSTER,
@@ -40,6 +38,7 @@ from airtrust.plan.topology import (
     cluster_entry,
     cluster_tls_specs,
     hostname_probe,
+    is_openshift,
     roles_by_context,
     target_namespaces,
 )
@@ -53,11 +52,11 @@ __all__ = [
     "execute",
     "gather_facts",
     "make_plan",
-    "observe_helm",
     "offline_facts",
     "parallel",
     "preflight",
     "run",
+    "run_saved",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,10 +116,7 @@ def preflight(session: Session, plan: Plan) -> None:
 def _openshift(session: Session, context: str) -> bool:
     entry = cluster_entry(session.config, context)
     setting = entry.openshift if entry is not None else "auto"
-    if setting != "auto":
-        return setting == "true"
-    group = session.profile.openshift.detect_group if session.profile.openshift else None
-    return group is not None and group in session.apis[context].api_groups()
+    return is_openshift(setting, session.profile, session.apis[context].api_groups)
 
 
 def _facts(session: Session, context: str) -> ClusterFacts:
@@ -351,8 +347,44 @@ class ApplyReport:
         )
 
     @property
-    def writes(self) -> int:
+    def accepted(self) -> int:
+        """Objects the apiserver accepted (stored, or only checked in a dry run)."""
         return sum(1 for o in self.outcomes if o.status is OutcomeStatus.APPLIED)
+
+    @property
+    def writes(self) -> int:
+        """Objects stored: none in a server dry run, whatever the apiserver accepted."""
+        return 0 if self.dry_run else self.accepted
+
+    def status_text(self, outcome: Outcome) -> str:
+        """``applied`` as the user reads it: ``would apply`` when nothing was stored."""
+        if self.dry_run and outcome.status is OutcomeStatus.APPLIED:
+            return "would apply"
+        return str(outcome.status)
+
+    def summary(self) -> str:
+        failures = f"{len(self.failed)} failure(s)"
+        if self.dry_run:
+            return f"0 writes (dry run): {self.accepted} would apply; {failures}"
+        return f"{self.writes} write(s); {failures}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "writes": self.writes,
+            "would_apply": self.accepted if self.dry_run else 0,
+            "results": [
+                {
+                    "context": o.change.context,
+                    "object": o.change.desired.ref,
+                    "action": str(o.change.action),
+                    "status": self.status_text(o),
+                    "message": o.message,
+                    "backup": o.backup,
+                }
+                for o in self.outcomes
+            ],
+        }
 
 
 def _backup(session: Session, change: Change, *, dry_run: bool) -> str | None:
@@ -470,15 +502,23 @@ def run(
     return plan, execute(session, plan, force=force, dry_run=dry_run, progress=progress)
 
 
-def observe_helm(session: Session, *, kubeconfig: str | None = None) -> list[HelmStep]:
-    """The profile's Helm releases on every context, as installed, with the step each needs."""
-    deployed: dict[tuple[str, str], Release | None] = {}
-    for context, roles in roles_by_context(session.config).items():
-        for role in roles:
-            release = session.profile.release(role)
-            if release is not None:
-                deployed[(context, release.release)] = deployed_release(
-                    session.apis[context], release.release, release.namespace
-                )
-    path = kubeconfig or (str(session.config.kubeconfig) if session.config.kubeconfig else None)
-    return helm_steps(session.config, session.profile, session.version, deployed, kubeconfig=path)
+def run_saved(
+    session: Session,
+    saved: SavedPlan,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> tuple[Plan, ApplyReport]:
+    """``apply FILE``: plan again and carry out the plan only if it is the saved one (no
+    live object moved, nothing would be sent differently); else :class:`StalePlan`."""
+    plan = make_plan(session)
+    why = saved.stale(SavedPlan.of(plan, saved.config))
+    if why:
+        more = f" (and {len(why) - 1} more)" if len(why) > 1 else ""
+        raise StalePlan(
+            f"the saved plan is stale: {why[0]}{more}",
+            hint=f"review again with 'airtrust plan -c {saved.config} --out FILE', then apply it",
+        )
+    preflight(session, plan)
+    return plan, execute(session, plan, force=force, dry_run=dry_run, progress=progress)

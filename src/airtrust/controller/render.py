@@ -18,16 +18,45 @@ import yaml
 
 from airtrust.controller.apply import desired_objects, gather_facts, offline_facts
 from airtrust.controller.session import Session
-from airtrust.errors import OutputExistsError
+from airtrust.errors import OutputExistsError, OutputNotAFolder
 from airtrust.files import OutputSet
 from airtrust.pki.tlssecret import TLS_TYPE
 from airtrust.plan.desired import findings
 from airtrust.plan.helm import helm_steps, nested_values
-from airtrust.plan.manifests import kustomization, rendered_namespace
+from airtrust.plan.inject import INJECT_TLS_SECRET, webhook_hosts
+from airtrust.plan.manifests import (
+    controller_manifests,
+    inject_manifests,
+    kustomization,
+    namespace_manifest,
+    rendered_namespace,
+    secret_manifest,
+    webhook_configuration,
+)
 from airtrust.plan.model import Desired, JsonObj
 from airtrust.plan.oidc import apiserver_flags, kubeconfig_user
+from airtrust.plan.source import Source, SourceKind
+from airtrust.plan.topology import SyncScope
 
-__all__ = ["Rendered", "render", "write_manifests"]
+__all__ = [
+    "InClusterRender",
+    "Rendered",
+    "controller_objects",
+    "inject_objects",
+    "render",
+    "write_in_cluster",
+    "write_manifests",
+]
+
+
+def _check_folder(out: Path, *, force: bool) -> None:
+    """``--out`` names a folder: new, empty, or (with ``force``) one to write into."""
+    if out.exists() and not out.is_dir():
+        raise OutputNotAFolder(
+            f"{out} is a file, not a folder", hint="give --out a folder (new or empty)"
+        )
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"{out} is not empty", hint="pass --force or choose another --out")
 
 
 def _slug(text: str) -> str:
@@ -69,8 +98,7 @@ def render(
     """Write the manifests. Namespaces are left out (a GitOps prune of an app that lists
     them would delete them); ``with_namespaces`` adds the platform's own namespaces,
     marked so Argo CD and Flux never prune them. System namespaces are never written."""
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OutputExistsError(f"{out} is not empty", hint="pass --force or choose another --out")
+    _check_folder(out, force=force)
     facts = offline_facts(session.config) if offline else gather_facts(session)
     desired = desired_objects(session, facts)
     notes = findings(session.config, session.profile, facts)
@@ -104,13 +132,22 @@ def render(
             )
     commands = [
         "#!/bin/sh",
-        "# Helm steps for the custom CA (written by airtrust render).",
+        "# Helm steps for the custom CA (written by airtrust render). Values files are",
+        "# beside this script; an install also needs the values each file names.",
         "set -e",
+        'cd "$(dirname "$0")"',
     ]
     for step in helm_steps(session.config, session.profile, session.version, {}):
-        values_file = out / "helm" / _slug(step.context) / f"{step.release}.values.yaml"
-        outputs.add(values_file, yaml.safe_dump(nested_values(step.values)).encode())
-        commands.append(step.command())
+        relative = f"{_slug(step.context)}/{step.values_file}"
+        header = f"# {step.release} on context {step.context}: written by airtrust render.\n"
+        if step.install_values:
+            header += (
+                f"# An install also needs: {', '.join(step.install_values)} "
+                "(from your platform's install page); add them below.\n"
+            )
+        body = yaml.safe_dump(nested_values(step.values))
+        outputs.add(out / "helm" / relative, (header + body).encode())
+        commands.append(step.command(values_file=relative))
     outputs.add(out / "helm" / "commands.sh", ("\n".join(commands) + "\n").encode())
     oidc = session.profile.cluster_oidc
     if oidc is not None and session.config.clusters:
@@ -131,3 +168,127 @@ def render(
             out / "oidc" / "kubeconfig-user.yaml", yaml.safe_dump(user, sort_keys=True).encode()
         )
     return Rendered(outputs.commit(), notes)
+
+
+# --- airtrust's own in-cluster parts (render --controller / --inject) -----------------
+
+
+@dataclass(frozen=True)
+class InClusterRender:
+    """The objects of one in-cluster part, and what they need that is not among them.
+
+    A folder applied to a fresh cluster must not fail on a missing namespace, so
+    airtrust's own namespace is always part of it. Secrets holding a private key
+    (the webhook's serving certificate) are never rendered: they are named, with
+    the command that makes them, in ``requires``.
+    """
+
+    docs: list[JsonObj]
+    requires: list[str]
+
+
+def _own_namespace(name: str) -> JsonObj:
+    ns = namespace_manifest(name)
+    ns["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "airtrust"}
+    return ns
+
+
+def _source_objects(source: Source, ca_pem: bytes | None) -> tuple[list[JsonObj], list[str]]:
+    """The CA source as an object when the CA is known (public certificates only),
+    else the line that says how to create it."""
+    if ca_pem is None:
+        kind = "secret generic" if source.kind is SourceKind.SECRET else "configmap"
+        return [], [
+            f"{source.kind} {source.namespace}/{source.name} (the local CA): kubectl -n "
+            f"{source.namespace} create {kind} {source.name} --from-file={source.key}=ca-bundle.pem"
+        ]
+    if source.kind is SourceKind.SECRET:
+        doc = secret_manifest(
+            source.namespace, source.name, secret_type="Opaque", data={source.key: ca_pem}
+        )
+    else:
+        doc = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": source.name,
+                "namespace": source.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "airtrust"},
+            },
+            "data": {source.key: ca_pem.decode()},
+        }
+    return [doc], []
+
+
+def controller_objects(
+    *, image: str, namespace: str, source: Source, scope: SyncScope, ca_pem: bytes | None
+) -> InClusterRender:
+    """``render --controller``: the sync controller, its namespace and (with the CA) its
+    source."""
+    namespaces = sorted({namespace, source.namespace})
+    sources, requires = _source_objects(source, ca_pem)
+    docs = [
+        *map(_own_namespace, namespaces),
+        *sources,
+        *controller_manifests(image=image, namespace=namespace, source=source, scope=scope),
+    ]
+    return InClusterRender(docs, requires)
+
+
+def inject_objects(
+    *,
+    ca_pem: bytes,
+    namespace_selector: str,
+    failure_policy: str,
+    timeout_seconds: int,
+    url: str | None = None,
+    service: tuple[str, str] | None = None,
+    image: str | None = None,
+    source: Source | None = None,
+    configmap: str = "airtrust-ca-bundle",
+) -> InClusterRender:
+    """``render --inject``: the webhook configuration; with ``service`` also the server
+    (its namespace, the CA source, Deployment, Service, account) it points at."""
+    docs: list[JsonObj] = []
+    requires: list[str] = []
+    if service is not None:
+        assert image is not None and source is not None
+        ns, _ = service
+        sources, requires = _source_objects(source, ca_pem)
+        docs += [*map(_own_namespace, sorted({ns, source.namespace})), *sources]
+        docs += inject_manifests(
+            image=image, namespace=ns, source=source, namespace_selector=namespace_selector,
+            configmap=configmap,
+        )  # fmt: skip
+        names = " ".join(f"--domain {n}" if i == 0 else f"--san {n}"
+                         for i, n in enumerate(webhook_hosts(ns)))  # fmt: skip
+        requires.append(
+            f"secret {ns}/{INJECT_TLS_SECRET} (the webhook's serving certificate, from the "
+            f"local CA): airtrust apply with inject_namespace: {ns} in airtrust.yaml, or "
+            f"airtrust cert issue --ca-dir CA {names} --out tls && kubectl -n {ns} create "
+            f"secret tls {INJECT_TLS_SECRET} --cert=tls/tls.crt --key=tls/tls.key"
+        )
+    docs.append(
+        webhook_configuration(
+            ca_bundle=ca_pem,
+            namespace_selector=namespace_selector,
+            failure_policy=failure_policy,
+            timeout_seconds=timeout_seconds,
+            url=url,
+            service=service,
+        )
+    )
+    return InClusterRender(docs, requires)
+
+
+def write_in_cluster(out: Path, rendered: InClusterRender, *, force: bool) -> list[Path]:
+    """Numbered manifests and their kustomization.yaml into ``out``; refuses a folder
+    that holds anything unless ``force``."""
+    _check_folder(out, force=force)
+    outputs = OutputSet(force=True)
+    write_manifests(
+        outputs,
+        out,
+        [(f"{i:02d}-{doc['kind'].lower()}.yaml", doc) for i, doc in enumerate(rendered.docs)],
+    )
+    return outputs.commit()

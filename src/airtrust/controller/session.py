@@ -59,6 +59,12 @@ class Session:
         for api in self.apis.values():
             api.close()
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
 
 def open_session(
     config: Config,

@@ -36,15 +36,19 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from airtrust.errors import CertificateError
 from airtrust.pki import names
+from airtrust.pki.bundle import certificate_to_pem
 from airtrust.pki.keys import public_key_matches
 
 __all__ = [
     "BACKDATE",
+    "BROWSER_MAX_DAYS",
     "DEFAULT_CA_DAYS",
     "DEFAULT_SERVER_DAYS",
+    "Authority",
     "CASpec",
     "Issued",
     "ServerSpec",
+    "chain_pem",
     "create_intermediate",
     "create_root",
     "issue_server",
@@ -52,6 +56,9 @@ __all__ = [
 
 DEFAULT_CA_DAYS = 3650
 DEFAULT_SERVER_DAYS = 397
+#: The CA/Browser Forum Baseline Requirements (6.3.2) cap a server certificate's validity
+#: at 398 days; Chrome and Safari refuse longer ones from public roots.
+BROWSER_MAX_DAYS = 398
 #: Backdating absorbs clock skew between the machine that issues and the nodes that verify.
 BACKDATE = dt.timedelta(minutes=5)
 
@@ -265,6 +272,19 @@ def _outlives(cert: x509.Certificate, issuer_chain: Sequence[x509.Certificate]) 
     return tuple(warnings)
 
 
+def _over_browser_cap(days: int) -> tuple[str, ...]:
+    # The backdate counts: 398 days from "now - 5 min" is 398 days and 5 minutes.
+    if dt.timedelta(days=days) + BACKDATE <= dt.timedelta(days=BROWSER_MAX_DAYS):
+        return ()
+    minutes = int(BACKDATE.total_seconds() // 60)
+    backdate = "" if days > BROWSER_MAX_DAYS else f" and {minutes} minutes (backdated for skew)"
+    return (
+        f"valid for {days} days{backdate}, over the {BROWSER_MAX_DAYS}-day cap browsers put on "
+        "server certificates (CA/Browser Forum), so Chrome and Safari may refuse it; use --days "
+        f"{DEFAULT_SERVER_DAYS} (the default) or less",
+    )
+
+
 def issue_server(
     spec: ServerSpec,
     public_key: CertificateIssuerPublicKeyTypes,
@@ -322,4 +342,26 @@ def issue_server(
         )
     )
     cert = builder.sign(issuer_key, _hash_for(issuer_key))
-    return Issued(cert, _outlives(cert, issuer_chain))
+    return Issued(cert, (*_over_browser_cap(spec.days), *_outlives(cert, issuer_chain)))
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A CA ready to sign: its certificate, key and the chain up to its root."""
+
+    certificate: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+    chain: tuple[x509.Certificate, ...]
+
+    @property
+    def root(self) -> x509.Certificate:
+        return self.chain[-1]
+
+    def intermediates(self) -> tuple[x509.Certificate, ...]:
+        """CAs that a server must send after its leaf (everything but the root)."""
+        return self.chain[:-1]
+
+
+def chain_pem(certs: Sequence[x509.Certificate]) -> bytes:
+    """Certificates as one PEM, in the order given (leaf first, or CA up to its root)."""
+    return b"".join(certificate_to_pem(c) for c in certs)

@@ -12,7 +12,10 @@ accepted, as trust-manager does. Explanatory text outside blocks is allowed
 ``subject=`` lines), and openssl, Go and Python all read such files.
 OpenSSL's ``TRUSTED CERTIFICATE`` blocks (RHEL's ``ca-bundle.trust.crt``) are
 read as the certificate they hold; their trust settings are dropped, and
-said so.
+said so. A PKCS#12 file (``.p12``/``.pfx``, how Windows and Java hand CAs
+over) gives its certificates; a private key in it is never returned, only
+said to be left out. Without a password it is opened as password-less, then
+with Java's ``changeit``.
 
 Writing is canonical: deduplicated by SHA-256 fingerprint, sorted by subject
 then fingerprint, each block ending in a newline. The same set of
@@ -32,12 +35,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from airtrust.errors import BundleError
 
 __all__ = [
     "MAX_BUNDLE_BYTES",
+    "PKCS12_KEY_LEFT_OUT",
     "TRUST_DROPPED",
     "Anchor",
     "Bundle",
@@ -90,10 +95,11 @@ def certificate_to_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def read_certificates(data: bytes, origin: str) -> list[Anchor]:
-    """Parse PEM (any mix of blocks), DER or PKCS#7 bytes into certificates.
+def read_certificates(data: bytes, origin: str, *, password: bytes | None = None) -> list[Anchor]:
+    """Parse PEM (any mix of blocks), DER, PKCS#7 or PKCS#12 bytes into certificates.
 
-    Raises :class:`BundleError` for everything else; never returns a key.
+    ``password`` opens a PKCS#12 file. Raises :class:`BundleError` for
+    everything else; never returns a key.
     """
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
@@ -104,6 +110,8 @@ def read_certificates(data: bytes, origin: str) -> list[Anchor]:
     if b"-----BEGIN" in data:
         return _read_pem(data, origin)
     if data[:1] == b"\x30":
+        if _looks_like_pkcs12(data):
+            return _read_pkcs12(data, origin, password)
         return _read_der(data, origin)
     raise BundleError(
         f"{origin} is not PEM, DER or PKCS#7",
@@ -139,6 +147,82 @@ def _read_der(data: bytes, origin: str) -> list[Anchor]:
         hint="check the file, or export the CA again as PEM",
         reference="not-a-certificate",
     )
+
+
+#: ``PFX ::= SEQUENCE { version INTEGER (3), authSafe ContentInfo (pkcs7-data or
+#: pkcs7-signedData), macData OPTIONAL }`` (RFC 7292, section 4): the version, then
+#: the ContentInfo's OID 1.2.840.113549.1.7.{1,2}.
+_PKCS12_VERSION = b"\x02\x01\x03"
+_PKCS7_OID_PREFIX = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07"
+
+#: Said in summaries when a PKCS#12 file held a private key (never read out).
+PKCS12_KEY_LEFT_OUT = "the private key in a PKCS#12 file was left out (only certificates are read)"
+
+#: What a password-less ``.p12`` is tried with: none, then Java's well-known default.
+_PKCS12_DEFAULT_PASSWORDS = (None, b"changeit")
+
+
+def _looks_like_pkcs12(data: bytes) -> bool:
+    """RFC 7292's outer shape, read from the first bytes only (no parsing of the rest)."""
+    if len(data) < 2 or data[0] != 0x30:
+        return False
+    first = data[1]
+    start = 2 if first < 0x80 else 2 + (first & 0x7F)
+    if data[start : start + 3] != _PKCS12_VERSION:
+        return False
+    info = data[start + 3 :]  # ContentInfo ::= SEQUENCE { contentType OID, ... }
+    if len(info) < 2 or info[0] != 0x30:
+        return False
+    head = 2 if info[1] < 0x80 else 2 + (info[1] & 0x7F)
+    oid = info[head : head + len(_PKCS7_OID_PREFIX) + 1]
+    return oid[:-1] == _PKCS7_OID_PREFIX and oid[-1:] in (b"\x01", b"\x02")
+
+
+def _read_pkcs12(data: bytes, origin: str, password: bytes | None) -> list[Anchor]:
+    """The certificates of a PKCS#12 file, its own certificate first; the key is dropped
+    here and never leaves this function."""
+    from cryptography.hazmat.primitives.serialization import pkcs12  # rare; costs start-up
+
+    loaded = None
+    for attempt in (password,) if password is not None else _PKCS12_DEFAULT_PASSWORDS:
+        try:
+            loaded = pkcs12.load_key_and_certificates(data, attempt)
+            break
+        except ValueError:  # "Invalid password or PKCS12 data": the library cannot tell
+            continue
+        except UnsupportedAlgorithm as exc:
+            raise BundleError(
+                f"{origin} is a PKCS#12 file sealed with an algorithm this system cannot "
+                f"open ({exc})",
+                hint=f"extract its certificates with 'openssl pkcs12 -in {origin} -nokeys "
+                "-legacy -out ca.pem' and give ca.pem",
+                reference="pkcs12-unsupported",
+            ) from None
+    if loaded is None:
+        if password is None:
+            raise BundleError(
+                f"{origin} is a password-protected PKCS#12 file",
+                hint="give its password with --password-env VAR or --password-file FILE",
+                reference="pkcs12-password-needed",
+            )
+        raise BundleError(
+            f"{origin} is a PKCS#12 file that does not open with the password given "
+            "(wrong password, or the file is corrupt)",
+            hint="check the password from --password-env / --password-file",
+            reference="pkcs12-wrong-password",
+        )
+    key, cert, extra = loaded
+    held_key = key is not None
+    del key, loaded  # a bundle never carries key material
+    certs = [c for c in (cert, *extra) if c is not None]
+    if not certs:
+        raise BundleError(
+            f"{origin} is a PKCS#12 file with no certificate in it",
+            hint="export the CA certificate into it, or give the CA as PEM",
+            reference="not-a-certificate",
+        )
+    notes = (PKCS12_KEY_LEFT_OUT,) if held_key else ()
+    return [Anchor(c, f"{origin} (PKCS#12 #{i + 1})", notes) for i, c in enumerate(certs)]
 
 
 #: Said in summaries for every TRUSTED CERTIFICATE block read.
@@ -415,11 +499,13 @@ def parse_bundle(
     allow_leaf: bool = False,
     allow_expired: bool = False,
     max_bytes: int = MAX_BUNDLE_BYTES,
+    password: bytes | None = None,
 ) -> Bundle:
-    """``sources`` are (name, bytes) pairs; names appear in error messages."""
+    """``sources`` are (name, bytes) pairs; names appear in error messages; ``password``
+    opens PKCS#12 sources."""
     anchors: list[Anchor] = []
     for origin, data in sources:
-        anchors.extend(read_certificates(data, origin))
+        anchors.extend(read_certificates(data, origin, password=password))
     return build_bundle(
         anchors, now=now, allow_leaf=allow_leaf, allow_expired=allow_expired, max_bytes=max_bytes
     )

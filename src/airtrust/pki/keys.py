@@ -7,8 +7,6 @@ installed OpenSSL offers. Nothing here writes files; see :mod:`airtrust.files`.
 
 from __future__ import annotations
 
-import enum
-
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
@@ -17,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 
 from airtrust.errors import PrivateKeyError
+from airtrust.pki.choices import KeyType
 
 __all__ = [
     "DEFAULT_KEY_TYPE",
@@ -27,22 +26,6 @@ __all__ = [
     "key_to_pem",
     "public_key_matches",
 ]
-
-
-class KeyType(enum.StrEnum):
-    """Key algorithms a CA or server certificate can use.
-
-    EC P-256 is the default: every TLS client airtrust targets (OpenSSL,
-    GnuTLS, Go, Java, Python, curl) accepts it, it signs fast, and keys and
-    certificates stay small, which matters in 1 MiB Kubernetes Secrets.
-    RSA remains for old Java and appliances that lack ECDSA.
-    """
-
-    RSA_2048 = "rsa-2048"
-    RSA_3072 = "rsa-3072"
-    RSA_4096 = "rsa-4096"
-    EC_P256 = "ec-p256"
-    EC_P384 = "ec-p384"
 
 
 DEFAULT_KEY_TYPE = KeyType.EC_P256

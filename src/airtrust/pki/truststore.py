@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,10 +30,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from airtrust.errors import KeystoreError
 from airtrust.pki.bundle import Bundle, certificate_to_pem, fingerprint
 
 __all__ = [
     "DEFAULT_STORE_PASSWORD",
+    "HASH_DIR_NAMES",
     "Keystore",
     "KeystoreError",
     "KeystoreFormat",
@@ -138,6 +141,10 @@ def subject_hash(cert: x509.Certificate) -> str:
     return f"{int.from_bytes(digest[:4], 'little'):08x}"
 
 
+#: The names of a hash directory's files (``<subject hash>.N``): what ``--force`` may replace.
+HASH_DIR_NAMES = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
 def hash_dir_entries(bundle: Bundle) -> list[tuple[str, bytes]]:
     """``(<hash>.N, PEM)`` for every CA; collisions numbered in bundle order."""
     used: dict[str, int] = {}
@@ -205,10 +212,6 @@ def to_jks(bundle: Bundle, password: str = DEFAULT_STORE_PASSWORD) -> bytes:
 
 _JKS_MAGIC = 0xFEEDFEED
 _WHITENER = b"Mighty Aphrodite"
-
-
-class KeystoreError(ValueError):
-    """A Java store that cannot be read: another format, or not this password."""
 
 
 class KeystoreFormat(enum.StrEnum):

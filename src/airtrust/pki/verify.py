@@ -16,7 +16,6 @@ constraints are checked the same in both profiles.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,16 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509 import verification as v
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from airtrust.errors import VerificationFailed
+from airtrust.errors import BundleError, VerificationFailed
 from airtrust.pki import names
-from airtrust.pki.bundle import fingerprint, is_ca
+from airtrust.pki.bundle import Anchor, fingerprint, is_ca
+from airtrust.pki.choices import Profile
 
-__all__ = ["RELAXATIONS", "STRICT_EXTRAS", "Profile", "Verified", "verify_server"]
-
-
-class Profile(enum.StrEnum):
-    STRICT = "strict"
-    RELAXED = "relaxed"
+__all__ = ["RELAXATIONS", "STRICT_EXTRAS", "Profile", "Verified", "ca_anchors", "verify_server"]
 
 
 #: What ``--profile relaxed`` accepts that ``strict`` refuses.
@@ -79,6 +74,37 @@ class Verified:
     chain: tuple[x509.Certificate, ...]
     hostname: str
     profile: Profile
+
+
+def ca_anchors(origin: str, anchors: Sequence[Anchor]) -> tuple[list[x509.Certificate], list[str]]:
+    """The CA certificates of one ``--ca`` file, and the subjects of the others, left out.
+
+    A server certificate given as its own trust anchor makes pyca accept it
+    (issue #27: ``verify --ca tls.crt tls.crt`` said OK), which proves nothing:
+    only CA certificates anchor a path, and a file holding none is refused.
+    """
+    cas: list[x509.Certificate] = []
+    others: list[str] = []
+    for anchor in anchors:
+        try:
+            ca = is_ca(anchor.certificate)
+        except (ValueError, x509.DuplicateExtension):
+            ca = True  # malformed: the verifier names the problem
+        if ca:
+            cas.append(anchor.certificate)
+        else:
+            others.append(_subject(anchor.certificate))
+    if not cas:
+        shown = f"'{others[0]}' is not a CA" if len(others) == 1 else f"{len(others)} non-CA"
+        raise BundleError(
+            f"{origin} holds no CA certificate ({shown}"
+            f"{' certificates' if len(others) > 1 else ''}); a server certificate cannot "
+            "vouch for itself",
+            hint="give --ca the CA bundle or CA certificate that issued it (e.g. ca-bundle.pem "
+            "or ca.crt)",
+            reference="no-ca-in-bundle",
+        )
+    return cas, others
 
 
 def _ext(
@@ -210,6 +236,15 @@ def _verify_server(
 ) -> Verified:
     if not anchors:
         raise _fail("no-anchors", "the CA bundle is empty", "give --ca with at least one CA")
+    bc = _ext(leaf, x509.BasicConstraints)
+    if bc is not None and bc.value.ca:  # type: ignore[attr-defined]
+        # Before the SAN check: a CA has no SAN, and "add a SAN" is the wrong advice.
+        raise _fail(
+            "leaf-is-ca",
+            f"'{_subject(leaf)}' is a CA certificate, not a server certificate",
+            "pass the server certificate (e.g. tls.crt, leaf first) and the CA with --ca; a "
+            "server presents a certificate issued by the CA (airtrust cert issue), never the CA",
+        )
     name, subject = _subject_for(leaf, hostname)
     builder = v.PolicyBuilder().store(v.Store(list(anchors))).time(now)
     if max_depth is not None:

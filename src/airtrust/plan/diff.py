@@ -123,6 +123,7 @@ def _diff_secret(desired: Desired, live: JsonObj, manager: str) -> Change:
         tuple(reasons),
         foreign_managers=owners,
         overwrites_foreign_data=bool(changed_keys) and bool(owners),
+        replaces_data=any(live_data.get(k) is not None for k in changed_keys),
         live_resource_version=meta.get("resourceVersion"),
         live=live,
     )

@@ -134,13 +134,16 @@ class HelmStep:
         chart_version: str | None = None,
         *,
         saved: str | None = None,
+        values_file: str | None = None,
     ) -> list[HelmCommand]:
         """The commands, for the repository chart or ``chart`` (an archive whose version
-        is ``chart_version``)."""
+        is ``chart_version``). An install reads the values only the user has from
+        ``values_file`` (default ``RELEASE.values.yaml``, which ``render`` writes)."""
         if self.installed is None:
             source = [chart] if chart else [self.chart, "--version", self.install_version]
             argv = ["helm", "upgrade", "--install", self.release, *source, *self._target()]
-            return [HelmCommand((*argv, "--create-namespace", *self._sets()))]
+            values = ["-f", values_file or self.values_file]
+            return [HelmCommand((*argv, "--create-namespace", *values, *self._sets()))]
         same = chart is None or chart_version == self.chart_version
         # A chart archive carries its version; a repository chart is pinned to the live one.
         source = [chart] if chart else [self.chart, "--version", self.chart_version or ""]
@@ -152,16 +155,29 @@ class HelmStep:
         argv = ["helm", "upgrade", self.release, *source, *self._target(), "-f", saved]
         return [HelmCommand(get, stdout_to=saved), HelmCommand((*argv, *self._sets()))]
 
-    def command(self, chart: str | None = None, chart_version: str | None = None) -> str:
+    def command(
+        self,
+        chart: str | None = None,
+        chart_version: str | None = None,
+        *,
+        values_file: str | None = None,
+    ) -> str:
         """The commands as one shell line (``&&`` between them), to copy or to show."""
-        return " && ".join(c.shell() for c in self.commands(chart, chart_version))
+        commands = self.commands(chart, chart_version, values_file=values_file)
+        return " && ".join(c.shell() for c in commands)
+
+    @property
+    def values_file(self) -> str:
+        """The values file an install reads (``render`` writes it, per context)."""
+        return f"{self.release}.values.yaml"
 
     @property
     def note(self) -> str:
         if self.installed is None and self.install_values:
             needed = ", ".join(self.install_values)
             return (
-                f"not installed: add the values the install needs ({needed}), e.g. -f values.yaml"
+                f"not installed: put the values the install needs ({needed}) into "
+                f"{self.values_file} (airtrust render writes it with the custom-CA values)"
             )
         return ""
 

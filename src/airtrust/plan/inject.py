@@ -19,8 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airtrust.errors import InputError
+
 __all__ = [
     "BUNDLE_KEY",
+    "DEFAULT_SCOPE",
     "ENV_VARS",
     "INJECTED_ANNOTATION",
     "INJECT_LABEL",
@@ -29,11 +32,13 @@ __all__ = [
     "INJECT_WEBHOOK",
     "JAVA_ANNOTATION",
     "JAVA_OPTIONS",
+    "MUTATE_PATH",
     "TRUSTSTORE_KEY",
     "WEBHOOK_CONFIGURATIONS",
     "InjectSettings",
     "Mutation",
     "mutate_pod",
+    "namespace_scope",
     "pointer",
     "webhook_hosts",
 ]
@@ -42,6 +47,8 @@ __all__ = [
 INJECT_NAME = "airtrust-inject"
 INJECT_WEBHOOK = "inject.airtrust.io"
 INJECT_TLS_SECRET = "airtrust-inject-tls"
+#: Where the webhook server mutates; every other path is health or metrics.
+MUTATE_PATH = "/mutate"
 #: (apiVersion, plural) of the webhook configuration
 WEBHOOK_CONFIGURATIONS = ("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations")
 
@@ -54,6 +61,8 @@ def webhook_hosts(namespace: str) -> tuple[str, ...]:
 #: Namespaces labelled ``airtrust.io/inject=enabled`` are in scope by default; a pod
 #: labelled or annotated ``airtrust.io/inject: "false"`` is left alone.
 INJECT_LABEL = "airtrust.io/inject"
+#: The namespaces in scope unless told otherwise.
+DEFAULT_SCOPE = f"{INJECT_LABEL}=enabled"
 JAVA_ANNOTATION = "airtrust.io/inject-java"
 INJECTED_ANNOTATION = "airtrust.io/injected"
 BUNDLE_KEY = "ca-bundle.pem"
@@ -222,3 +231,18 @@ def mutate_pod(pod: Mapping[str, Any], settings: InjectSettings) -> Mutation:
             {"op": "add", "path": "/metadata/annotations", "value": {INJECTED_ANNOTATION: record}}
         )
     return Mutation(ops)
+
+
+def namespace_scope(selector: str | None, project_selector: str | None, *, projects: bool) -> str:
+    """The namespaces in scope, as a label selector: the one given, the profile's
+    project namespaces (``projects``, ``project_selector`` from the profile), or
+    :data:`DEFAULT_SCOPE`."""
+    if selector and projects:
+        raise InputError("--namespace-selector and --projects exclude each other", hint="pick one")
+    if projects:
+        if not project_selector:
+            raise InputError(
+                "the profile names no project namespaces", hint="pass --namespace-selector"
+            )
+        return project_selector
+    return selector or DEFAULT_SCOPE

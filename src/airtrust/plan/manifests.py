@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import yaml
 
-from airtrust.plan.inject import INJECT_NAME, INJECT_TLS_SECRET, INJECT_WEBHOOK
+from airtrust.plan.inject import INJECT_NAME, INJECT_TLS_SECRET, INJECT_WEBHOOK, MUTATE_PATH
 from airtrust.plan.model import BACKUP_OF, MANAGED_BY, JsonObj
 from airtrust.plan.source import Source
 from airtrust.plan.topology import SyncScope
@@ -452,7 +452,7 @@ def webhook_configuration(
         client["service"] = {
             "namespace": service[0],
             "name": service[1],
-            "path": "/mutate",
+            "path": MUTATE_PATH,
             "port": 443,
         }
     return {

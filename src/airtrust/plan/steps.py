@@ -19,6 +19,10 @@ from airtrust.profiles import Profile
 
 __all__ = ["HEADINGS", "Step", "When", "manual_steps", "shell_script"]
 
+#: ``kubectl create`` refuses an object that exists; through apply every step can run
+#: again (a second run of the script under ``set -e`` must not stop at the first secret).
+_IDEMPOTENT = " --dry-run=client -o yaml | kubectl apply -f -"
+
 #: Detects OpenShift the way airtrust does (an API group only OpenShift serves).
 _OPENSHIFT_TEST = "kubectl api-resources --api-group={group} -o name 2>/dev/null | grep -q ."
 
@@ -79,7 +83,7 @@ def manual_steps(
             steps.append(
                 Step(
                     f"kubectl -n {_q(ns)} create secret generic {_q(ca.name)} "
-                    f"--from-file={_q(f'{ca.key}={bundle}')}",
+                    f"--from-file={_q(f'{ca.key}={bundle}')}{_IDEMPOTENT}",
                     when,
                 )
             )
@@ -98,7 +102,7 @@ def manual_steps(
             steps.append(
                 Step(
                     f"kubectl -n {_q(tls.namespace)} create secret tls {_q(tls.name)} "
-                    f"--cert={_q(cert)} --key={_q(key)}",
+                    f"--cert={_q(cert)} --key={_q(key)}{_IDEMPOTENT}",
                     When.KUBERNETES,
                     "on OpenShift the router's certificate is used instead",
                 )

@@ -10,7 +10,7 @@ the answers cannot drift apart between plan and doctor.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from airtrust.config import Cluster, Config
@@ -29,6 +29,7 @@ __all__ = [
     "cluster_entry",
     "cluster_tls_specs",
     "hostname_probe",
+    "is_openshift",
     "roles_by_context",
     "rotation_location",
     "target_namespaces",
@@ -41,6 +42,15 @@ class Role(enum.StrEnum):
 
     CONTROL_PLANE = "control-plane"
     CLUSTER = "cluster"
+
+
+def is_openshift(setting: str, profile: Profile, api_groups: Callable[[], Iterable[str]]) -> bool:
+    """``openshift: true|false`` as configured; ``auto`` asks the cluster for the API
+    group only OpenShift serves (``api_groups`` is called only then)."""
+    if setting != "auto":
+        return setting == "true"
+    group = profile.openshift.detect_group if profile.openshift else None
+    return group is not None and group in set(api_groups())
 
 
 CONTROL_PLANE = Role.CONTROL_PLANE

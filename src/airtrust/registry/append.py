@@ -513,6 +513,20 @@ class TrustReport:
             and all(c.status is TrustStatus.OK for c in self.clients)
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "digest": self.digest,
+            "trusted": self.trusted,
+            "family": self.layout.family,
+            "bundles": self.bundles,
+            "anchors": self.anchors,
+            "clients": [vars(c) for c in self.clients],
+            "user": self.user,
+            "entrypoint": self.entrypoint,
+            "patched_by_airtrust": self.labelled,
+        }
+
 
 def inspect_image(
     client: RegistryClient,

@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,13 @@ from airtrust.registry.append import ATTESTATION, LayerCache, Patcher
 from airtrust.registry.client import Manifest, RegistryClient
 from airtrust.registry.reference import Reference
 
-__all__ = ["BuildResult", "build_controller", "push_layout"]
+__all__ = [
+    "BuildResult",
+    "build_controller",
+    "image_labels",
+    "push_layout",
+    "revision",
+]
 
 CREATED_BY = "airtrust image build-controller"
 
@@ -182,6 +189,26 @@ def _index(top: Manifest, images: list[tuple[Image, dict[str, Any] | None, str]]
         for image, entry, _ in images
     ]  # fmt: skip
     return canonical(body)
+
+
+def revision() -> str:
+    """The commit airtrust was built from, when it runs from a checkout; else unknown."""
+    here = Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def image_labels(base: Reference) -> dict[str, str]:
+    """The OCI annotations of airtrust's image (title, version, revision, source, base)."""
+    return {
+        "org.opencontainers.image.title": "airtrust",
+        "org.opencontainers.image.version": metadata.version("airtrust"),
+        "org.opencontainers.image.revision": revision(),
+        "org.opencontainers.image.source": "airtrust",
+        "org.opencontainers.image.base.name": str(base),
+    }
 
 
 def build_controller(

@@ -270,21 +270,34 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def _fail(self, response: httpx.Response, what: str) -> RegistryError:
+        errors: list[dict[str, Any]] = []
         try:
-            errors = response.json().get("errors", [])
+            body = response.json()
+            errors = [e for e in body.get("errors", []) if isinstance(e, dict)]
             detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
-        except ValueError:
+        except (ValueError, AttributeError):
             detail = response.text[:200]
-        if response.status_code in (401, 403):
+        codes = tuple(str(e.get("code")) for e in errors if e.get("code"))
+        status = response.status_code
+        if status in (401, 403):
             return RegistryError(
-                f"registry {self.registry}: {what} denied ({detail or response.status_code})",
+                f"registry {self.registry}: {what} denied ({detail or status})",
                 hint="check the credentials and the account's rights on the repository",
                 reference="registry-auth",
+                status=status,
+                codes=codes,
             )
-        return RegistryError(
-            f"registry {self.registry}: {what} failed: {response.status_code} {detail}",
-            hint="see the registry's log",
+        failed = RegistryError(
+            f"registry {self.registry}: {what} failed: {status} {detail}",
+            status=status,
+            codes=codes,
         )
+        failed.hint = (
+            "try again later (the registry says it may pass)"
+            if failed.temporary
+            else "see the registry's log"
+        )
+        return failed
 
     # --- manifests ----------------------------------------------------------------------
 

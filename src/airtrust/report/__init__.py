@@ -70,10 +70,11 @@ def _parse(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
 
 
-def timeline(data: Mapping[str, Any], width: int = 1000) -> dict[str, Any]:
-    """Marks for every certificate on one time axis, the warning window and a rotation."""
+def timeline(data: Mapping[str, Any], now: dt.datetime, width: int = 1000) -> dict[str, Any]:
+    """Marks for every certificate on one time axis, the warning window and a rotation;
+    ``now`` is the report's own time (doctor's), never the clock read here."""
     certs = list(data.get("certificates") or [])
-    now = _parse(str(data.get("generated_at") or dt.datetime.now(dt.UTC).isoformat()))
+    now = now.astimezone(dt.UTC)
     warn = dt.timedelta(days=int(data.get("warn_days") or 30))
     starts = [_parse(c["not_before"]) for c in certs] + [now - warn]
     ends = [_parse(c["not_after"]) for c in certs] + [now + warn * 2]
@@ -121,8 +122,8 @@ def timeline(data: Mapping[str, Any], width: int = 1000) -> dict[str, Any]:
     }
 
 
-def render_html(data: Mapping[str, Any]) -> str:
-    """The whole page for ``data`` (what doctor -o json prints)."""
+def render_html(data: Mapping[str, Any], now: dt.datetime) -> str:
+    """The whole page for ``data`` (what doctor -o json prints) as of ``now``."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(
@@ -142,7 +143,7 @@ def render_html(data: Mapping[str, Any]) -> str:
         failed=sum(c.get("status") == "fail" for c in checks),
         warned=sum(c.get("status") == "warn" for c in checks),
         tree=trust_map(checks),
-        timeline=timeline(data),
+        timeline=timeline(data, now),
         embedded=embedded,
         style=assets.joinpath("report.css").read_text(),
         script=assets.joinpath("report.js").read_text(),

@@ -16,26 +16,31 @@ sidecar images' trust stores.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 
+from airtrust.config import Config
 from airtrust.controller.apply import gather_facts
 from airtrust.controller.doctor.bundle import check_bundle
+from airtrust.controller.doctor.cluster_oidc import check_cluster_oidc
 from airtrust.controller.doctor.endpoints import check_endpoint, check_oidc
 from airtrust.controller.doctor.helm import check_helm
 from airtrust.controller.doctor.inject import check_inject
 from airtrust.controller.doctor.model import CertificateSeen, Check, DoctorReport, Status, seen
-from airtrust.controller.doctor.oidc import check_cluster_oidc
 from airtrust.controller.doctor.probe import check_probe
 from airtrust.controller.doctor.secrets import check_ca_secrets, check_tls_secrets
 from airtrust.controller.doctor.sidecars import check_sidecars
-from airtrust.controller.session import Session
+from airtrust.controller.session import Session, open_session
+from airtrust.errors import Unreachable
+from airtrust.kube.api import KubeAPI
 from airtrust.pki.tlssecret import served_chain
 from airtrust.plan.manifests import ROTATION_RECORD
 from airtrust.plan.rotation import Phase
 from airtrust.plan.topology import tls_secret_name
 from airtrust.probe import ConnectTo
 
-__all__ = ["Check", "DoctorReport", "Status", "run_doctor"]
+__all__ = ["Check", "DoctorReport", "Status", "open_for_doctor", "run_doctor"]
 
 
 def _rotation(session: Session) -> list[Check]:
@@ -58,11 +63,59 @@ def _rotation(session: Session) -> list[Check]:
     return [Check("rotation", "-", target, Status.OK, f"finished {state.finished_at}")]
 
 
+def open_for_doctor(
+    config: Config, *, now: dt.datetime, kubeconfig: Path | None = None
+) -> tuple[Session, tuple[Check, ...]]:
+    """A session for doctor, and the contexts it cannot reach as failed checks.
+
+    doctor reports every trust point it can: a cluster that does not answer is
+    one failed check, and the checks that need no cluster (the bundle, the
+    endpoints) still run. With any context unreachable the session has no API
+    at all, so no cluster check runs half-informed.
+    """
+    try:
+        return open_session(config, now=now, kubeconfig=kubeconfig), ()
+    except Unreachable:
+        pass
+    session = open_session(config, now=now, kubeconfig=kubeconfig, connect=False)
+    checks = []
+    for context in config.contexts():
+        try:
+            api = KubeAPI.connect(context, kubeconfig=kubeconfig or config.kubeconfig)
+            try:
+                api.api_groups()
+            finally:
+                api.close()
+        except Unreachable as exc:
+            checks.append(
+                Check(
+                    "cluster",
+                    context,
+                    "apiserver",
+                    Status.FAIL,
+                    f"{exc.message}; the cluster checks did not run",
+                    exc.hint or f"kubectl --context {context} get --raw /version  # must answer",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    "cluster",
+                    context,
+                    "apiserver",
+                    Status.SKIP,
+                    "reachable; the cluster checks did not run while another context is not",
+                )
+            )
+    return session, tuple(checks)
+
+
 def _endpoints(session: Session, connect_to: Sequence[ConnectTo], warn_days: int) -> list[Check]:
     config, profile = session.config, session.profile
     expected = None
-    if config.control_plane is not None and config.tls is not None:
-        live = session.apis[config.control_plane.context].get(
+    cp = config.control_plane
+    if cp is not None and config.tls is not None and cp.context in session.apis:
+        live = session.apis[cp.context].get(
             "v1", "secrets", profile.tls_secret.namespace, tls_secret_name(config, profile)
         )
         expected = served_chain(live)
@@ -85,9 +138,17 @@ def run_doctor(
     connect_to: Sequence[ConnectTo] = (),
     probe: bool = False,
     endpoints: bool = True,
+    unreachable: Sequence[Check] = (),
 ) -> DoctorReport:
+    """Every check; ``unreachable`` (from :func:`open_for_doctor`) is reported after the
+    checks that need no cluster."""
     warn_days = session.config.doctor.warn_days
     checks = [*_rotation(session), *check_bundle(session, warn_days)]
+    if not session.apis:
+        # No cluster reached (see open_for_doctor): what needs none still runs.
+        if endpoints:
+            checks += _endpoints(session, connect_to, warn_days)
+        return _report(session, [*checks, *unreachable], warn_days)
     facts = {f.context: f for f in gather_facts(session)}
     checks += check_ca_secrets(session, facts)
     checks += check_tls_secrets(session, facts, warn_days)
@@ -99,6 +160,10 @@ def run_doctor(
     checks += check_inject(session)
     if probe:
         checks += check_probe(session, facts, connect_to)
+    return _report(session, checks, warn_days)
+
+
+def _report(session: Session, checks: list[Check], warn_days: int) -> DoctorReport:
     certificates: dict[tuple[str, str, str], CertificateSeen] = {}
     for cert in (
         *seen(session.bundle.certificates, "bundle"),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from airtrust.controller.apply import observe_helm
 from airtrust.controller.doctor.model import Check, Status
+from airtrust.controller.helm import observe_helm
 from airtrust.controller.session import Session
 
 __all__ = ["check_helm"]
@@ -21,7 +21,7 @@ def check_helm(session: Session) -> list[Check]:
                     step.context,
                     target,
                     Status.WARN,
-                    "release not installed",
+                    "release not installed" + (f"; {step.note}" if step.note else ""),
                     step.command(),
                 )
             )

@@ -18,11 +18,14 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from airtrust.errors import AirtrustError
 from airtrust.kube.api import KubeAPI
+from airtrust.kube.watch import RELIST, Watcher
 from airtrust.layers.truststore import joined_bundle
 from airtrust.pki.bundle import Bundle, read_certificates
 from airtrust.pki.truststore import to_pkcs12
@@ -61,6 +64,11 @@ class BundleDistributor:
     failed: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     _merged: tuple[str, bytes, bytes] | None = None
+    #: namespaces the watch saw come into scope, written before the next full pass
+    _pending: set[str] = field(default_factory=set)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _relisted: bool = False
+    _lists: int = 0
 
     def merged(self) -> tuple[Bundle, bytes, bytes]:
         """(local CAs, merged PEM, truststore), rebuilt only when the local CAs change."""
@@ -115,12 +123,65 @@ class BundleDistributor:
                 )
                 log.info("inject: webhook caBundle set to %d CA(s)", len(local.anchors))
 
+    def write_namespaces(self, namespaces: Iterable[str]) -> None:
+        """The bundle into these namespaces only (just labelled into scope)."""
+        _, pem, truststore = self.merged()
+        for namespace in sorted(namespaces):
+            self.api.apply(self.manifest(namespace, pem, truststore))
+            log.info("inject: bundle written into namespace %s (now in scope)", namespace)
+
+    def _in_scope(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """Watch events of namespaces matching the selector: a namespace labelled into
+        scope gets its bundle now, before its first pod mounts it, not a pass later."""
+        if kind == RELIST:
+            # The first list is the start (the first full pass covers it); a list again
+            # (a compacted watch) may have missed events, so the next pass is a full one.
+            with self.lock:
+                self._lists += 1
+                self._relisted = self._lists > 1
+            self._wake.set()
+            return
+        if kind not in ("ADDED", "MODIFIED"):
+            return
+        name = (obj.get("metadata") or {}).get("name")
+        if not name or (obj.get("status") or {}).get("phase") == "Terminating":
+            return
+        with self.lock:
+            self._pending.add(name)
+        self._wake.set()
+
     def run(self, stop: threading.Event, interval: float) -> None:
+        """Full passes every ``interval`` seconds (the CA may change), and the namespaces
+        the watch reports as they come."""
+        watcher = Watcher(
+            self.api,
+            "/api/v1/namespaces",
+            self._in_scope,
+            stop,
+            params={"labelSelector": self.selector},
+        )
+        threading.Thread(target=watcher.run, daemon=True, name="inject-ns-watch").start()
+        next_pass = 0.0
         while not stop.is_set():
+            with self.lock:
+                relisted, self._relisted = self._relisted, False
+            if relisted:
+                next_pass = 0.0
             try:
-                self.reconcile()
+                if time.monotonic() >= next_pass:
+                    with self.lock:
+                        self._pending.clear()
+                    self.reconcile()
+                    next_pass = time.monotonic() + interval
+                with self.lock:
+                    pending, self._pending = self._pending, set()
+                if pending:
+                    self.write_namespaces(pending)
             except AirtrustError as exc:
                 with self.lock:
                     self.failed = exc.one_line()
                 log.warning("inject: bundle pass failed: %s", exc.one_line())
-            stop.wait(interval)
+                next_pass = time.monotonic() + interval
+            # Woken by the watch (or the stop), else at the next full pass.
+            self._wake.wait(max(0.0, min(next_pass - time.monotonic(), 1.0)))
+            self._wake.clear()

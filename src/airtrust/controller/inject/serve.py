@@ -16,7 +16,7 @@ from pathlib import Path
 from airtrust.controller.inject.bundles import BundleDistributor
 from airtrust.controller.inject.webhook import WebhookApp
 from airtrust.errors import InputError
-from airtrust.plan.inject import InjectSettings
+from airtrust.plan.inject import MUTATE_PATH, InjectSettings
 
 __all__ = ["serve"]
 
@@ -90,6 +90,15 @@ def serve(
         threads.append(threading.Thread(target=distributor.run, args=(stop, interval), daemon=True))
     for thread in threads:
         thread.start()
+    log.info(
+        "inject: serving https://%s:%d%s; namespaces in scope: %s; bundle ConfigMap %s%s",
+        host,
+        port,
+        MUTATE_PATH,
+        distributor.selector if distributor is not None else "(not distributed)",
+        settings.configmap,
+        f", written on label and every {interval:g}s" if distributor is not None else "",
+    )
     try:
         uvicorn.Server(config).run()
     finally:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airtrust.plan.inject import InjectSettings, mutate_pod
+from airtrust.plan.inject import MUTATE_PATH, InjectSettings, mutate_pod
 
 __all__ = ["Stats", "WebhookApp", "review_response"]
 
@@ -118,7 +118,7 @@ class WebhookApp:
             await _reply(send, 200 if ok else 503, b"ok\n" if ok else b"not ready\n", b"text/plain")
         elif method == "GET" and path == "/metrics":
             await _reply(send, 200, self.stats.render().encode(), b"text/plain; version=0.0.4")
-        elif method == "POST" and path == "/mutate":
+        elif method == "POST" and path == MUTATE_PATH:
             await self._mutate(receive, send)
         else:
             await _reply(send, 404, b"not found\n", b"text/plain")

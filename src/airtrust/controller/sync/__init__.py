@@ -15,5 +15,13 @@ expired) and the objects are the same ones ``airtrust apply`` writes.
 from airtrust.controller.sync.health import Metrics, serve_metrics
 from airtrust.controller.sync.lease import LeaderElector
 from airtrust.controller.sync.loop import SyncController
+from airtrust.controller.sync.start import SyncOptions, run_sync
 
-__all__ = ["LeaderElector", "Metrics", "SyncController", "serve_metrics"]
+__all__ = [
+    "LeaderElector",
+    "Metrics",
+    "SyncController",
+    "SyncOptions",
+    "run_sync",
+    "serve_metrics",
+]
