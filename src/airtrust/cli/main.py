@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli import cluster, image, inject
+from airtrust.cli import apply, doctor, helm, image, inject, render, rotate, sync
 from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
 from airtrust.cli.params import OutputOpt, PasswordEnvOpt, PasswordFileOpt, pkcs12_password
 from airtrust.clock import utc_now
@@ -64,7 +64,8 @@ bundle_app = typer.Typer(help="Build CA bundles and truststores.", no_args_is_he
 app.add_typer(ca_app, name="ca")
 app.add_typer(cert_app, name="cert")
 app.add_typer(bundle_app, name="bundle")
-cluster.register(app)
+for group in (rotate, sync, doctor, apply, render, helm):
+    group.register(app)
 image.register(app)
 inject.register(app)
 
@@ -676,7 +677,7 @@ def quickstart_cmd(
                 program=program,
             )
         except use_case.WouldReplace as exc:
-            emit(exc.plan.to_dict(), output, table=cluster.plan_table(exc.plan))
+            emit(exc.plan.to_dict(), output, table=apply.plan_table(exc.plan))
             raise
     data: dict[str, Any] = {
         "folder": report.folder,

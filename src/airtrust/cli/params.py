@@ -10,6 +10,7 @@ from airtrust.cli.output import Format
 from airtrust.errors import InputError
 
 if TYPE_CHECKING:
+    from airtrust.controller.session import Session
     from airtrust.pki.bundle import Bundle
 
 __all__ = [
@@ -23,6 +24,11 @@ __all__ = [
     "store_password",
 ]
 
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The airtrust.yaml to use.")]
+KubeconfigOpt = Annotated[
+    Path | None,
+    typer.Option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
+]
 OutputOpt = Annotated[
     Format, typer.Option("--output", "-o", help="Result format.", case_sensitive=False)
 ]
@@ -92,3 +98,15 @@ def local_ca_files(ca: Sequence[str], config: Path | None, *, what: str) -> list
             f"{what} needs the local CA", hint="pass --ca ca-bundle.pem or -c airtrust.yaml"
         )
     return files
+
+
+def open_config(config_path: Path, kubeconfig: Path | None, *, connect: bool = True) -> "Session":
+    """The session of ``-c airtrust.yaml``; a rotation recorded in the cluster decides the
+    bundle and the TLS certificate (see controller.session)."""
+    from airtrust.clock import utc_now
+    from airtrust.config import load_config
+    from airtrust.controller.session import open_session
+
+    return open_session(
+        load_config(config_path), now=utc_now(), kubeconfig=kubeconfig, connect=connect
+    )

@@ -1,0 +1,288 @@
+"""``render``: what apply sends, and airtrust's own in-cluster parts, as files."""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from airtrust.cli.output import Format, emit, warn
+from airtrust.cli.params import KubeconfigOpt, OutputOpt, open_config
+from airtrust.errors import InputError
+
+__all__ = ["register", "render_cmd"]
+
+
+def render_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for manifests and values.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="The airtrust.yaml to use (default airtrust.yaml; with --controller or "
+            "--inject only when given).",
+        ),
+    ] = None,
+    kubeconfig: KubeconfigOpt = None,
+    controller: Annotated[
+        bool, typer.Option("--controller", help="Render the in-cluster sync controller instead.")
+    ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            help="The airtrust image: required with --controller and with --inject --service.",
+        ),
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="With --controller: KIND/NS/NAME[:KEY] of the CA.")
+    ] = "secret/airtrust-system/local-ca",
+    selector: Annotated[
+        str | None, typer.Option("--selector", help="With --controller: namespace selector.")
+    ] = None,
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", help="With --controller: target namespace.")
+    ] = None,
+    controller_namespace: Annotated[
+        str, typer.Option("--controller-namespace", help="Where the controller runs.")
+    ] = "airtrust-system",
+    controller_context: Annotated[
+        str | None,
+        typer.Option(
+            "--context",
+            help="With --controller: the config's context the controller runs in "
+            "(its roles decide the targets).",
+        ),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Do not read the clusters (openshift=auto means no).")
+    ] = False,
+    with_namespaces: Annotated[
+        bool,
+        typer.Option(
+            "--with-namespaces",
+            help="Also write the platform's namespaces (marked never to be pruned by GitOps).",
+        ),
+    ] = False,
+    inject: Annotated[
+        bool,
+        typer.Option("--inject", help="Render the admission webhook (inject serve) instead."),
+    ] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", help="With --inject: the webhook's URL (apiserver-side).")
+    ] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            "--service",
+            help="With --inject: NS/airtrust-inject, the Service render writes (needs --image).",
+        ),
+    ] = None,
+    failure_policy: Annotated[
+        str, typer.Option("--failure-policy", help="With --inject: Ignore or Fail.")
+    ] = "Ignore",
+    timeout_seconds: Annotated[
+        int, typer.Option("--timeout-seconds", min=1, max=30, help="With --inject.")
+    ] = 5,
+    ca: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ca",
+            help="The local CA: with --inject the webhook's caBundle; with --controller or "
+            "--inject --service also rendered as the --source object.",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
+    output: OutputOpt = Format.TABLE,
+) -> None:
+    """Write everything apply would send, as manifests with a kustomization.yaml."""
+    from airtrust.controller.render import render
+
+    if inject:
+        _render_inject(
+            out,
+            image=image,
+            url=url,
+            service=service,
+            source=source,
+            selector=selector,
+            failure_policy=failure_policy,
+            timeout_seconds=timeout_seconds,
+            ca=list(ca or []),
+            config=config,
+            force=force,
+            output=output,
+        )
+        return
+    if controller:
+        _render_controller(
+            out,
+            image,
+            source,
+            selector,
+            tuple(namespace or ()),
+            controller_namespace,
+            force,
+            output,
+            config,
+            controller_context,
+            list(ca or []),
+        )
+        return
+
+    with open_config(config or Path("airtrust.yaml"), kubeconfig, connect=not offline) as session:
+        rendered = render(
+            session, out, force=force, offline=offline, with_namespaces=with_namespaces
+        )
+    for finding in rendered.findings:
+        warn(finding)
+    files = rendered.files
+    emit(
+        {
+            "out": str(out),
+            "files": [str(f) for f in files],
+            "findings": rendered.findings,
+        },
+        output,
+        table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
+    )
+
+
+def _render_inject(
+    out: Path,
+    *,
+    image: str | None,
+    url: str | None,
+    service: str | None,
+    source: str,
+    selector: str | None,
+    failure_policy: str,
+    timeout_seconds: int,
+    ca: list[str],
+    config: Path | None,
+    force: bool,
+    output: Format,
+) -> None:
+    from airtrust.cli.inject import namespace_selector
+    from airtrust.cli.params import local_ca_files, read_bundle
+    from airtrust.controller.render import inject_objects
+    from airtrust.plan.inject import INJECT_NAME
+    from airtrust.plan.source import Source
+    from airtrust.profiles import load_profile
+
+    if failure_policy not in ("Ignore", "Fail"):
+        raise InputError(
+            f"--failure-policy {failure_policy} is not Ignore or Fail",
+            hint="Ignore admits pods uninjected when the webhook is down; Fail refuses them",
+        )
+    if (url is None) == (service is None):
+        raise InputError(
+            "--inject needs exactly one of --url URL or --service NS/NAME --image IMAGE",
+            hint="e.g. --service airtrust-system/airtrust-inject --image reg.local/airtrust:0.1",
+        )
+    if url is not None and not url.startswith("https://"):
+        raise InputError(
+            f"--url {url} is not https://", hint="the apiserver calls webhooks over TLS"
+        )
+    target: tuple[str, str] | None = None
+    parsed = None
+    if service is not None:
+        ns, _, name = service.partition("/")
+        if not ns or not name:
+            raise InputError(
+                f"--service {service} is not NS/NAME", hint="e.g. airtrust-system/airtrust-inject"
+            )
+        if name != INJECT_NAME:
+            raise InputError(
+                f"--service {service}: the Service render writes is named {INJECT_NAME}",
+                hint=f"use --service {ns}/{INJECT_NAME}",
+            )
+        if not image:
+            raise InputError(
+                "--inject --service needs --image (the webhook's Deployment runs it)",
+                hint="e.g. --image reg.local/airtrust:0.1",
+            )
+        parsed = Source.parse(source, load_profile().ca_secret.key)
+        if parsed.namespace != ns:
+            raise InputError(
+                f"--source {source} is not in {ns}, where the webhook's pods mount it",
+                hint=f"e.g. --source secret/{ns}/local-ca",
+            )
+        target = (ns, name)
+    bundle = read_bundle(local_ca_files(ca, config, what="--inject (the webhook's caBundle)"))
+    rendered = inject_objects(
+        ca_pem=bundle.to_pem(),
+        namespace_selector=namespace_selector(selector, False),
+        failure_policy=failure_policy,
+        timeout_seconds=timeout_seconds,
+        url=url,
+        service=target,
+        image=image,
+        source=parsed,
+    )
+    _write_in_cluster(out, rendered, force=force, output=output)
+
+
+def _write_in_cluster(out: Path, rendered: Any, *, force: bool, output: Format) -> None:
+    """The folder, then the summary and what the folder needs that it does not hold."""
+    from airtrust.controller.render import write_in_cluster
+
+    files = write_in_cluster(out, rendered, force=force)
+    for need in rendered.requires:
+        warn(f"needs {need}")
+
+    def table(console: Any) -> None:
+        console.print(f"wrote {len(files)} files under {out}", markup=False)
+
+    emit(
+        {"out": str(out), "files": [str(f) for f in files], "requires": rendered.requires},
+        output,
+        table=table,
+    )
+
+
+def _render_controller(
+    out: Path,
+    image: str | None,
+    source: str,
+    selector: str | None,
+    namespaces: tuple[str, ...],
+    controller_namespace: str,
+    force: bool,
+    output: Format,
+    config: Path | None,
+    context: str | None,
+    ca: list[str],
+) -> None:
+    from airtrust.cli.params import read_bundle
+    from airtrust.config import load_config
+    from airtrust.controller.render import controller_objects
+    from airtrust.plan.source import Source
+    from airtrust.plan.topology import SyncScope
+    from airtrust.profiles import load_profile
+
+    if not image:
+        raise InputError("--controller needs --image", hint="e.g. --image reg.local/airtrust:0.1")
+    profile = load_profile()
+    parsed = Source.parse(source, profile.ca_secret.key)
+    if config is None:
+        scope = SyncScope(version=profile.default_version)
+        files = list(ca)
+    else:
+        # An explicit -c that does not exist is an error, as in plan: never a narrowed scope.
+        loaded = load_config(config)
+        scope = SyncScope.from_config(loaded, profile, context)
+        files = list(ca) or [str(p) for p in loaded.ca.bundle]
+    scope = scope.with_options(namespaces=namespaces, selector=selector)
+    rendered = controller_objects(
+        image=image,
+        namespace=controller_namespace,
+        source=parsed,
+        scope=scope,
+        ca_pem=read_bundle(files).to_pem() if files else None,
+    )
+    _write_in_cluster(out, rendered, force=force, output=output)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("render")(render_cmd)
