@@ -8,7 +8,7 @@ CA folder (``airtrust ca create --out DIR``)
     (for a root, just ``ca.crt``).
 
 Quickstart folder (``airtrust quickstart --out DIR``, filled by
-:mod:`airtrust.controller.quickstart`)
+:mod:`airtrust.usecases.quickstart`)
     ``ca.crt``/``ca.key`` as above (when airtrust made the CA), plus
     ``ca-bundle.pem`` (the CA chain: what goes into the ``runai-ca.pem`` key),
     ``tls.crt`` (leaf + intermediates) and ``tls.key`` (for the

@@ -18,13 +18,13 @@ import httpx
 import httpx2
 import pytest
 
-from airtrust.controller.sync.lease import LeaderElector
 from airtrust.errors import ApiFailure, Conflict, PermissionDenied, RegistryError
 from airtrust.kube.api import KubeAPI
 from airtrust.kube.watch import RELIST, Watcher
 from airtrust.plan.manifests import micro_time
 from airtrust.registry.auth import Credentials, RegistryAuth, scope_for
 from airtrust.registry.client import RegistryClient
+from airtrust.usecases.sync.lease import LeaderElector
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 

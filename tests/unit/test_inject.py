@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from airtrust.controller.inject.webhook import WebhookApp, review_response
 from airtrust.plan.inject import ENV_VARS, INJECTED_ANNOTATION, InjectSettings, mutate_pod
 from airtrust.plan.manifests import label_selector
+from airtrust.usecases.inject.webhook import WebhookApp, review_response
 
 SETTINGS = InjectSettings()
 

@@ -23,9 +23,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from airtrust.controller.apply import ApplyReport
-    from airtrust.controller.session import Session
     from airtrust.plan.model import Plan, SavedPlan
+    from airtrust.usecases.apply import ApplyReport
+    from airtrust.usecases.session import Session
 
 
 def plan_table(plan: "Plan") -> Any:
@@ -106,9 +106,9 @@ def plan_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Show what apply would change on every context (never shows key material)."""
-    from airtrust.controller.apply import make_plan
     from airtrust.files import OutputSet
     from airtrust.plan.model import SavedPlan
+    from airtrust.usecases.apply import make_plan
 
     with open_config(config, kubeconfig) as session:
         plan = make_plan(session)
@@ -141,7 +141,7 @@ def _progress_bar() -> Any:
 def run_apply(
     session: "Session", *, force: bool, dry_run: bool, saved: "SavedPlan | None" = None
 ) -> tuple["Plan", "ApplyReport"]:
-    from airtrust.controller import apply
+    from airtrust.usecases import apply
 
     def run(**progress: Any) -> tuple["Plan", "ApplyReport"]:
         if saved is not None:

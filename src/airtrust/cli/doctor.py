@@ -40,8 +40,8 @@ def doctor_cmd(
     import time
 
     from airtrust.config import load_config
-    from airtrust.controller.doctor import open_for_doctor, run_doctor
     from airtrust.probe import ConnectTo
+    from airtrust.usecases.doctor import open_for_doctor, run_doctor
 
     rules = [ConnectTo.parse(c) for c in connect_to or ()]
     while True:

@@ -24,7 +24,7 @@ def helm_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Helm commands that enable the custom CA, and whether releases have it."""
-    from airtrust.controller.helm import helm_releases
+    from airtrust.usecases.helm import helm_releases
 
     charts = dict(_split_chart(c) for c in chart or ())
     with open_config(config, kubeconfig) as session:

@@ -28,11 +28,11 @@ __all__ = [
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from airtrust.controller.patching import RegistryAccess
     from airtrust.layers.runtime import ClientTrust
     from airtrust.registry.append import Progress
     from airtrust.registry.client import RegistryClient
     from airtrust.registry.reference import Reference
+    from airtrust.usecases.patching import RegistryAccess
 
 image_app = typer.Typer(
     help="Make container images trust the CA, in the registry.", no_args_is_help=True
@@ -76,7 +76,7 @@ def _client(
 def _access(
     registry_ca: Path | None, insecure: bool, username: str | None, password_env: str | None
 ) -> "RegistryAccess":
-    from airtrust.controller.patching import RegistryAccess
+    from airtrust.usecases.patching import RegistryAccess
 
     return RegistryAccess.of(registry_ca, insecure, username, password_env)
 
@@ -171,7 +171,7 @@ def patch_cmd(
     botocore, grpcio, conda, Java cacerts); the config gets the variables that
     point later installs at the patched bundle, never overriding one it sets.
     """
-    from airtrust.controller import patching
+    from airtrust.usecases import patching
 
     cas = _cas(ca)
     password = store_password(store_password_env)

@@ -73,10 +73,10 @@ def serve_cmd(
     in every namespace in scope. The certificate files are reloaded when they change."""
     from airtrust.cli.output import log_to_stderr
     from airtrust.cli.params import local_ca_files, read_bundle
-    from airtrust.controller.inject.bundles import BundleDistributor
-    from airtrust.controller.inject.serve import serve
     from airtrust.files import read_input
     from airtrust.plan.inject import InjectSettings
+    from airtrust.usecases.inject.bundles import BundleDistributor
+    from airtrust.usecases.inject.serve import serve
 
     files = local_ca_files(ca or [], config, what="inject serve")
     log_to_stderr()

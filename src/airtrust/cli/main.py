@@ -635,11 +635,11 @@ def quickstart_cmd(
     nothing on the clusters.
     """
     from airtrust.cli.output import invoked_as
-    from airtrust.controller import quickstart as use_case
     from airtrust.files import OutputSet, read_secret
     from airtrust.pki import names
     from airtrust.plan.steps import HEADINGS, shell_script
     from airtrust.profiles import load_profile
+    from airtrust.usecases import quickstart as use_case
 
     if shell is not None and shell.is_dir():
         # Checked before the folder is filled: a refused --shell leaves nothing half-done.

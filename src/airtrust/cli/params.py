@@ -10,8 +10,8 @@ from airtrust.cli.output import Format
 from airtrust.errors import InputError
 
 if TYPE_CHECKING:
-    from airtrust.controller.session import Session
     from airtrust.pki.bundle import Bundle
+    from airtrust.usecases.session import Session
 
 __all__ = [
     "OutputOpt",
@@ -102,10 +102,10 @@ def local_ca_files(ca: Sequence[str], config: Path | None, *, what: str) -> list
 
 def open_config(config_path: Path, kubeconfig: Path | None, *, connect: bool = True) -> "Session":
     """The session of ``-c airtrust.yaml``; a rotation recorded in the cluster decides the
-    bundle and the TLS certificate (see controller.session)."""
+    bundle and the TLS certificate (see usecases.session)."""
     from airtrust.clock import utc_now
     from airtrust.config import load_config
-    from airtrust.controller.session import open_session
+    from airtrust.usecases.session import open_session
 
     return open_session(
         load_config(config_path), now=utc_now(), kubeconfig=kubeconfig, connect=connect

@@ -96,7 +96,7 @@ def render_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Write everything apply would send, as manifests with a kustomization.yaml."""
-    from airtrust.controller.render import render
+    from airtrust.usecases.render import render
 
     if inject:
         _render_inject(
@@ -165,10 +165,10 @@ def _render_inject(
 ) -> None:
     from airtrust.cli.inject import namespace_selector
     from airtrust.cli.params import local_ca_files, read_bundle
-    from airtrust.controller.render import inject_objects
     from airtrust.plan.inject import INJECT_NAME
     from airtrust.plan.source import Source
     from airtrust.profiles import load_profile
+    from airtrust.usecases.render import inject_objects
 
     if failure_policy not in ("Ignore", "Fail"):
         raise InputError(
@@ -225,7 +225,7 @@ def _render_inject(
 
 def _write_in_cluster(out: Path, rendered: Any, *, force: bool, output: Format) -> None:
     """The folder, then the summary and what the folder needs that it does not hold."""
-    from airtrust.controller.render import write_in_cluster
+    from airtrust.usecases.render import write_in_cluster
 
     files = write_in_cluster(out, rendered, force=force)
     for need in rendered.requires:
@@ -256,10 +256,10 @@ def _render_controller(
 ) -> None:
     from airtrust.cli.params import read_bundle
     from airtrust.config import load_config
-    from airtrust.controller.render import controller_objects
     from airtrust.plan.source import Source
     from airtrust.plan.topology import SyncScope
     from airtrust.profiles import load_profile
+    from airtrust.usecases.render import controller_objects
 
     if not image:
         raise InputError("--controller needs --image", hint="e.g. --image reg.local/airtrust:0.1")

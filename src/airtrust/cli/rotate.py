@@ -27,7 +27,7 @@ def rotate_start_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Phase 1: distribute old + new CA everywhere, then re-issue TLS under the new CA."""
-    from airtrust.controller.rotation import start
+    from airtrust.usecases.rotation import start
 
     with open_config(config, kubeconfig) as session:
         state = start(session, new_ca, keep_tls=keep_tls)
@@ -49,9 +49,9 @@ def rotate_finish_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Phase 2: once every endpoint serves the new CA, remove the old CA everywhere."""
-    from airtrust.controller.rotation import finish
-    from airtrust.controller.session import read_rotation
     from airtrust.probe import ConnectTo
+    from airtrust.usecases.rotation import finish
+    from airtrust.usecases.session import read_rotation
 
     with open_config(config, kubeconfig) as session:
         state = read_rotation(session)
@@ -72,7 +72,7 @@ def rotate_status_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Where a rotation stands (read from the cluster)."""
-    from airtrust.controller.session import read_rotation
+    from airtrust.usecases.session import read_rotation
 
     with open_config(config, kubeconfig) as session:
         state = read_rotation(session)

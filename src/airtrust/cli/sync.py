@@ -68,7 +68,7 @@ def sync_cmd(
     ] = OpenShiftChoice.AUTO,
 ) -> None:
     """Run the controller that keeps every CA secret converged (Ctrl-C or SIGTERM stops)."""
-    from airtrust.controller.sync.start import SyncOptions, run_sync
+    from airtrust.usecases.sync.start import SyncOptions, run_sync
 
     log_to_stderr()
     written = run_sync(

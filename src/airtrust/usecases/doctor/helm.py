@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from airtrust.controller.doctor.model import Check, Status
-from airtrust.controller.helm import observe_helm
-from airtrust.controller.session import Session
+from airtrust.usecases.doctor.model import Check, Status
+from airtrust.usecases.helm import observe_helm
+from airtrust.usecases.session import Session
 
 __all__ = ["check_helm"]
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import yaml
 
-from airtrust.controller.apply import desired_objects, gather_facts, offline_facts
-from airtrust.controller.session import Session
 from airtrust.errors import OutputExistsError, OutputNotAFolder
 from airtrust.files import OutputSet
 from airtrust.pki.tlssecret import TLS_TYPE
@@ -37,6 +35,8 @@ from airtrust.plan.model import Desired, JsonObj
 from airtrust.plan.oidc import apiserver_flags, kubeconfig_user
 from airtrust.plan.source import Source, SourceKind
 from airtrust.plan.topology import SyncScope
+from airtrust.usecases.apply import desired_objects, gather_facts, offline_facts
+from airtrust.usecases.session import Session
 
 __all__ = [
     "InClusterRender",

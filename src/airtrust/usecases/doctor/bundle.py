@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from airtrust.controller.doctor.model import Check, Status
-from airtrust.controller.session import Session
 from airtrust.pki.bundle import is_ca
+from airtrust.usecases.doctor.model import Check, Status
+from airtrust.usecases.session import Session
 
 __all__ = ["check_bundle"]
 

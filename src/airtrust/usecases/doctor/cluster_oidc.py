@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from airtrust.controller.doctor.model import Check, Status
-from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError
 from airtrust.plan.desired import ClusterFacts
 from airtrust.plan.oidc import Finding, judge_apiserver
 from airtrust.plan.topology import CLUSTER
+from airtrust.usecases.doctor.model import Check, Status
+from airtrust.usecases.session import Session
 
 __all__ = ["check_cluster_oidc"]
 

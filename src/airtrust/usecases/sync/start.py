@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airtrust.config import load_config
-from airtrust.controller.sync.health import serve_metrics
-from airtrust.controller.sync.lease import LeaderElector
-from airtrust.controller.sync.loop import SyncController
 from airtrust.kube.api import KubeAPI
 from airtrust.plan.source import Source
 from airtrust.plan.topology import Role, SyncScope, is_openshift
 from airtrust.profiles import load_profile
+from airtrust.usecases.sync.health import serve_metrics
+from airtrust.usecases.sync.lease import LeaderElector
+from airtrust.usecases.sync.loop import SyncController
 
 __all__ = ["SyncOptions", "run_sync"]
 

@@ -12,10 +12,10 @@ Unlike trust-manager, the bundle it distributes is validated exactly as
 expired) and the objects are the same ones ``airtrust apply`` writes.
 """
 
-from airtrust.controller.sync.health import Metrics, serve_metrics
-from airtrust.controller.sync.lease import LeaderElector
-from airtrust.controller.sync.loop import SyncController
-from airtrust.controller.sync.start import SyncOptions, run_sync
+from airtrust.usecases.sync.health import Metrics, serve_metrics
+from airtrust.usecases.sync.lease import LeaderElector
+from airtrust.usecases.sync.loop import SyncController
+from airtrust.usecases.sync.start import SyncOptions, run_sync
 
 __all__ = [
     "LeaderElector",

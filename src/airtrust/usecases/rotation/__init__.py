@@ -10,10 +10,10 @@ to the new CA alone, the old CA is removed everywhere and the images are
 re-patched.
 
 The record (:mod:`airtrust.plan.rotation`) is read by every session
-(:func:`airtrust.controller.session.open_session` follows it); this package
+(:func:`airtrust.usecases.session.open_session` follows it); this package
 writes it and carries out the two phases.
 """
 
-from airtrust.controller.rotation.rotate import finish, save_state, start
+from airtrust.usecases.rotation.rotate import finish, save_state, start
 
 __all__ = ["finish", "save_state", "start"]

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import yaml
 
 from airtrust.config import Config
-from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError, ConfigError, Conflict, StalePlan
 from airtrust.files import OutputSet
 from airtrust.kube.api import FIELD_MANAGER, KubeAPI
@@ -42,6 +41,7 @@ from airtrust.plan.topology import (
     roles_by_context,
     target_namespaces,
 )
+from airtrust.usecases.session import Session
 
 __all__ = [
     "ApplyReport",

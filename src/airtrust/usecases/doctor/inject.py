@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from airtrust.controller.doctor.model import Check, Status
-from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError
 from airtrust.kube.api import KubeAPI
 from airtrust.plan.inject import (
@@ -25,6 +23,8 @@ from airtrust.plan.inject import (
 )
 from airtrust.plan.manifests import selector_text
 from airtrust.probe.endpoint import probe_endpoint
+from airtrust.usecases.doctor.model import Check, Status
+from airtrust.usecases.session import Session
 
 __all__ = ["check_inject"]
 

@@ -21,17 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from airtrust.config import Config
-from airtrust.controller.apply import gather_facts
-from airtrust.controller.doctor.bundle import check_bundle
-from airtrust.controller.doctor.cluster_oidc import check_cluster_oidc
-from airtrust.controller.doctor.endpoints import check_endpoint, check_oidc
-from airtrust.controller.doctor.helm import check_helm
-from airtrust.controller.doctor.inject import check_inject
-from airtrust.controller.doctor.model import CertificateSeen, Check, DoctorReport, Status, seen
-from airtrust.controller.doctor.probe import check_probe
-from airtrust.controller.doctor.secrets import check_ca_secrets, check_tls_secrets
-from airtrust.controller.doctor.sidecars import check_sidecars
-from airtrust.controller.session import Session, open_session
 from airtrust.errors import Unreachable
 from airtrust.kube.api import KubeAPI
 from airtrust.pki.tlssecret import served_chain
@@ -39,6 +28,17 @@ from airtrust.plan.manifests import ROTATION_RECORD
 from airtrust.plan.rotation import Phase
 from airtrust.plan.topology import tls_secret_name
 from airtrust.probe import ConnectTo
+from airtrust.usecases.apply import gather_facts
+from airtrust.usecases.doctor.bundle import check_bundle
+from airtrust.usecases.doctor.cluster_oidc import check_cluster_oidc
+from airtrust.usecases.doctor.endpoints import check_endpoint, check_oidc
+from airtrust.usecases.doctor.helm import check_helm
+from airtrust.usecases.doctor.inject import check_inject
+from airtrust.usecases.doctor.model import CertificateSeen, Check, DoctorReport, Status, seen
+from airtrust.usecases.doctor.probe import check_probe
+from airtrust.usecases.doctor.secrets import check_ca_secrets, check_tls_secrets
+from airtrust.usecases.doctor.sidecars import check_sidecars
+from airtrust.usecases.session import Session, open_session
 
 __all__ = ["Check", "DoctorReport", "Status", "open_for_doctor", "run_doctor"]
 

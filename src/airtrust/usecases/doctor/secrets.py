@@ -9,8 +9,6 @@ from typing import Any
 
 from cryptography import x509
 
-from airtrust.controller.doctor.model import APPLY_FIX, Check, Status, seen
-from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError
 from airtrust.pki.bundle import read_certificates
 from airtrust.pki.tlssecret import judge_tls_secret
@@ -23,6 +21,8 @@ from airtrust.plan.topology import (
     cluster_tls_specs,
     tls_secret_name,
 )
+from airtrust.usecases.doctor.model import APPLY_FIX, Check, Status, seen
+from airtrust.usecases.session import Session
 
 __all__ = ["check_ca_secrets", "check_tls_secrets", "judge_ca_secret", "tls_secret_check"]
 

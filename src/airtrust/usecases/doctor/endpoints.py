@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
-from airtrust.controller.doctor.model import Check, Status, seen
-from airtrust.controller.session import Session
 from airtrust.pki.bundle import fingerprint
 from airtrust.probe import ConnectTo, fetch_discovery, probe_endpoint
 from airtrust.probe.oidc import issuer_url
+from airtrust.usecases.doctor.model import Check, Status, seen
+from airtrust.usecases.session import Session
 
 __all__ = ["check_endpoint", "check_oidc"]
 

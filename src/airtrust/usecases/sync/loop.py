@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airtrust.clock import utc_now
-from airtrust.controller.apply import parallel
-from airtrust.controller.sync.health import Metrics
-from airtrust.controller.sync.lease import LeaderElector
 from airtrust.errors import AirtrustError, InputError
 from airtrust.kube.api import FIELD_MANAGER, KubeAPI
 from airtrust.kube.watch import Watcher
@@ -24,6 +21,9 @@ from airtrust.plan.manifests import secret_manifest
 from airtrust.plan.model import BUNDLE_HASH, Action, Desired
 from airtrust.plan.source import Source, SourceKind
 from airtrust.profiles import Profile
+from airtrust.usecases.apply import parallel
+from airtrust.usecases.sync.health import Metrics
+from airtrust.usecases.sync.lease import LeaderElector
 
 __all__ = ["SyncController"]
 

@@ -7,8 +7,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airtrust.controller.doctor.model import Check, Status, seen
-from airtrust.controller.session import Session
 from airtrust.errors import AirtrustError
 from airtrust.plan.desired import ClusterFacts
 from airtrust.plan.imagepaths import references_to, walk_strings
@@ -16,6 +14,8 @@ from airtrust.plan.topology import CLUSTER
 from airtrust.registry.append import BASE_LABEL, TrustReport, inspect_image
 from airtrust.registry.client import RegistryClient
 from airtrust.registry.reference import Reference, parse_reference
+from airtrust.usecases.doctor.model import Check, Status, seen
+from airtrust.usecases.session import Session
 
 __all__ = ["check_sidecars"]
 

@@ -7,13 +7,13 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 
-from airtrust.controller.doctor.model import Check, Status
-from airtrust.controller.session import Session
 from airtrust.kube.api import KubeAPI
 from airtrust.plan.desired import ClusterFacts
 from airtrust.plan.manifests import PROBE_JOB, probe_job
 from airtrust.plan.topology import CLUSTER
 from airtrust.probe.route import ConnectTo
+from airtrust.usecases.doctor.model import Check, Status
+from airtrust.usecases.session import Session
 
 __all__ = ["PROBE_TIMEOUT", "check_probe"]
 

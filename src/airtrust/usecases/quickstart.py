@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airtrust.config import config_text, load_config
-from airtrust.controller import apply
-from airtrust.controller.session import open_session
 from airtrust.errors import AirtrustError, CheckFailed, InputError
 from airtrust.files import OutputSet
 from airtrust.pki import authority, keys, names
@@ -27,6 +25,8 @@ from airtrust.pki.verify import verify_server
 from airtrust.plan.model import Plan
 from airtrust.plan.steps import Step, When, manual_steps
 from airtrust.profiles import Profile, load_profile
+from airtrust.usecases import apply
+from airtrust.usecases.session import open_session
 from airtrust.workspace import (
     BUNDLE,
     CA_CERT,

@@ -13,10 +13,10 @@ import ssl
 import threading
 from pathlib import Path
 
-from airtrust.controller.inject.bundles import BundleDistributor
-from airtrust.controller.inject.webhook import WebhookApp
 from airtrust.errors import InputError
 from airtrust.plan.inject import MUTATE_PATH, InjectSettings
+from airtrust.usecases.inject.bundles import BundleDistributor
+from airtrust.usecases.inject.webhook import WebhookApp
 
 __all__ = ["serve"]
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import yaml
 
-from airtrust.controller.session import Session
 from airtrust.errors import InputError
 from airtrust.files import OutputSet
 from airtrust.kube.helm import deployed_release
 from airtrust.plan.helm import HelmStep, Release, helm_steps, nested_values
 from airtrust.plan.topology import roles_by_context
+from airtrust.usecases.session import Session
 
 __all__ = [
     "HelmReport",

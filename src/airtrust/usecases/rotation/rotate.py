@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from airtrust.controller import apply
-from airtrust.controller.session import Session, follow, live_control_plane_tls, read_rotation
 from airtrust.errors import CheckFailed, InputError
 from airtrust.pki import keys
 from airtrust.pki.bundle import Bundle, build_bundle, fingerprint, read_certificates
@@ -15,6 +13,8 @@ from airtrust.plan.manifests import namespace_manifest, rotation_configmap
 from airtrust.plan.rotation import Phase, RotationState, TLSState
 from airtrust.plan.topology import rotation_location
 from airtrust.probe import ConnectTo, probe_endpoint
+from airtrust.usecases import apply
+from airtrust.usecases.session import Session, follow, live_control_plane_tls, read_rotation
 
 __all__ = ["finish", "save_state", "start"]
 
