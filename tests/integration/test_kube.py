@@ -601,9 +601,9 @@ def test_parallel_applies_under_cpu_load_share_no_connection(
     import subprocess
     import sys
 
-    from airtrust.usecases.apply import parallel
     from airtrust.kube.api import KubeAPI
     from airtrust.plan.manifests import secret_manifest
+    from airtrust.usecases.apply import parallel
 
     cluster = shared_cluster
     cluster.kubectl("create", "namespace", "stress")
