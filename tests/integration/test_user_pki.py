@@ -359,6 +359,10 @@ def test_help_points_at_real_things_and_names_the_choices() -> None:
         ("airtrust verify --profile ", ["strict", "relaxed"]),
         ("airtrust ca create --key-type ", KEY_TYPES),
         ("airtrust cert issue --key-type ec", ["ec-p256", "ec-p384"]),
+        ("airtrust quickstart --key-type rsa-4", ["rsa-4096"]),
+        ("airtrust apply --dry-run ", ["none", "server"]),
+        ("airtrust sync --openshift ", ["auto", "true", "false"]),
+        ("airtrust sync --role ", ["control-plane", "cluster"]),
     ],
 )
 def test_choices_complete_in_the_shell(words: str, expected: list[str]) -> None:
