@@ -76,8 +76,11 @@ def build_context(
             name = "files/" + entry.path.replace("/", "_")
             context.files[name] = entry.content
             lines.append(f"COPY {name} /{entry.path}")
+        # The hash names live where the cert folder really is (UBI links /etc/ssl/certs
+        # to /etc/pki/tls/certs).
+        cert_dir = fs.resolve(CERT_DIR)
         for entry in entries:
-            if entry.kind == "symlink" and entry.path.startswith(CERT_DIR + "/"):
+            if entry.kind == "symlink" and entry.path.startswith(cert_dir + "/"):
                 # COPY cannot make links: the hash name gets the certificate itself.
                 real = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), entry.link))
                 target = next((e for e in entries if e.kind == "file" and e.path == real), None)

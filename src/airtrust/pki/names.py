@@ -41,7 +41,8 @@ def normalise_dns_name(name: str, *, allow_wildcard: bool = True) -> str:
     carry A-labels, and guessing the conversion would hide typos.
     """
     original = name
-    name = name.strip().rstrip(".").lower()
+    name = name.strip().lower()
+    name = name.removesuffix(".")  # one: the root label; a second is an empty label
     if not name or len(name) > 253:
         raise CertificateError(
             f"'{original}' is not a DNS name", hint="give a name like runai.example.com"

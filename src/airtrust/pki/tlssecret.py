@@ -143,6 +143,12 @@ def judge_tls_secret(
         text = exc.message if isinstance(exc, AirtrustError) else str(exc)
         return TLSVerdict(None, Problem.UNREADABLE, f"unreadable: {text}")
     leaf = pair.leaf
+    if not hosts:
+        # No name to check: the chain is still judged, never passed unverified.
+        try:
+            verify_server(leaf, anchors=anchors, intermediates=pair.chain[1:], now=now)
+        except AirtrustError as exc:
+            return TLSVerdict(pair, Problem.UNTRUSTED, exc.message)
     for host in hosts:
         probe = host.replace("*", "x", 1)
         if not names.covers(leaf, probe):
