@@ -114,6 +114,49 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = 20.0) ->
     pytest.fail(f"not within {timeout} s: {what}")
 
 
+#: What each client says, in its own words, when it cannot verify the server's
+#: certificate because it does not know the issuer (the local CA is not in its store).
+#: A client that "fails" for any other reason (not installed, no route, a typo in the
+#: test) has not shown that it distrusts the CA, so refusals are judged by these texts.
+UNTRUSTED = {
+    # curl with OpenSSL: exit 60.
+    "curl": "SSL certificate problem: unable to get local issuer certificate",
+    # Debian's git is built on libcurl-gnutls; this is GnuTLS's verification failure.
+    "git": "server certificate verification failed",
+    # CPython's ssl (urllib, requests, pip: "[SSL: CERTIFICATE_VERIFY_FAILED] ...").
+    "python": "CERTIFICATE_VERIFY_FAILED",
+    # JSSE (HttpsURLConnection, SSLSocket): the CertPath builder found no trust anchor.
+    "java": "PKIX path building failed",
+    # Node's error code when the server sends only its leaf (the tests' servers do).
+    "node": "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    # grpcio (BoringSSL under gRPC core's TSI).
+    "grpc": (
+        "Ssl handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:"
+        "SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED"
+    ),
+    # Go's crypto/x509 (git-sync, goofys, tests/tools/tlsclient).
+    "go": "x509: certificate signed by unknown authority",
+    # openssl s_client -verify_return_error.
+    "openssl": "verify error:num=20:unable to get local issuer certificate",
+    # openssl verify (X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY).
+    "openssl verify": "unable to get local issuer certificate",
+}
+
+
+def assert_untrusted(
+    client: str, ran: subprocess.CompletedProcess[str] | tuple[int, str], what: str = ""
+) -> None:
+    """``ran`` (a process, or its exit code and output) failed because ``client`` does not
+    trust the server's certificate: a non-zero exit *and* the client's own words for it."""
+    code, said = (ran.returncode, ran.stdout + ran.stderr) if not isinstance(ran, tuple) else ran
+    label = what or client
+    assert code != 0, f"{label} trusted the server: {said[-1500:]}"
+    assert UNTRUSTED[client] in said, (
+        f"{label} failed, but not with {client}'s certificate error "
+        f"{UNTRUSTED[client]!r}: {said[-1500:]}"
+    )
+
+
 @dataclass(frozen=True)
 class Server:
     kind: str

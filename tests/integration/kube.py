@@ -86,6 +86,18 @@ class KubeCluster:
         run_script("user", self.folder, name)
         return self.folder / f"{name}.kubeconfig"
 
+    def service_account_kubeconfig(self, namespace: str, name: str) -> Path:
+        """A kubeconfig (context 'admin') whose only credential is a token the apiserver
+        issued for ServiceAccount ``namespace/name``: what a pod of that account has."""
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration", "1h")
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        (user,) = config["users"]
+        user["user"] = {"token": token.stdout.decode().strip()}
+        path = self.folder / f"sa-{namespace}-{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
 
 def run_script(*args: str | Path) -> None:
     proc = subprocess.run(

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import CACHE, free_port, require, wait_for_port
+from tests.integration.conftest import CACHE, UNTRUSTED, free_port, require, wait_for_port
 
 CRANE = CACHE / "bin" / "crane"
 IMAGES = CACHE / "images"
@@ -36,9 +37,23 @@ class Registry:
     ca: Path | None = None
     credentials: tuple[str, str] | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    access_log: bool = False
 
     def ref(self, path: str) -> str:
         return f"{self.host}/{path}"
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request the registry has answered, from its own access
+        log: what reached the registry, whatever a client reports about itself."""
+        if not self.access_log:
+            pytest.fail("this registry was started without access_log=True")
+        log = (self.folder / "registry.log").read_text(errors="replace")
+        return [(m[1], m[2]) for m in re.finditer(r'"([A-Z]+) (/v2/\S*) HTTP/[\d.]+"', log)]
+
+    def blob_uploads(self) -> list[tuple[str, str]]:
+        """The requests that start, carry or finish a blob upload (POST, PATCH, PUT of
+        /v2/NAME/blobs/uploads/), cross-repository mounts included."""
+        return [r for r in self.requests() if "/blobs/uploads/" in r[1]]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -64,12 +79,15 @@ def started_registry(
     htpasswd: Path | None = None,
     token: dict[str, object] | None = None,
     port: int | None = None,
+    access_log: bool = False,
 ) -> Iterator[Registry]:
+    """Debian's docker-registry on 127.0.0.1; with ``access_log`` it logs every request to
+    ``folder/registry.log`` (read by :meth:`Registry.requests`)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config: dict[str, object] = {
         "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
         "storage": {
             "filesystem": {"rootdirectory": str(folder / "data")},
             "delete": {"enabled": True},
@@ -84,7 +102,9 @@ def started_registry(
         config["auth"] = {"token": token}
     path = folder / "config.yml"
     path.write_text(yaml.safe_dump(config))
-    registry = Registry(f"127.0.0.1:{port}", folder, config=path, tls=tls is not None)
+    registry = Registry(
+        f"127.0.0.1:{port}", folder, config=path, tls=tls is not None, access_log=access_log
+    )
     registry.start()
     try:
         yield registry
@@ -445,7 +465,11 @@ class KillSwitchProxy:
 
 
 def openssl_verifies(bundle: Path, leaf: Path) -> bool:
-    """Does ``openssl verify`` accept ``leaf`` (and its chain) with ``bundle`` as anchors?"""
+    """Does ``openssl verify`` accept ``leaf`` (and its chain) with ``bundle`` as anchors?
+
+    False only when openssl says the issuer is unknown (error 20: the CA is not in
+    ``bundle``); any other failure (no such file, not PEM) fails the test with its words.
+    """
     blocks = leaf.read_text().split("-----END CERTIFICATE-----")
     chain = [b + "-----END CERTIFICATE-----\n" for b in blocks if "BEGIN CERTIFICATE" in b]
     untrusted: list[str] = []
@@ -461,7 +485,12 @@ def openssl_verifies(bundle: Path, leaf: Path) -> bool:
         text=True,
         check=False,
     )
-    return proc.returncode == 0
+    if proc.returncode == 0:
+        return True
+    said = proc.stdout + proc.stderr
+    if UNTRUSTED["openssl verify"] not in said:
+        pytest.fail(f"openssl verify -CAfile {bundle} {leaf} failed otherwise: {said[-1500:]}")
+    return False
 
 
 def count_certificates(bundle: Path) -> int:

@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
-from tests.integration.conftest import TLS_HOST, bare_repository, git_https_server, require
+from tests.integration.conftest import (
+    TLS_HOST,
+    assert_untrusted,
+    bare_repository,
+    git_https_server,
+    require,
+    wait_for,
+)
 from tests.integration.registry import (
     Registry,
     alpine_layout,
@@ -116,11 +123,11 @@ def test_debian_clients_trust_the_patched_image_only(
     }
     patched = unpack(dest, tmp_path / "patched")
     plain = unpack(debian_image, tmp_path / "plain")
+    speaks = {"curl": "curl", "git": "git", "openssl": "openssl", "python3": "python"}
     for name, cmd in checks.items():
         good = chroot(patched, *cmd)
         assert good.returncode == 0, f"{name} in the patched image: {good.stderr}"
-        bad = chroot(plain, *cmd)
-        assert bad.returncode != 0, f"{name} trusted the server in the unpatched image"
+        assert_untrusted(speaks[name], chroot(plain, *cmd), f"{name} in the unpatched image")
     # update-ca-certificates inside the image keeps the CA (it is in the anchor folder).
     rerun = chroot(patched, "/usr/sbin/update-ca-certificates", "--fresh")
     assert rerun.returncode == 0, rerun.stderr
@@ -176,7 +183,7 @@ def test_distro_layouts(
     go = "/git-sync" if layout == "git-sync" else "/usr/bin/tlsclient"
     cmd = [go, "-connect", f"127.0.0.1:{tls_server}", "-servername", HOST]
     assert chroot(rootfs, *cmd).returncode == 0, chroot(rootfs, *cmd).stderr
-    assert chroot(plain, *cmd).returncode != 0
+    assert_untrusted("go", chroot(plain, *cmd), f"Go in the unpatched {layout} image")
 
 
 def test_image_without_trust_store_gets_one(
@@ -310,7 +317,12 @@ def test_multi_arch_index(
 
 
 def test_sidecars_and_dockerfile(
-    registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path, debian_image: str
+    registry: Registry,
+    pki: Path,
+    tmp_path: Path,
+    go_tlsclient: Path,
+    debian_image: str,
+    tls_server: int,
 ) -> None:
     tar = make_tar(tmp_path / "l.tar", gitsync_layout(go_tlsclient))
     push_tar(registry.ref("run-ai-prod/goofys:master"), tar)
@@ -331,9 +343,23 @@ def test_sidecars_and_dockerfile(
     assert result.code == 0, result.err
     references = json.loads(result.out)["references"]
     assert set(references) == {"gcr.io/run-ai-prod/goofys", "registry.k8s.io/git-sync/git-sync"}
-    for new in references.values():
+    for upstream, new in references.items():
         checked = run_cli("image", "inspect", new, "--ca", pki / "ca-bundle.pem")
         assert checked.code == 0, checked.err
+        # Judged without airtrust: the image unpacked as a runtime does (skopeo + umoci),
+        # its bundle by openssl, its Go binary (the layout's /git-sync) by connecting.
+        rootfs = unpack(new, tmp_path / upstream.rsplit("/", 1)[1])
+        bundle = rootfs / "etc/ssl/certs/ca-certificates.crt"
+        assert openssl_verifies(bundle, pki / "tls.crt"), new
+        assert host_bundle() in bundle.read_bytes(), "the base's roots were dropped"
+        cmd = ["/git-sync", "-connect", f"127.0.0.1:{tls_server}", "-servername", HOST]
+        ran = chroot(rootfs, *cmd)
+        assert ran.returncode == 0, f"{new}: {ran.stderr}"
+    config = json.loads(
+        crane("config", references["registry.k8s.io/git-sync/git-sync"], "--insecure")
+    )
+    assert config["config"]["User"] == "65533:65533"
+    assert config["config"]["Entrypoint"] == ["/git-sync"]
     scratch = run_cli(
         "image",
         "dockerfile",
@@ -550,10 +576,15 @@ def test_patch_from_one_registry_into_another(
     push_tar(arm, tar, platform="linux/arm64")
     index = registry.ref("cross/multi:1")
     crane("index", "append", "-m", amd, "-m", arm, "-t", index, "--insecure")
-    with started_registry(tmp_path / "release") as release:
+    with started_registry(tmp_path / "release", access_log=True) as release:
         dest = release.ref("patched/app:1")
         first = patch(ref, dest, pki)
         assert first["platforms"][0]["action"] == "patched"  # type: ignore[index]
+        # The judge is the registry's own access log; it is shown to see the first copy.
+        tag_put = ("PUT", "/v2/patched/app/manifests/1")
+        wait_for("the registry to log the first copy", lambda: tag_put in release.requests())
+        uploads = len(release.blob_uploads())
+        assert uploads >= 3, release.blob_uploads()  # base layer, airtrust's layer, config
         rootfs = unpack(dest, tmp_path / "u")
         cmd = ["/git-sync", "-connect", f"127.0.0.1:{tls_server}", "-servername", HOST]
         assert chroot(rootfs, *cmd).returncode == 0, chroot(rootfs, *cmd).stderr
@@ -562,7 +593,11 @@ def test_patch_from_one_registry_into_another(
         assert within["result_digest"] == first["result_digest"]
         again = patch(ref, dest, pki)
         assert again["result_digest"] == first["result_digest"]
-        assert again["bytes_uploaded"] < first["bytes_uploaded"]  # type: ignore[operator]
+        wait_for(
+            "the registry to log the second copy's tag",
+            lambda: release.requests().count(tag_put) == 2,
+        )
+        assert release.blob_uploads()[uploads:] == [], "the second copy uploaded blobs again"
         # An index with one platform patched: the other is copied across, blobs and all.
         multi = patch(index, release.ref("patched/multi:1"), pki, "--platform", "linux/amd64")
         actions = {p["platform"]: p["action"] for p in multi["platforms"]}  # type: ignore[union-attr]

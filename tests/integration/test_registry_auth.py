@@ -363,9 +363,11 @@ def test_registry_killed_mid_push_then_rerun_converges(
                 f"docker://{reg.host}/patched/app:1",
             ],
             capture_output=True,
+            text=True,
             check=False,
         )
         assert tag.returncode != 0, "the tag was written although the push was interrupted"
+        assert "manifest unknown" in tag.stderr, tag.stderr  # not some other failure
         again = run_cli(
             "image",
             "patch",

@@ -209,7 +209,13 @@ def test_rotation_repatches_the_sidecar_images(
     cluster: KubeCluster, tmp_path: Path, go_tlsclient: Path
 ) -> None:
     from tests.integration.kube import install_patched_sidecars
-    from tests.integration.registry import gitsync_layout, make_tar, started_registry
+    from tests.integration.registry import (
+        gitsync_layout,
+        make_tar,
+        openssl_verifies,
+        started_registry,
+        unpack,
+    )
 
     old = tmp_path / "old"
     assert run_cli("quickstart", "--domain", DOMAIN, "--out", old).code == 0
@@ -232,5 +238,25 @@ def test_rotation_repatches_the_sidecar_images(
             for ca in both:
                 checked = run_cli("image", "inspect", reference, "--ca", ca)
                 assert checked.code == 0, checked.err
-        # --keep-tls: the old certificate is still served, so finish waits.
-        assert run_cli("rotate", "finish", "-c", config).code == 1
+        # Judged without airtrust: each image unpacked as a runtime does (skopeo + umoci),
+        # its bundle given to openssl with a certificate of each CA. The images patched
+        # before the rotation are the control: they trust only the old CA.
+        new_leaf = tmp_path / "new-leaf"
+        issued = run_cli("cert", "issue", "--ca-dir", new, "--domain", DOMAIN, "--out", new_leaf)
+        assert issued.code == 0, issued.err
+        store = "etc/ssl/certs/ca-certificates.crt"
+        for i, reference in enumerate(images.values()):
+            bundle = unpack(reference, tmp_path / f"rotated-{i}") / store
+            assert openssl_verifies(bundle, old / "tls.crt"), reference
+            assert openssl_verifies(bundle, new_leaf / "tls.crt"), reference
+        for i, reference in enumerate(references.values()):
+            bundle = unpack(reference, tmp_path / f"before-{i}") / store
+            assert openssl_verifies(bundle, old / "tls.crt"), reference
+            assert not openssl_verifies(bundle, new_leaf / "tls.crt"), reference
+        # --keep-tls: the TLS secret still chains to the old CA only, so finish waits.
+        assert_one_line_error(
+            run_cli("rotate", "finish", "-c", config),
+            1,
+            "[rotation-not-ready]",
+            "the control-plane TLS secret does not chain to the new CA",
+        )

@@ -1,58 +1,66 @@
 """airtrust sync as real processes against a real apiserver: convergence, validation,
-leader election, metrics, and an apiserver restart under the controller."""
+leader election, metrics, and an apiserver restart under the controller.
+
+Leadership is judged from the Lease object the apiserver stores (its holder, renew
+and acquire times, transitions), not from what the replicas say about themselves.
+"""
 
 from __future__ import annotations
 
 import base64
-import os
+import datetime as dt
+import json
 import signal
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import DATA, ROOT, run_cli
+from tests.conftest import DATA, run_cli
 from tests.integration.conftest import free_port, wait_for
 from tests.integration.kube import KubeCluster, run_script
 
 pytestmark = pytest.mark.integration
 SELECTOR = "airtrust.io/ca=true"
+LEASE = ("-n", "airtrust-system", "get", "lease", "airtrust-sync", "-o", "json")
+
+
+#: What the replicas of these tests run with (a short resync: changes show within seconds).
+ARGS = (
+    "--source", "secret/airtrust-system/local-ca", "--selector", SELECTOR,
+    "--lease-namespace", "airtrust-system", "--resync", "5",
+)  # fmt: skip
 
 
 class Replica:
-    def __init__(self, cluster: KubeCluster, name: str, log: Path) -> None:
+    """``airtrust sync`` as a process: ``args`` plus its own metrics port, a 3 s Lease
+    and ``name`` as its identity; with ``kubeconfig`` (default: the admin's)."""
+
+    def __init__(
+        self,
+        cluster: KubeCluster,
+        name: str,
+        log: Path,
+        args: tuple[str, ...] = ARGS,
+        kubeconfig: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.log = log
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "airtrust",
-                "sync",
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "--source",
-                "secret/airtrust-system/local-ca",
-                "--selector",
-                SELECTOR,
-                "--metrics-addr",
-                f"127.0.0.1:{self.port}",
-                "--lease-namespace",
-                "airtrust-system",
-                "--lease-duration",
-                "3",
-                "--identity",
-                name,
-                "--resync",
-                "5",
+                sys.executable, "-m", "airtrust", "sync",
+                "--kubeconfig", str(kubeconfig or cluster.kubeconfig), *args,
+                "--metrics-addr", f"127.0.0.1:{self.port}",
+                "--lease-duration", "3", "--identity", name,
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(log, "wb"),
-        )
+        )  # fmt: skip
 
     def metrics(self) -> dict[str, float]:
         try:
@@ -82,6 +90,19 @@ def bundle_in(cluster: KubeCluster, namespace: str) -> bytes | None:
     if proc.returncode != 0:
         return None
     return base64.b64decode(yaml.safe_load(proc.stdout)["data"]["runai-ca.pem"])
+
+
+def lease(cluster: KubeCluster) -> dict[str, Any]:
+    """The Lease's spec as the apiserver stores it ({} while there is none)."""
+    proc = cluster.kubectl(*LEASE, check=False)
+    if proc.returncode != 0:
+        return {}
+    spec: dict[str, Any] = json.loads(proc.stdout)["spec"]
+    return spec
+
+
+def micro_time(value: object) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(value))
 
 
 def set_source(cluster: KubeCluster, pem: bytes) -> None:
@@ -162,6 +183,7 @@ def test_converges_restores_validates_and_reports(
     metrics = replicas[0].metrics()
     assert metrics["airtrust_ca_expiry_seconds"] > 300 * 86400
     assert metrics["airtrust_reconcile_total"] > 3 and metrics["airtrust_leader"] == 1
+    assert lease(cluster)["holderIdentity"] == "replica-a"
     health = urllib.request.urlopen(f"http://127.0.0.1:{replicas[0].port}/healthz", timeout=2)
     assert health.status == 200
 
@@ -169,21 +191,52 @@ def test_converges_restores_validates_and_reports(
 def test_two_replicas_one_leader_and_failover(
     cluster: KubeCluster, replicas: list[Replica], tmp_path: Path, pems: tuple[bytes, bytes]
 ) -> None:
-    wait_for("first replica leads", lambda: replicas[0].metrics().get("airtrust_leader") == 1.0)
+    """The Lease has one holder while two replicas run, the holder keeps renewing it,
+    and after the holder stops the other replica takes it (one more transition)."""
+    wait_for(
+        "replica-a holds the Lease", lambda: lease(cluster).get("holderIdentity") == "replica-a"
+    )
+    first = lease(cluster)
     second = Replica(cluster, "replica-b", tmp_path / "b.log")
     replicas.append(second)
-    # Two passes of its loop: it has asked for the lease at least twice and been refused.
-    wait_for(
-        "second replica has run its loop twice",
-        lambda: second.metrics().get("airtrust_reconcile_total", 0) >= 2,
-    )
+    holders: list[object] = []
+
+    def contested() -> bool:
+        """Two passes of replica-b's loop (it asked for the Lease at least twice) and a
+        renewal by the holder since replica-b started."""
+        now = lease(cluster)
+        holders.append(now.get("holderIdentity"))
+        return second.metrics().get("airtrust_reconcile_total", 0) >= 2 and micro_time(
+            now["renewTime"]
+        ) > micro_time(first["renewTime"])
+
+    wait_for("replica-b refused twice while replica-a renews", contested)
+    held = lease(cluster)
+    assert set(holders) == {"replica-a"}, holders
+    assert held["acquireTime"] == first["acquireTime"]
+    assert held.get("leaseTransitions", 0) == first.get("leaseTransitions", 0)
+    # What the replicas report agrees with the Lease.
     assert second.metrics()["airtrust_leader"] == 0.0
     assert replicas[0].metrics()["airtrust_leader"] == 1.0
     replicas[0].stop()
-    wait_for("the other replica takes over", lambda: second.metrics().get("airtrust_leader") == 1.0)
+    holders.clear()
+
+    def taken_over() -> bool:
+        holders.append(lease(cluster).get("holderIdentity"))
+        return holders[-1] == "replica-b"
+
+    wait_for("replica-b holds the Lease after replica-a stopped", taken_over)
+    assert set(holders) <= {"replica-a", "replica-b"}, holders
+    taken = lease(cluster)
+    assert taken["leaseTransitions"] == first.get("leaseTransitions", 0) + 1
+    assert micro_time(taken["acquireTime"]) > micro_time(held["renewTime"])
+    wait_for(
+        "replica-b reports itself leader", lambda: second.metrics().get("airtrust_leader") == 1.0
+    )
     cluster.kubectl("create", "namespace", "team-b")
     cluster.kubectl("label", "namespace", "team-b", SELECTOR)
     wait_for("the new leader writes", lambda: bundle_in(cluster, "team-b") == pems[0])
+    assert lease(cluster)["holderIdentity"] == "replica-b"
 
 
 def test_apiserver_restart_under_the_controller(
@@ -212,7 +265,12 @@ def test_apiserver_restart_under_the_controller(
     assert replicas[0].metrics()["airtrust_reconcile_errors_total"] >= 1
 
 
-def test_render_controller_manifests_are_accepted(cluster: KubeCluster, tmp_path: Path) -> None:
+def test_render_controller_manifests_are_accepted(
+    cluster: KubeCluster, tmp_path: Path, pems: tuple[bytes, bytes]
+) -> None:
+    """The rendered objects are accepted, and the rendered RBAC is what the rendered
+    arguments need: the controller run with them, as its ServiceAccount, takes the
+    Lease and converges; the apiserver refuses that account what it must not do."""
     out = tmp_path / "controller"
     result = run_cli(
         "render",
@@ -236,7 +294,41 @@ def test_render_controller_manifests_are_accepted(cluster: KubeCluster, tmp_path
         deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         == "registry.local/airtrust:0.1"
     )
-    assert os.path.exists(ROOT / "scripts" / "testcluster")
+    sa = "system:serviceaccount:airtrust-system:airtrust-sync"
+    cluster.kubectl("create", "namespace", "runai")
+    cluster.kubectl("create", "namespace", "team-a")
+    cluster.kubectl("label", "namespace", "team-a", SELECTOR)
+
+    def allowed(*args: str) -> str:
+        can = cluster.kubectl("auth", "can-i", *args, "--as", sa, check=False)
+        return can.stdout.decode().strip()
+
+    assert allowed("delete", "secrets", "-n", "team-a") == "no"
+    assert allowed("update", "leases", "-n", "runai") == "no"
+    assert allowed("create", "namespaces") == "no"
+    # The Deployment's own arguments, with the account's token for --in-cluster and a
+    # free metrics port (the container's 0.0.0.0:8080 is the host's here).
+    args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert args[0] == "sync" and "--in-cluster" in args, args
+    at = args.index("--metrics-addr")
+    del args[at : at + 2]
+    args = [a for a in args[1:] if a != "--in-cluster"]
+    set_source(cluster, pems[0])
+    token = cluster.service_account_kubeconfig("airtrust-system", "airtrust-sync")
+    controller = Replica(cluster, "in-cluster", tmp_path / "sa.log", tuple(args), token)
+    try:
+        wait_for(
+            "the controller, as its ServiceAccount, holds the Lease and converges",
+            lambda: (
+                lease(cluster).get("holderIdentity") == "in-cluster"
+                and bundle_in(cluster, "runai") == pems[0]
+                and bundle_in(cluster, "team-a") == pems[0]
+            ),
+        )
+    finally:
+        controller.stop()
+    log = controller.log.read_text()
+    assert "Forbidden" not in log and "403" not in log, log[-2000:]
 
 
 def test_sync_follows_the_config_roles_and_version(

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from airtrust.pki.truststore import subject_hash
 from tests.conftest import run_cli
 from tests.helpers.certs import make, write
-from tests.integration.conftest import require
+from tests.integration.conftest import assert_untrusted, require
 
 pytestmark = pytest.mark.integration
 _KEY = ec.generate_private_key(ec.SECP256R1())
@@ -124,9 +124,10 @@ def test_hash_dir_is_an_openssl_capath(tmp_path: Path) -> None:
             str(write(tmp_path / "other.pem", other.pem)),
         ],
         capture_output=True,
+        text=True,
         check=False,
     )
-    assert refused.returncode != 0
+    assert_untrusted("openssl verify", refused, "openssl with the hash directory, other issuer")
 
 
 @pytest.mark.parametrize(("fmt", "store_type"), [("jks", "JKS"), ("pkcs12", "PKCS12")])
@@ -180,6 +181,7 @@ def test_keytool_reads_truststores(fmt: str, store_type: str, tmp_path: Path) ->
         check=False,
     )
     assert wrong.returncode != 0
+    assert "password was incorrect" in wrong.stdout + wrong.stderr, wrong
 
 
 def test_jks_is_deterministic(tmp_path: Path) -> None:
