@@ -1,6 +1,20 @@
 # shellcheck shell=bash
 # The test cluster's node, sourced by scripts/testcluster (`up DIR --node`).
 #
+# The whole cluster runs in a network namespace that `up` creates (DIR/netns) and
+# `down` deletes: inside it a veth pair holds the node address ($NODE_IP, not
+# loopback, so the apiserver reaches the kubelet for `kubectl logs/exec/port-forward`),
+# the CNI bridge + host-local plugins give pods addresses in $POD_CIDR on a bridge
+# (hairpin on), and kube-proxy (iptables mode, built from the same Kubernetes module)
+# makes Service VIPs in $SERVICE_CIDR route. The namespace has no link to the host and
+# no default route, so nothing in it can reach the host's interfaces or beyond. The
+# test process stays on the host: the apiserver and the registry are relayed out to
+# the same ports on the host's 127.0.0.1 by scripts/nsrelay (a relay, not a route, so
+# the namespace stays closed), and `testcluster expose` relays a server a test starts
+# on the host into the namespace at $NODE_IP for pods. A relay rather than the suite
+# entering the namespace: every client a test runs (kubectl, skopeo, curl, helm, Java)
+# then runs as users run it, on the host.
+#
 # What does not work on this machine, measured (2026-11, this machine kind), and what
 # is done instead:
 # * lowering a process's oom_score_adj is refused: every sandbox failed with runc's
@@ -9,23 +23,92 @@
 # * cgroup v1 only (the unified hierarchy has no controllers) and no systemd: the
 #   kubelet uses the cgroupfs driver with failCgroupV1: false, under its own
 #   cgroupRoot (/airtrust-<dir>) so `down` removes exactly what it made;
-# * "nodeIP can't be loopback": the node reports the machine's address, which the
-#   tests never contact (`kubectl logs/exec` go through it); pod logs are read from
-#   DIR/node/pod-logs instead;
-# * no kube-proxy and no pod network: pods use hostNetwork and reach the apiserver at
-#   127.0.0.1 through KUBERNETES_SERVICE_HOST/PORT set on their containers (explicit
-#   env wins over the ClusterIP the kubelet injects, which nothing routes here).
-# With the binaries cached the node is Ready about 30 s after `up --node` starts.
+# * kube-proxy may not set conntrack sysctls here: its flags leave them as they are
+#   (--conntrack-max-per-core=0 and the timeouts 0), and no route_localnet
+#   (--iptables-localhost-nodeports=false); --masquerade-all, because without
+#   br_netfilter a reply from a pod on the same bridge would skip the un-DNAT.
+# No CoreDNS: the apiserver resolves a webhook Service itself and the kubelet injects
+# KUBERNETES_SERVICE_HOST; pods that reach a test's server by name get hostAliases.
+
+NODE_IP=10.200.0.1
+POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.0.0.0/24
+KUBERNETES_VIP=10.0.0.1
+
+# NSX: the prefix that runs a command in DIR's network namespace (empty without one).
+ns_prefix() {  # dir
+  NSX=()
+  [ -f "$1/netns" ] && NSX=(nsenter "--net=/run/netns/$(cat "$1/netns")")
+  return 0
+}
+
+netns_up() {  # dir
+  local d=$1 name
+  command -v ip >/dev/null || die "ip is not installed (apt-get install iproute2)"
+  name="airtrust-$(printf %s "$d" | sha1sum | cut -c1-12)"
+  ip netns del "$name" 2>/dev/null || true  # a leftover of a run that was killed
+  ip netns add "$name" || die "cannot create the network namespace $name (root needed)"
+  echo "$name" > "$d/netns"
+  echo "$NODE_IP" > "$d/node-ip"
+  ip -n "$name" link set lo up
+  # The node's own interface: a veth pair with both ends inside (this kernel has no
+  # dummy links), the node address on one end.
+  ip -n "$name" link add node0 type veth peer name node0-peer
+  ip -n "$name" addr add "$NODE_IP/32" dev node0
+  ip -n "$name" link set node0-peer up
+  ip -n "$name" link set node0 up
+  # Local traffic to a VIP needs a route before kube-proxy's OUTPUT DNAT applies.
+  ip -n "$name" route add "$SERVICE_CIDR" dev node0
+  nsenter "--net=/run/netns/$name" sysctl -qw net.ipv4.ip_forward=1 \
+    || die "cannot enable forwarding in $name"
+}
+
+netns_down() {  # dir
+  [ -f "$1/netns" ] || return 0
+  local name
+  name=$(cat "$1/netns")
+  ip netns del "$name" 2>/dev/null || true
+  rm -f "$1/netns"
+}
+
+# The host's 127.0.0.1:PORT relayed to 127.0.0.1:PORT inside the namespace.
+relay_out() {  # dir what port
+  local d=$1 port=$3
+  python3 "$here/scripts/nsrelay" --connect-netns "/run/netns/$(cat "$d/netns")" \
+    "127.0.0.1:$port=127.0.0.1:$port" >> "$d/relay-$2.log" 2>&1 &
+  echo $! > "$d/relay-$2.pid"
+}
+
+expose() {  # dir port...
+  local d=$1 p pairs=()
+  shift
+  [ -f "$d/netns" ] || die "$d has no node network; run 'testcluster up $d --node' first"
+  for p in "$@"; do pairs+=("$NODE_IP:$p=127.0.0.1:$p"); done
+  python3 "$here/scripts/nsrelay" --listen-netns "/run/netns/$(cat "$d/netns")" \
+    "${pairs[@]}" >> "$d/relay-expose.log" 2>&1 &
+  local pid=$!
+  for p in "$@"; do
+    for _ in $(seq 1 100); do
+      nsenter "--net=/run/netns/$(cat "$d/netns")" ss -Hltn "sport = :$p" | grep -q . && break
+      running "$pid" || die "the relay exited; see $d/relay-expose.log"
+      sleep 0.05
+    done
+  done
+  echo "$pid"
+}
 
 node_up() {
   local d=$1 n="$1/node" pki="$1/pki" bin py="$here/.venv/bin/python"
-  bin=$("$here/scripts/build-testbins" kubelet kube-scheduler kube-controller-manager crane kubectl) \
+  bin=$("$here/scripts/build-testbins" kubelet kube-scheduler kube-controller-manager kube-proxy crane kubectl) \
     || die "building the node binaries failed"
   local tool
-  for tool in containerd containerd-shim-runc-v2 runc docker-registry gcc; do
+  for tool in containerd containerd-shim-runc-v2 runc docker-registry gcc iptables; do
     command -v "$tool" >/dev/null \
-      || die "$tool is not installed (apt-get install containerd runc docker-registry gcc)"
+      || die "$tool is not installed (apt-get install containerd runc docker-registry gcc iptables)"
   done
+  [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] \
+    || die "the CNI plugins are not installed (apt-get install containernetworking-plugins)"
+  ns_prefix "$d"
   [ -x "$py" ] || die "$py is missing; run scripts/test once (it makes the venv)"
   mkdir -p "$n"
   # 1. A registry the node trusts: TLS from a CA airtrust made.
@@ -44,8 +127,9 @@ node_up() {
     echo "storage: {filesystem: {rootdirectory: $n/registry-data}, delete: {enabled: true}}"
     echo "http: {addr: \"$registry\", tls: {certificate: $n/registry-tls/tls.crt, key: $n/registry-tls/tls.key}}"
   } > "$n/registry.yml"
-  docker-registry serve "$n/registry.yml" > "$n/registry.log" 2>&1 &
+  "${NSX[@]}" docker-registry serve "$n/registry.yml" > "$n/registry.log" 2>&1 &
   echo $! > "$n/registry.pid"
+  relay_out "$d" registry "$reg_port"
   echo "$registry" > "$d/registry"
   cp "$n/registry-ca/ca.crt" "$d/registry-ca.crt"
   wait_url "https://$registry/v2/" "$d/registry-ca.crt" "$n/registry.pid" "registry ($n/registry.log)"
@@ -78,8 +162,16 @@ node_up() {
     echo "  capabilities = [\"pull\", \"resolve\"]"
     echo "  ca = \"$d/registry-ca.crt\""
   } > "$n/certs.d/$registry/hosts.toml"
-  echo '{"cniVersion": "0.4.0", "name": "loopback", "plugins": [{"type": "loopback"}]}' \
-    > "$n/cni/10-loopback.conflist"
+  # The pod network: one bridge, addresses from host-local (its state under DIR, so
+  # two clusters never share a lease file), every route through the bridge.
+  cat > "$n/cni/10-pods.conflist" <<CNI
+{"cniVersion": "0.4.0", "name": "airtrust-pods", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+   "hairpinMode": true,
+   "ipam": {"type": "host-local", "dataDir": "$n/cni-ipam",
+            "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+CNI
   {
     echo 'version = 2'
     echo "root = \"$n/containerd/root\""
@@ -93,6 +185,7 @@ node_up() {
     echo '[plugins."io.containerd.grpc.v1.cri"]'
     echo "  sandbox_image = \"$registry/pause:3.10\""
     echo '  restrict_oom_score_adj = true'
+    echo '  netns_mounts_under_state_dir = true'  # pods' namespaces under DIR, for down
     echo '  disable_apparmor = true'
     echo '  [plugins."io.containerd.grpc.v1.cri".containerd]'
     echo '    snapshotter = "overlayfs"'
@@ -109,12 +202,12 @@ node_up() {
   } > "$n/containerd.toml"
   start_containerd "$d"
   # 4. Controllers and scheduler (with the test cluster's admin credentials).
-  "$bin/kube-controller-manager" --kubeconfig "$d/kubeconfig" \
+  "${NSX[@]}" "$bin/kube-controller-manager" --kubeconfig "$d/kubeconfig" \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
     --controllers '*' --v=0 > "$n/controller-manager.log" 2>&1 &
   echo $! > "$n/controller-manager.pid"
-  "$bin/kube-scheduler" --kubeconfig "$d/kubeconfig" --leader-elect=false \
+  "${NSX[@]}" "$bin/kube-scheduler" --kubeconfig "$d/kubeconfig" --leader-elect=false \
     --bind-address 127.0.0.1 --secure-port 0 --v=0 > "$n/scheduler.log" 2>&1 &
   echo $! > "$n/scheduler.pid"
   # 5. The kubelet, in its own cgroup subtree.
@@ -133,10 +226,11 @@ node_up() {
     echo 'failCgroupV1: false'
     echo 'failSwapOn: false'
     echo "containerRuntimeEndpoint: unix://$n/containerd.sock"
-    echo 'address: 127.0.0.1'
-    echo "port: $(free_port)"
+    echo "address: $NODE_IP"
+    echo 'port: 10250'
     echo 'healthzBindAddress: 127.0.0.1'
-    echo "healthzPort: $(free_port)"
+    echo 'healthzPort: 10248'
+    echo "podCIDR: $POD_CIDR"
     echo 'readOnlyPort: 0'
     echo "podLogsDir: $n/pod-logs"
     echo 'authentication:'
@@ -155,13 +249,22 @@ node_up() {
     echo 'nodeStatusUpdateFrequency: 5s'
   } > "$n/kubelet.yaml"
   start_kubelet "$d"
+  # 6. kube-proxy: Services route inside the namespace.
+  "${NSX[@]}" "$bin/kube-proxy" --kubeconfig "$d/kubeconfig" --hostname-override airtrust-node \
+    --proxy-mode iptables --cluster-cidr "$POD_CIDR" --masquerade-all \
+    --conntrack-max-per-core 0 --conntrack-tcp-timeout-established 0 \
+    --conntrack-tcp-timeout-close-wait 0 --iptables-localhost-nodeports=false \
+    --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256 \
+    --v=0 > "$n/kube-proxy.log" 2>&1 &
+  echo $! > "$n/kube-proxy.pid"
   wait_node_ready "$d"
 }
 
 start_containerd() {
   local n="$1/node" i
   rm -f "$n/containerd.sock"
-  containerd --config "$n/containerd.toml" >> "$n/containerd.log" 2>&1 &
+  ns_prefix "$1"
+  "${NSX[@]}" containerd --config "$n/containerd.toml" >> "$n/containerd.log" 2>&1 &
   echo $! > "$n/containerd.pid"
   for i in $(seq 1 300); do
     [ -S "$n/containerd.sock" ] && return 0
@@ -174,8 +277,10 @@ start_containerd() {
 start_kubelet() {
   local d=$1 n="$1/node" bin
   bin=$("$here/scripts/build-testbins" kubelet) || die "building kubelet failed"
-  "$bin/kubelet" --config "$n/kubelet.yaml" --kubeconfig "$d/kubeconfig" \
-    --root-dir "$n/kubelet" --hostname-override airtrust-node --v=1 >> "$n/kubelet.log" 2>&1 &
+  ns_prefix "$d"
+  "${NSX[@]}" "$bin/kubelet" --config "$n/kubelet.yaml" --kubeconfig "$d/kubeconfig" \
+    --root-dir "$n/kubelet" --hostname-override airtrust-node --node-ip "$NODE_IP" \
+    --v=1 >> "$n/kubelet.log" 2>&1 &
   echo $! > "$n/kubelet.pid"
 }
 
@@ -194,8 +299,9 @@ wait_node_ready() {
   kubectl="$("$here/scripts/build-testbins" kubectl)/kubectl"
   # The kubelet itself first (the node's Ready condition may be an old one).
   port=$(awk '$1 == "healthzPort:" {print $2}' "$n/kubelet.yaml")
+  ns_prefix "$d"
   for i in $(seq 1 900); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    "${NSX[@]}" curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
     running "$(cat "$n/kubelet.pid")" || die "kubelet exited; see $n/kubelet.log"
     sleep 0.2
   done
@@ -216,6 +322,7 @@ node_down() {
   local d=$1 n="$1/node" pid m ctl root
   [ -d "$n" ] || return 0
   stop_pid "$n/kubelet.pid"
+  stop_pid "$n/kube-proxy.pid"
   stop_pid "$n/scheduler.pid"
   stop_pid "$n/controller-manager.pid"
   # The containers' shims (each started for this containerd's socket) and what they run.
@@ -225,6 +332,7 @@ node_down() {
   done
   stop_pid "$n/containerd.pid"
   stop_pid "$n/registry.pid"
+  stop_pid "$1/relay-registry.pid"
   # Processes still in the kubelet's cgroups (containers whose shim went first).
   if [ -f "$n/cgroup-root" ]; then
     root=$(cat "$n/cgroup-root")

@@ -1,8 +1,8 @@
 """Real kube-apiservers for tests, started by scripts/testcluster (never a fake).
 
-Namespaces cannot be deleted on these clusters (there is no controller
-manager to finalize them), so every test that changes a cluster gets a fresh
-one; starting one takes a few seconds.
+Each runs a kube-controller-manager's namespace controller and garbage collector, so
+a test may delete the namespaces it made and share an apiserver with others; a test
+that changes cluster-wide state gets a fresh one (a few seconds).
 """
 
 from __future__ import annotations

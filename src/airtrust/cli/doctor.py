@@ -23,6 +23,14 @@ def doctor_cmd(
     probe: Annotated[
         bool, typer.Option("--probe", help="Also run a short-lived Job that connects from inside.")
     ] = False,
+    probe_connect_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--probe-connect-to",
+            help="HOST:PORT:ADDR:PORT for the --probe Job alone, where pods reach a host at "
+            "another address than this machine does (split DNS); default: --connect-to.",
+        ),
+    ] = None,
     watch: Annotated[
         int, typer.Option("--watch", help="Re-run every N seconds (0: once).", min=0)
     ] = 0,
@@ -44,12 +52,19 @@ def doctor_cmd(
     from airtrust.usecases.doctor import open_for_doctor, run_doctor
 
     rules = [ConnectTo.parse(c) for c in connect_to or ()]
+    probe_rules = [ConnectTo.parse(c) for c in probe_connect_to] if probe_connect_to else None
     while True:
         session, unreachable = open_for_doctor(
             load_config(config), now=utc_now(), kubeconfig=kubeconfig
         )
         with session:
-            report = run_doctor(session, connect_to=rules, probe=probe, unreachable=unreachable)
+            report = run_doctor(
+                session,
+                connect_to=rules,
+                probe=probe,
+                probe_connect_to=probe_rules,
+                unreachable=unreachable,
+            )
         data = report.to_dict()
         if html is not None:
             from airtrust.files import OutputSet

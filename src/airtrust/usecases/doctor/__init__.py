@@ -137,11 +137,13 @@ def run_doctor(
     *,
     connect_to: Sequence[ConnectTo] = (),
     probe: bool = False,
+    probe_connect_to: Sequence[ConnectTo] | None = None,
     endpoints: bool = True,
     unreachable: Sequence[Check] = (),
 ) -> DoctorReport:
     """Every check; ``unreachable`` (from :func:`open_for_doctor`) is reported after the
-    checks that need no cluster."""
+    checks that need no cluster. The probe Job takes ``probe_connect_to`` when given:
+    pods may reach an endpoint at another address than the machine doctor runs on."""
     warn_days = session.config.doctor.warn_days
     checks = [*_rotation(session), *check_bundle(session, warn_days)]
     if not session.apis:
@@ -159,7 +161,8 @@ def run_doctor(
     checks += check_sidecars(session, facts)
     checks += check_inject(session)
     if probe:
-        checks += check_probe(session, facts, connect_to)
+        routes = connect_to if probe_connect_to is None else probe_connect_to
+        checks += check_probe(session, facts, routes)
     return _report(session, checks, warn_days)
 
 

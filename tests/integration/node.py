@@ -1,0 +1,226 @@
+"""The test node as test modules use it: a whole cluster on a pod network of its own.
+
+`scripts/testcluster up --node` runs etcd, the apiserver, controller-manager,
+scheduler, a kubelet with Debian's containerd and runc, kube-proxy and a registry in a
+network namespace it creates (see scripts/testnode.sh). Pods get addresses on a CNI
+bridge and reach Services through kube-proxy, as in a real cluster; `kubectl logs`,
+`exec` and `port-forward` go through the kubelet. The test process stays on the
+host's 127.0.0.1: the apiserver and the registry are relayed out, and a server a test
+starts is relayed in with `Node.exposed` (pods reach it at the node's address, by the
+name its certificate holds through ``hostAliases``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.integration.conftest import wait_for
+from tests.integration.kube import KubeCluster, started_cluster
+from tests.integration.registry import debian_rootfs, push_tar
+
+HOST = "runai.example.test"
+
+
+@dataclass
+class Node:
+    cluster: KubeCluster
+    folder: Path
+    registry: str
+    registry_ca: Path
+    pki: Path  # the local CA (quickstart) whose certificates the TLS servers serve
+
+    @property
+    def ip(self) -> str:
+        """The node's address: where pods reach what `exposed` relays in."""
+        return (self.folder / "node-ip").read_text().strip()
+
+    @property
+    def netns(self) -> str:
+        return (self.folder / "netns").read_text().strip()
+
+    def ref(self, path: str) -> str:
+        return f"{self.registry}/{path}"
+
+    @contextlib.contextmanager
+    def exposed(self, *ports: int) -> Iterator[str]:
+        """The host's 127.0.0.1:PORT relayed into the node's namespace at NODE-IP:PORT for
+        as long as the block runs; yields the node address."""
+        proc = subprocess.run(
+            [str(ROOT / "scripts" / "testcluster"), "expose", str(self.folder), *map(str, ports)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            pytest.fail(f"testcluster expose failed: {proc.stderr}")
+        pid = int(proc.stdout.strip())
+        try:
+            yield self.ip
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    @contextlib.contextmanager
+    def port_forward(self, ns: str, target: str, port: str | int) -> Iterator[int]:
+        """``kubectl port-forward`` (through the apiserver and the kubelet) to ``target``'s
+        ``port``; yields the local port kubectl picked."""
+        from tests.integration.kube import kubectl_path
+
+        proc = subprocess.Popen(
+            [str(kubectl_path()), "--kubeconfig", str(self.cluster.kubeconfig), "-n", ns,
+             "port-forward", target, f":{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> REMOTE"
+            if "Forwarding from 127.0.0.1:" not in line:
+                proc.kill()
+                said = proc.stderr.read() if proc.stderr else ""
+                pytest.fail(f"kubectl port-forward {target}: {line}{said}")
+            yield int(line.split("127.0.0.1:")[1].split()[0])
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    def in_netns(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """A command in the node's network namespace (what the node itself sees)."""
+        return subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.netns}", *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def run_pod(self, pod: dict[str, Any], timeout: float = 180) -> tuple[str, str]:
+        """Create ``pod`` and wait until it ends: (phase, its ``main`` container's log, read
+        through the kubelet with kubectl logs)."""
+        self.cluster.kubectl("create", "-f", "-", stdin=json.dumps(pod).encode())
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        phase = ""
+
+        def ended() -> bool:
+            nonlocal phase
+            phase = self.cluster.get("pod", "-n", ns, name)["status"].get("phase", "")
+            return phase in ("Succeeded", "Failed")
+
+        wait_for(f"pod {ns}/{name} to run to completion", ended, timeout=timeout)
+        return phase, self.logs(ns, f"pod/{name}", "main")
+
+    def logs(self, ns: str, target: str, container: str | None = None) -> str:
+        args = ["logs", "-n", ns, target, *(["-c", container] if container else [])]
+        return self.cluster.kubectl(*args, check=False).stdout.decode(errors="replace")
+
+    def wait_rollout(self, ns: str, deployment: str, timeout: int = 240) -> None:
+        """Every replica Ready: its readiness probe passed on the pod network."""
+        proc = self.cluster.kubectl(
+            "-n", ns, "rollout", "status", f"deployment/{deployment}", f"--timeout={timeout}s",
+            check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            described = self.cluster.kubectl("-n", ns, "describe", "pods", check=False).stdout
+            pytest.fail(
+                f"deployment {ns}/{deployment} not ready: {proc.stderr.decode()}\n"
+                f"{described.decode()[-4000:]}"
+            )
+
+
+@contextlib.contextmanager
+def started_node(folder: Path) -> Iterator[Node]:
+    """A node cluster for a module; when the module is done it is brought down and must
+    leave nothing behind after the pods it ran (checked here, on this very node)."""
+    pki = folder / "pki"
+    result = run_cli("quickstart", "--domain", HOST, "--ip", "127.0.0.1", "--out", pki)
+    assert result.code == 0, result.err
+    d = folder / "cluster"
+    host_rules = _host_iptables()
+    started = time.monotonic()
+    with started_cluster(d, node=True) as cluster:
+        print(f"\nnode Ready {time.monotonic() - started:.1f} s after `up --node`")
+        node = Node(cluster, d, (d / "registry").read_text().strip(), d / "registry-ca.crt", pki)
+        netns, cgroup_root = node.netns, (d / "node" / "cgroup-root").read_text().strip()
+        yield node
+    _assert_nothing_left(d, netns, cgroup_root, host_rules)
+
+
+def _host_iptables() -> str:
+    proc = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False)
+    # The counters change with any traffic; the rules are what must stay.
+    return "\n".join(line for line in proc.stdout.splitlines() if line[:1] not in "#:")
+
+
+def _assert_nothing_left(folder: Path, netns: str, cgroup_root: str, host_rules: str) -> None:
+    mounts = [m for m in Path("/proc/mounts").read_text().splitlines() if str(folder) in m]
+    assert not mounts, f"mounts left by `testcluster down`: {mounts}"
+    netns_list = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert netns not in netns_list, f"network namespace {netns} left: {netns_list}"
+    leftovers = [p for p in Path("/sys/fs/cgroup").glob(f"*{cgroup_root}") if p.exists()]
+    assert not leftovers, f"cgroups left: {leftovers}"
+    ps = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True, check=True)
+    alive = [
+        line for line in ps.stdout.splitlines()
+        if str(folder) in line and not line.lstrip().startswith("Z")
+    ]  # fmt: skip
+    assert not alive, f"processes left: {alive}"
+    assert _host_iptables() == host_rules, "the host's iptables rules changed"
+
+
+def pod(
+    name: str,
+    ns: str,
+    image: str,
+    *,
+    args: list[str] | None = None,
+    command: list[str] | None = None,
+    container: dict[str, Any] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A pod on the pod network that runs once; its container is named ``main``."""
+    main: dict[str, Any] = {"name": "main", "image": image, **(container or {})}
+    if args is not None:
+        main["args"] = args
+    if command is not None:
+        main["command"] = command
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, **spec.pop("metadata", {})},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [main],
+            **spec,
+        },
+    }
+
+
+def host_aliases(node: Node, *names: str) -> list[dict[str, Any]]:
+    """What pods need to reach an exposed server by the name its certificate holds (the
+    test cluster has no DNS)."""
+    return [{"ip": node.ip, "hostnames": list(names or (HOST,))}]
+
+
+def push_debian(node: Node) -> str:
+    ref = node.ref("library/debian:bookworm")
+    push_tar(ref, debian_rootfs())
+    return ref
+
+
+def build_airtrust_image(node: Node, base: str, wheels: Path, tag: str = "test") -> str:
+    """The airtrust image as an admin builds it across the gap: the offline bundle's
+    wheels on the Debian base, no Docker."""
+    ref = node.ref(f"airtrust/controller:{tag}")
+    built = run_cli(
+        "image", "build-controller", "--base", base, "--to", ref,
+        "--wheels", wheels, "--registry-ca", node.registry_ca,
+    )  # fmt: skip
+    assert built.code == 0, built.err
+    return ref
