@@ -335,6 +335,29 @@ def test_the_rendered_controller_runs_as_written_and_keeps_secrets_converged(
         )
         cluster.kubectl("delete", "secret", "runai-ca-cert", "-n", "team-a")
         wait_for("the new holder converging", lambda: secret_in("team-a"), 60)
+        # doctor sees the controller's health from the cluster: the Deployment and the
+        # Lease (the new holder), in its JSON and in the HTML report.
+        config = tmp_path / "airtrust.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "domain": HOST,
+                    "version": "2.20",
+                    "ca": {"bundle": [str(node.pki / "ca-bundle.pem")]},
+                    "kubeconfig": str(cluster.kubeconfig),
+                    "clusters": [{"context": "admin"}],
+                }
+            )
+        )
+        node.wait_rollout("airtrust-system", "airtrust-sync")  # the replacement replica too
+        new_holder = str(_lease(node)["holderIdentity"])
+        page = tmp_path / "doctor.html"
+        doctor = run_cli("doctor", "-c", config, "--html", page, "-o", "json")
+        assert "Traceback" not in doctor.err, doctor.err
+        (health,) = [c for c in json.loads(doctor.out)["checks"] if c["name"] == "sync-controller"]
+        assert health["status"] == "ok", health
+        assert f"Lease held by {new_holder}" in health["evidence"], health
+        assert "sync-controller" in page.read_text() and new_holder in page.read_text()
         # Reliability: the node's agents restart under the running controller.
         for what in ("kubelet", "containerd"):
             run_script(f"stop-{what}", node.folder)

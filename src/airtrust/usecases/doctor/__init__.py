@@ -31,6 +31,7 @@ from airtrust.probe import ConnectTo
 from airtrust.usecases.apply import gather_facts
 from airtrust.usecases.doctor.bundle import check_bundle
 from airtrust.usecases.doctor.cluster_oidc import check_cluster_oidc
+from airtrust.usecases.doctor.controller import check_controller
 from airtrust.usecases.doctor.endpoints import check_endpoint, check_oidc
 from airtrust.usecases.doctor.helm import check_helm
 from airtrust.usecases.doctor.inject import check_inject
@@ -160,6 +161,7 @@ def run_doctor(
     checks += check_helm(session)
     checks += check_sidecars(session, facts)
     checks += check_inject(session)
+    checks += check_controller(session)
     if probe:
         routes = connect_to if probe_connect_to is None else probe_connect_to
         checks += check_probe(session, facts, routes)
