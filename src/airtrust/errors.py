@@ -19,6 +19,8 @@ raises and never prints or exits.
      |    +-- ImageNotFound      the image reference names nothing in the registry
      |    +-- KeystoreError      a Java store cannot be read (format, password)
      |    +-- StalePlan          apply FILE: the cluster changed since plan --out FILE
+     |    +-- NodeTrustError     a runtime's trust cannot be written as asked (registry
+     |                           name, runtime, containerd config without config_path)
      +-- CheckFailed             a verification or check answered no          exit 1
      |    +-- VerificationFailed path validation rejected a certificate
      |    +-- Conflict           server-side apply: fields owned by another manager
@@ -53,6 +55,7 @@ __all__ = [
     "ImageNotFound",
     "InputError",
     "KeystoreError",
+    "NodeTrustError",
     "OutputExistsError",
     "OutputIsFolder",
     "OutputNotAFolder",
@@ -144,6 +147,13 @@ class KeystoreError(InputError):
     """A Java store that cannot be read: another format, or not this password."""
 
     reference = "bad-keystore"
+
+
+class NodeTrustError(InputError):
+    """Node trust that cannot be written as asked: a registry that is not HOST[:PORT], no
+    runtime under the root, a containerd that reads no hosts.toml."""
+
+    reference = "node-trust"
 
 
 class StalePlan(InputError):

@@ -1,0 +1,424 @@
+"""What a node's container runtime must hold to trust the local registry, per runtime.
+
+Pure: given the runtime, the registries, the bundle and what the files hold today, the
+files as they must be. Each format is the runtime's own, and a file someone else wrote
+is edited, never replaced: in containerd's ``hosts.toml`` only the ``ca`` of the
+matching host changes (mirrors, capabilities and other hosts stay), in k3s/RKE2's
+``registries.yaml`` only ``configs.<host>.tls.ca_file``. Every edit is re-read and
+compared with the original before it is offered, so a change outside those keys is a
+bug caught here, not a broken node.
+
+Paths are the node's own (absolute, as the runtime reads them); the use case puts
+them under the root it was given (``/`` on a node, ``/host`` in the agent's pod).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import json
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+
+from airtrust.errors import NodeTrustError
+
+__all__ = [
+    "CA_FILE",
+    "CONTAINERD_CONFIG",
+    "DEFAULT_CERTS_DIRS",
+    "FileChange",
+    "Registry",
+    "Runtime",
+    "containerd_certs_dir",
+    "containerd_hosts_toml",
+    "detect_runtime",
+    "k3s_registries_yaml",
+    "node_files",
+    "parse_registry",
+]
+
+CA_FILE = "airtrust-ca.crt"
+
+
+class Runtime(enum.StrEnum):
+    CONTAINERD = "containerd"
+    CRIO = "crio"
+    DOCKER = "docker"
+    K3S = "k3s"
+    RKE2 = "rke2"
+
+
+#: where each runtime looks for per-registry trust, as installed by its packages
+DEFAULT_CERTS_DIRS: Mapping[Runtime, str] = {
+    Runtime.CONTAINERD: "/etc/containerd/certs.d",
+    Runtime.CRIO: "/etc/containers/certs.d",
+    Runtime.DOCKER: "/etc/docker/certs.d",
+    Runtime.K3S: "/etc/rancher/k3s",
+    Runtime.RKE2: "/etc/rancher/rke2",
+}
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+# What a root holds, in the order a node with several is judged: k3s and RKE2 bundle
+# their own containerd, so they come before it.
+_MARKERS: tuple[tuple[Runtime, str], ...] = (
+    (Runtime.K3S, "etc/rancher/k3s"),
+    (Runtime.RKE2, "etc/rancher/rke2"),
+    (Runtime.CONTAINERD, "etc/containerd"),
+    (Runtime.CRIO, "etc/crio"),
+    (Runtime.DOCKER, "etc/docker"),
+)
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+
+
+@dataclass(frozen=True, order=True)
+class Registry:
+    """A registry as runtimes name it: host and optional port, nothing else."""
+
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.port else host
+
+    @property
+    def openshift_key(self) -> str:
+        """``image.config.openshift.io``'s ConfigMap key: ``host..port`` (a key cannot hold
+        a colon)."""
+        return f"{self.host}..{self.port}" if self.port else self.host
+
+
+def parse_registry(text: str) -> Registry:
+    """``host[:port]``; a scheme, a path or anything else is refused in one line."""
+    given = text.strip()
+    fix = f"give the registry as HOST[:PORT], e.g. {_suggest(given)}"
+    if "://" in given:
+        raise NodeTrustError(f"registry {text!r} has a scheme", hint=fix, reference="bad-registry")
+    if "/" in given or "?" in given or "#" in given or "@" in given:
+        raise NodeTrustError(f"registry {text!r} has a path", hint=fix, reference="bad-registry")
+    host, port = given, None
+    if given.startswith("["):
+        host, _, rest = given[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise NodeTrustError(
+                    f"registry {text!r} is not HOST[:PORT]", hint=fix, reference="bad-registry"
+                )
+            port = _port(text, rest[1:], fix)
+    elif given.count(":") == 1:
+        host, raw = given.split(":")
+        port = _port(text, raw, fix)
+    if not host or not (_HOST.match(host) or _is_ip(host)):
+        raise NodeTrustError(
+            f"registry {text!r} is not HOST[:PORT]", hint=fix, reference="bad-registry"
+        )
+    return Registry(host.lower(), port)
+
+
+def _port(text: str, raw: str, fix: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise NodeTrustError(
+            f"registry {text!r}: port {raw!r} is not 1-65535", hint=fix, reference="bad-registry"
+        )
+    return int(raw)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _suggest(given: str) -> str:
+    rest = given.split("://", 1)[-1]
+    return rest.split("/", 1)[0] or "registry.local:5000"
+
+
+def detect_runtime(exists: Callable[[str], bool]) -> Runtime:
+    """The runtime a root holds (``exists`` answers for paths relative to it)."""
+    for runtime, marker in _MARKERS:
+        if exists(marker):
+            return runtime
+    raise NodeTrustError(
+        "no container runtime found under the root (looked for "
+        + ", ".join(f"/{m}" for _, m in _MARKERS)
+        + ")",
+        hint="give --root the node's root filesystem, or name the runtime with --runtime",
+        reference="no-runtime",
+    )
+
+
+# --- containerd ---------------------------------------------------------------------------
+
+
+def containerd_certs_dir(config_text: str, config_path: str) -> str:
+    """Where containerd reads ``hosts.toml`` (its ``config_path``), or an error with the
+    exact lines to add: airtrust never edits containerd's config nor restarts it."""
+    try:
+        config = tomllib.loads(config_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise NodeTrustError(
+            f"{config_path} is not TOML: {exc}",
+            hint="fix the file; containerd would not start with it either",
+            reference="bad-containerd-config",
+        ) from None
+    version = int(config.get("version", 1))
+    plugins = config.get("plugins") or {}
+    if version >= 3:
+        section = 'plugins."io.containerd.cri.v1.images".registry'
+        registry = (plugins.get("io.containerd.cri.v1.images") or {}).get("registry") or {}
+    else:
+        section = 'plugins."io.containerd.grpc.v1.cri".registry'
+        registry = (plugins.get("io.containerd.grpc.v1.cri") or {}).get("registry") or {}
+    path = registry.get("config_path")
+    if isinstance(path, str) and path:
+        # containerd takes a list separated by ':'; the first is where files go.
+        return path.split(":")[0]
+    raise NodeTrustError(
+        f"{config_path} (containerd, config version {version}) sets no registry config_path, "
+        "so containerd reads no hosts.toml",
+        hint=f"add these lines, then restart containerd once: [{section}] config_path = "
+        f'"{DEFAULT_CERTS_DIRS[Runtime.CONTAINERD]}"',
+        reference="containerd-no-config-path",
+    )
+
+
+def containerd_hosts_toml(existing: str | None, registry: Registry, ca_file: str) -> str:
+    """``hosts.toml`` for ``registry`` with ``ca_file`` trusted; an existing file keeps
+    everything but the matching host's ``ca`` (to which ``ca_file`` is added)."""
+    url = f"https://{registry}"
+    if existing is None or not existing.strip():
+        return (
+            f'server = "{url}"\n\n[host."{url}"]\n'
+            f'  capabilities = ["pull", "resolve"]\n  ca = "{ca_file}"\n'
+        )
+    before = _toml(existing)
+    hosts = before.get("host") or {}
+    if url in hosts:
+        text = _set_table_ca(existing, url, _with(hosts[url].get("ca"), ca_file))
+    elif before.get("server") == url:
+        # The registry is the file's server: its TLS settings are the top-level keys.
+        text = _set_top_ca(existing, _with(before.get("ca"), ca_file))
+    else:
+        # A host of its own, after the ones already there (the mirrors stay first).
+        text = existing.rstrip("\n") + (
+            f'\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n  ca = "{ca_file}"\n'
+        )
+    after = _toml(text)
+    _same_but_ca(before, after, url)
+    return text
+
+
+def _toml(text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise NodeTrustError(
+            f"hosts.toml is not TOML: {exc}",
+            hint="fix or move the file; containerd ignores it as it is",
+            reference="bad-hosts-toml",
+        ) from None
+
+
+def _with(current: object, ca_file: str) -> str | list[str]:
+    if current is None or current == ca_file:
+        return ca_file
+    if isinstance(current, str):
+        values = [current]
+    elif isinstance(current, list):
+        values = [str(v) for v in current]
+    else:
+        values = []
+    return values if ca_file in values else [*values, ca_file]
+
+
+def _ca_line(value: str | list[str], indent: str) -> str:
+    return f"{indent}ca = {json.dumps(value)}\n"
+
+
+_KEY_CA = re.compile(r"^(\s*)ca\s*=")
+_TABLE = re.compile(r"^\s*\[")
+
+
+def _value_end(lines: list[str], start: int) -> int:
+    """The line after a key's value (arrays may span lines)."""
+    value = lines[start].split("=", 1)[1].strip()
+    if not value.startswith("[") or value.count("[") <= value.count("]"):
+        return start + 1
+    depth = value.count("[") - value.count("]")
+    i = start + 1
+    while i < len(lines) and depth > 0:
+        depth += lines[i].count("[") - lines[i].count("]")
+        i += 1
+    return i
+
+
+def _set_in(lines: list[str], start: int, end: int, value: str | list[str], indent: str) -> str:
+    for i in range(start, end):
+        m = _KEY_CA.match(lines[i])
+        if m:
+            j = _value_end(lines, i)
+            return "".join([*lines[:i], _ca_line(value, m.group(1)), *lines[j:]])
+    return "".join([*lines[:end], _ca_line(value, indent), *lines[end:]])
+
+
+def _set_table_ca(text: str, url: str, value: str | list[str]) -> str:
+    lines = text.splitlines(keepends=True)
+    header = re.compile(r'^\s*\[\s*host\s*\.\s*"' + re.escape(url) + r'"\s*\]')
+    start = next(i for i, line in enumerate(lines) if header.match(line))
+    end = next((i for i in range(start + 1, len(lines)) if _TABLE.match(lines[i])), len(lines))
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1  # new keys go after the table's last key, not after blank lines
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    return _set_in(lines, start + 1, end, value, "  ")
+
+
+def _set_top_ca(text: str, value: str | list[str]) -> str:
+    lines = text.splitlines(keepends=True)
+    end = next((i for i, line in enumerate(lines) if _TABLE.match(line)), len(lines))
+    for i in range(end):
+        if _KEY_CA.match(lines[i]):
+            return _set_in(lines, 0, end, value, "")
+    server = next(i for i in range(end) if lines[i].lstrip().startswith("server"))
+    return "".join([*lines[: server + 1], _ca_line(value, ""), *lines[server + 1 :]])
+
+
+def _same_but_ca(before: dict[str, Any], after: dict[str, Any], url: str) -> None:
+    def strip(doc: dict[str, Any]) -> dict[str, Any]:
+        out = json.loads(json.dumps(doc))
+        out.pop("ca", None)
+        (out.get("host") or {}).get(url, {}).pop("ca", None)
+        if url in (out.get("host") or {}) and url not in (before.get("host") or {}):
+            out["host"].pop(url)
+        return dict(out)
+
+    if strip(before) != strip(after):
+        raise NodeTrustError(  # a bug in the edit above, never the user's input
+            "editing hosts.toml would change more than the registry's ca; nothing written",
+            hint="report this with the file; set the ca line by hand meanwhile",
+            reference="hosts-toml-edit",
+        )
+
+
+# --- k3s / RKE2 ---------------------------------------------------------------------------
+
+
+def k3s_registries_yaml(existing: str | None, cas: Mapping[Registry, str]) -> str:
+    """``registries.yaml`` with ``configs."<host:port>".tls.ca_file`` set for each registry;
+    everything else in the file kept."""
+    try:
+        doc = yaml.safe_load(existing) if existing else {}
+    except yaml.YAMLError as exc:
+        raise NodeTrustError(
+            f"registries.yaml is not YAML: {exc}".splitlines()[0],
+            hint="fix the file; k3s/RKE2 would not read it either",
+            reference="bad-registries-yaml",
+        ) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise NodeTrustError(
+            "registries.yaml does not hold a mapping",
+            hint="fix the file; k3s/RKE2 would not read it either",
+            reference="bad-registries-yaml",
+        )
+    configs = doc.setdefault("configs", {}) or {}
+    doc["configs"] = configs
+    for registry, ca_file in sorted(cas.items()):
+        entry = configs.setdefault(str(registry), {}) or {}
+        configs[str(registry)] = entry
+        tls = entry.setdefault("tls", {}) or {}
+        entry["tls"] = tls
+        tls["ca_file"] = ca_file
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+# --- every runtime ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file as it must be on the node (``path`` absolute, as the runtime reads it)."""
+
+    path: str
+    content: bytes
+    why: str
+
+
+def node_files(
+    runtime: Runtime,
+    registries: Sequence[Registry],
+    bundle_pem: bytes,
+    read: Callable[[str], bytes | None],
+    *,
+    certs_dir: str | None = None,
+    written: Mapping[str, bytes] | None = None,
+) -> tuple[list[FileChange], str | None]:
+    """The files ``runtime`` needs to trust ``bundle_pem`` for ``registries``, and the
+    restart it needs for them, if any (k3s and RKE2 read registries.yaml at start only).
+    ``read`` gives a node path's current bytes (None when absent); ``written`` what
+    airtrust last wrote to a path, so a CA it put there before (the old one, after a
+    rotation) is not taken for someone else's."""
+    written = written or {}
+    if not registries:
+        raise NodeTrustError(
+            "no registry given",
+            hint="name each registry the nodes pull from: --registry HOST[:PORT]",
+            reference="no-registry",
+        )
+    base = PurePosixPath(certs_dir or DEFAULT_CERTS_DIRS[runtime])
+    out: list[FileChange] = []
+    if runtime is Runtime.CONTAINERD:
+        for registry in registries:
+            folder = base / str(registry)
+            ca = str(folder / CA_FILE)
+            out.append(FileChange(ca, bundle_pem, f"the CA {registry} is trusted with"))
+            current = read(str(folder / "hosts.toml"))
+            text = containerd_hosts_toml(
+                current.decode() if current is not None else None, registry, ca
+            )
+            out.append(
+                FileChange(
+                    str(folder / "hosts.toml"),
+                    text.encode(),
+                    f"containerd's ca for https://{registry}",
+                )
+            )
+        return out, None
+    if runtime in (Runtime.CRIO, Runtime.DOCKER):
+        for registry in registries:
+            path = str(base / str(registry) / "ca.crt")
+            merged = _merged_pem(read(path), written.get(path), bundle_pem)
+            out.append(FileChange(path, merged, f"{runtime} trusts these CAs for {registry}"))
+        return out, None
+    cas = {r: str(base / "airtrust" / f"{str(r).replace(':', '_')}-ca.crt") for r in registries}
+    for registry, path in sorted(cas.items()):
+        out.append(FileChange(path, bundle_pem, f"the CA {registry} is trusted with"))
+    config = str(base / "registries.yaml")
+    current = read(config)
+    text = k3s_registries_yaml(current.decode() if current is not None else None, cas)
+    out.append(FileChange(config, text.encode(), f"{runtime}'s tls.ca_file per registry"))
+    service = "k3s (or k3s-agent)" if runtime is Runtime.K3S else "rke2-server (or rke2-agent)"
+    return out, f"restart {service}: it reads registries.yaml only when it starts"
+
+
+_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\s*", re.S)
+
+
+def _merged_pem(current: bytes | None, before: bytes | None, bundle_pem: bytes) -> bytes:
+    """A ``ca.crt`` someone else wrote keeps their certificates; airtrust's follow (what
+    airtrust wrote ``before`` is its own, dropped when the bundle no longer has it)."""
+    if current is None:
+        return bundle_pem
+    ours = {m.group(0).strip() for m in _PEM.finditer(bundle_pem + (before or b""))}
+    kept = [m.group(0).strip() for m in _PEM.finditer(current) if m.group(0).strip() not in ours]
+    return b"".join(block + b"\n" for block in kept) + bundle_pem

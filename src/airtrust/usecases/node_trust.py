@@ -1,0 +1,230 @@
+"""``node install``: a node's container runtime made to trust the local registry.
+
+The files come from ``plan.node_trust``; this module reads what the root holds, writes
+what changed (all or nothing, through ``files.OutputSet``), and keeps a record of what
+airtrust wrote (``/var/lib/airtrust/node-trust.json`` under the root), so a re-run
+writes nothing, ``--remove`` takes back exactly that (a file airtrust created is
+deleted, a file it edited gets its backup back) and a CA airtrust put into a shared
+``ca.crt`` before is not mistaken for someone else's after a rotation.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airtrust.errors import NodeTrustError
+from airtrust.files import OutputSet
+from airtrust.plan.node_trust import (
+    CONTAINERD_CONFIG,
+    FileChange,
+    Registry,
+    Runtime,
+    containerd_certs_dir,
+    detect_runtime,
+    node_files,
+)
+
+__all__ = ["STATE", "NodeChange", "NodeTrustReport", "install", "remove"]
+
+STATE = "/var/lib/airtrust/node-trust.json"
+BACKUP_SUFFIX = ".airtrust-backup"
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    path: str  # as the node reads it
+    action: str  # "write", "unchanged", "delete", "restore", "kept"
+    why: str
+
+
+@dataclass
+class NodeTrustReport:
+    runtime: Runtime
+    root: Path
+    dry_run: bool
+    changes: list[NodeChange] = field(default_factory=list)
+    restart: str | None = None
+
+    @property
+    def writes(self) -> int:
+        return sum(c.action in ("write", "delete", "restore") for c in self.changes)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "runtime": str(self.runtime),
+            "root": str(self.root),
+            "dry_run": self.dry_run,
+            "writes": self.writes,
+            "restart": self.restart,
+            "changes": [{"path": c.path, "action": c.action, "why": c.why} for c in self.changes],
+        }
+
+
+def _under(root: Path, node_path: str) -> Path:
+    return root / node_path.lstrip("/")
+
+
+def _read(root: Path, node_path: str) -> bytes | None:
+    path = _under(root, node_path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise NodeTrustError(
+            f"{path} is a folder, where the runtime expects a file",
+            hint="move it away",
+            reference="node-file-is-folder",
+        ) from None
+    except OSError as exc:
+        raise NodeTrustError(
+            f"cannot read {path}: {exc.strerror}",
+            hint="run as root on the node (or mount its root with --root)",
+            reference="node-unreadable",
+        ) from None
+
+
+def _state(root: Path) -> dict[str, dict[str, object]]:
+    raw = _read(root, STATE)
+    if raw is None:
+        return {}
+    try:
+        files = json.loads(raw).get("files", {})
+    except (ValueError, AttributeError):
+        raise NodeTrustError(
+            f"{_under(root, STATE)} is not airtrust's record",
+            hint="move it away; airtrust then treats every file as not its own",
+            reference="node-state",
+        ) from None
+    return dict(files)
+
+
+def _state_bytes(files: dict[str, dict[str, object]]) -> bytes:
+    return (json.dumps({"version": 1, "files": files}, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def resolve_runtime(root: Path, runtime: Runtime | None) -> Runtime:
+    if runtime is not None:
+        return runtime
+    return detect_runtime(lambda rel: (root / rel).exists())
+
+
+def certs_dir_for(
+    root: Path, runtime: Runtime, certs_dir: str | None, containerd_config: str | None
+) -> str | None:
+    """Where the runtime reads per-registry trust: as given, or for containerd from its
+    own config (``config_path``), which airtrust reads and never edits."""
+    if certs_dir is not None or runtime is not Runtime.CONTAINERD:
+        return certs_dir
+    config = containerd_config or CONTAINERD_CONFIG
+    text = _read(root, config)
+    if text is None:
+        raise NodeTrustError(
+            f"{_under(root, config)} does not exist",
+            hint="give containerd's config with --containerd-config, or its "
+            "certs.d folder with --certs-dir",
+            reference="no-containerd-config",
+        )
+    return containerd_certs_dir(text.decode(errors="replace"), str(_under(root, config)))
+
+
+def install(
+    root: Path,
+    registries: Sequence[Registry],
+    bundle_pem: bytes,
+    *,
+    runtime: Runtime | None = None,
+    certs_dir: str | None = None,
+    containerd_config: str | None = None,
+    dry_run: bool = False,
+) -> NodeTrustReport:
+    chosen = resolve_runtime(root, runtime)
+    folder = certs_dir_for(root, chosen, certs_dir, containerd_config)
+    state = _state(root)
+    written = {
+        p: base64.b64decode(str(entry["ours"])) for p, entry in state.items() if entry.get("ours")
+    }
+    files, restart = node_files(
+        chosen, registries, bundle_pem, lambda p: _read(root, p), certs_dir=folder, written=written
+    )
+    report = NodeTrustReport(chosen, root, dry_run)
+    out = OutputSet(force=True)
+    for change in files:
+        current = _read(root, change.path)
+        if current == change.content:
+            report.changes.append(NodeChange(change.path, "unchanged", change.why))
+            continue
+        report.changes.append(NodeChange(change.path, "write", change.why))
+        entry = dict(state.get(change.path) or {"created": current is None})
+        if current is not None and not entry.get("created") and "backup" not in entry:
+            # The first time airtrust edits a file someone else wrote: its backup.
+            backup = change.path + BACKUP_SUFFIX
+            out.add(_under(root, backup), current)
+            entry["backup"] = backup
+        entry["sha256"] = _sha(change.content)
+        entry["ours"] = _ours(change, bundle_pem)
+        state[change.path] = entry
+        out.add(_under(root, change.path), change.content)
+    report.restart = restart if report.writes else None
+    if report.writes and not dry_run:
+        out.add(_under(root, STATE), _state_bytes(state))
+        out.commit()
+    return report
+
+
+def _ours(change: FileChange, bundle_pem: bytes) -> str | None:
+    """The part of a file that is airtrust's CA (for a ``ca.crt`` shared with others)."""
+    if change.path.endswith(".crt"):
+        return base64.b64encode(bundle_pem).decode()
+    return None
+
+
+def remove(root: Path, *, dry_run: bool = False, runtime: Runtime | None = None) -> NodeTrustReport:
+    """Take back what airtrust wrote, and only that: a file changed since is kept."""
+    state = _state(root)
+    chosen = runtime or (resolve_runtime(root, None) if state else Runtime.CONTAINERD)
+    report = NodeTrustReport(chosen, root, dry_run)
+    deletions: list[Path] = []
+    out = OutputSet(force=True)
+    for path, entry in sorted(state.items()):
+        current = _read(root, path)
+        if current is None:
+            continue
+        if _sha(current) != entry.get("sha256"):
+            report.changes.append(NodeChange(path, "kept", "changed since airtrust wrote it"))
+            continue
+        backup = entry.get("backup")
+        if isinstance(backup, str) and (saved := _read(root, backup)) is not None:
+            report.changes.append(NodeChange(path, "restore", f"from {backup}"))
+            out.add(_under(root, path), saved)
+            deletions.append(_under(root, backup))
+        else:
+            report.changes.append(NodeChange(path, "delete", "airtrust created it"))
+            deletions.append(_under(root, path))
+    if state:
+        deletions.append(_under(root, STATE))
+    if dry_run or not report.writes:
+        return report
+    out.commit()
+    for gone in deletions:
+        gone.unlink(missing_ok=True)
+        _prune(gone.parent, root)
+    return report
+
+
+def _prune(folder: Path, root: Path) -> None:
+    """A folder airtrust's files leave empty: a registry's own (``certs.d/HOST:PORT``) or
+    airtrust's; never a runtime's folder, which other tools may expect to exist."""
+    if folder == root or not folder.is_dir() or any(folder.iterdir()):
+        return
+    if folder.name == "airtrust" or ("." in folder.name or ":" in folder.name):
+        folder.rmdir()

@@ -1,0 +1,247 @@
+"""`airtrust node install` judged by the runtimes themselves.
+
+containerd on the real test node decides whether an image pull from a registry whose
+CA it did not know works (the kubelet's event text before, a running pod after);
+skopeo (containers/image, as CRI-O and podman read it) judges the certs.d layout with
+--cert-dir against the same registry. Docker's and k3s/RKE2's layouts are judged by
+reading the files as those tools do (a PEM file; YAML), said plainly here: neither
+runtime runs on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+from tests.integration.conftest import require, wait_for
+from tests.integration.node import Node, pod, started_node
+from tests.integration.registry import Registry, debian_rootfs, push_tar, started_registry
+
+pytestmark = pytest.mark.integration
+X509 = "x509: certificate signed by unknown authority"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    with started_node(tmp_path_factory.mktemp("node")) as n:
+        yield n
+
+
+@dataclass
+class Untrusted:
+    """A registry whose certificate comes from a CA the node does not know."""
+
+    registry: Registry
+    ca: Path  # that CA's certificate
+    name: str  # HOST:PORT as the node reaches it
+    image: str
+
+
+@pytest.fixture(scope="module")
+def untrusted(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Untrusted]:
+    folder = tmp_path_factory.mktemp("other-registry")
+    assert run_cli("ca", "create", "--out", folder / "ca", "--name", "Registry Island CA").code == 0
+    issued = run_cli(
+        "cert", "issue", "--ca-dir", folder / "ca", "--domain", "localhost",
+        "--ip", "127.0.0.1", "--ip", node.ip, "--out", folder / "tls",
+    )  # fmt: skip
+    assert issued.code == 0, issued.err
+    tls = (folder / "tls" / "tls.crt", folder / "tls" / "tls.key")
+    with started_registry(folder / "registry", tls=tls) as registry:
+        port = registry.host.rsplit(":", 1)[1]
+        push_tar(
+            registry.ref("library/debian:bookworm"),
+            debian_rootfs(),
+            env={"SSL_CERT_FILE": str(folder / "ca" / "ca.crt")},
+        )
+        with node.exposed(int(port)):
+            name = f"{node.ip}:{port}"
+            yield Untrusted(
+                registry, folder / "ca" / "ca.crt", name, f"{name}/library/debian:bookworm"
+            )
+
+
+def _pull_events(node: Node, ns: str, name: str) -> str:
+    events = node.cluster.get("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")
+    return "\n".join(str(e.get("message", "")) for e in events["items"])
+
+
+def _pulls(node: Node, ns: str, name: str, image: str) -> tuple[bool, str]:
+    """Create a pod of ``image`` (always pulled) and wait until containerd decided: (ran,
+    the kubelet's events for it)."""
+    spec = pod(name, ns, image, command=["true"])
+    spec["spec"]["containers"][0]["imagePullPolicy"] = "Always"
+    node.cluster.kubectl("create", "-f", "-", stdin=json.dumps(spec).encode())
+    outcome = ""
+
+    def decided() -> bool:
+        nonlocal outcome
+        status = node.cluster.get("pod", "-n", ns, name)["status"]
+        if status.get("phase") in ("Succeeded", "Running"):
+            outcome = "ran"
+            return True
+        waiting = [
+            (s.get("state") or {}).get("waiting", {}).get("reason", "")
+            for s in status.get("containerStatuses") or []
+        ]
+        if any(r in ("ErrImagePull", "ImagePullBackOff") for r in waiting):
+            outcome = "refused"
+            return True
+        return False
+
+    wait_for(f"containerd to pull or refuse {image}", decided, timeout=120)
+    return outcome == "ran", _pull_events(node, ns, name)
+
+
+def test_containerd_pulls_from_an_unknown_ca_registry_only_after_node_install(
+    node: Node, untrusted: Untrusted, tmp_path: Path
+) -> None:
+    """The node's containerd refuses the pull with the x509 text; `node install` sets only
+    the ca of the matching host in an existing hosts.toml (a mirror and capabilities
+    stay); the same pull then runs. A re-run writes nothing; --remove restores the file."""
+    certs_d = node.folder / "node" / "certs.d"
+    folder = certs_d / untrusted.name
+    folder.mkdir(parents=True)
+    # Someone's hosts.toml: a mirror first (the node's own registry, trusted; it does not
+    # hold this image, so containerd falls through to the host), then the host itself.
+    existing = (
+        "# managed by the platform team\n"
+        f'server = "https://{untrusted.name}"\n\n'
+        f'[host."https://{node.registry}"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+        f'  ca = "{node.registry_ca}"\n\n'
+        f'[host."https://{untrusted.name}"]\n'
+        '  capabilities = ["pull", "resolve"]\n'
+    )
+    (folder / "hosts.toml").write_text(existing)
+    node.cluster.kubectl("create", "namespace", "pull-before")
+    ran, events = _pulls(node, "pull-before", "before", untrusted.image)
+    assert not ran, events
+    assert X509 in events, events
+    install = [
+        "node", "install", "--root", "/", "--runtime", "containerd",
+        "--containerd-config", node.folder / "node" / "containerd.toml",
+        "--registry", untrusted.name, "--ca", untrusted.ca, "-o", "json",
+    ]  # fmt: skip
+    first = run_cli(*install)
+    assert first.code == 0, first.err
+    assert json.loads(first.out)["writes"] == 2
+    written = tomllib.loads((folder / "hosts.toml").read_text())
+    before = tomllib.loads(existing)
+    assert written["host"][f"https://{node.registry}"] == before["host"][f"https://{node.registry}"]
+    host = written["host"][f"https://{untrusted.name}"]
+    assert host["capabilities"] == ["pull", "resolve"]
+    assert host["ca"] == str(folder / "airtrust-ca.crt")
+    assert (folder / "hosts.toml.airtrust-backup").read_text() == existing
+    node.cluster.kubectl("create", "namespace", "pull-after")
+    ran, events = _pulls(node, "pull-after", "after", untrusted.image)
+    assert ran, events
+    again = run_cli(*install)
+    assert again.code == 0 and json.loads(again.out)["writes"] == 0, again.out
+    removed = run_cli("node", "install", "--root", "/", "--remove", "-o", "json")
+    assert removed.code == 0, removed.err
+    assert (folder / "hosts.toml").read_text() == existing
+    assert not (folder / "airtrust-ca.crt").exists()
+    assert not (folder / "hosts.toml.airtrust-backup").exists()
+    node.cluster.kubectl("create", "namespace", "pull-removed")
+    ran, events = _pulls(node, "pull-removed", "removed", untrusted.image)
+    assert not ran and X509 in events, events
+
+
+def test_the_containers_layout_is_what_skopeo_reads(untrusted: Untrusted, tmp_path: Path) -> None:
+    """CRI-O/podman's certs.d, judged by skopeo (containers/image) with --cert-dir."""
+    root = tmp_path / "root"
+    (root / "etc" / "crio").mkdir(parents=True)
+    name = untrusted.registry.host  # 127.0.0.1:PORT, as this machine reaches it
+    skopeo = require("skopeo")
+    ref = f"docker://{name}/library/debian:bookworm"
+    plain = subprocess.run([skopeo, "inspect", ref], capture_output=True, text=True, check=False)
+    assert plain.returncode != 0 and X509 in plain.stderr, plain.stderr
+    result = run_cli("node", "install", "--root", root, "--registry", name, "--ca", untrusted.ca)
+    assert result.code == 0, result.err
+    assert "(crio)" in result.out, result.out
+    cert_dir = root / "etc" / "containers" / "certs.d" / name
+    judged = subprocess.run(
+        [skopeo, "inspect", "--cert-dir", str(cert_dir), ref],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert judged.returncode == 0, judged.stderr
+    assert json.loads(judged.stdout)["Name"].endswith("library/debian")
+
+
+def test_docker_and_k3s_layouts_hold_the_ca_where_those_tools_read_it(
+    untrusted: Untrusted, tmp_path: Path
+) -> None:
+    """Read as Docker (certs.d/HOST:PORT/ca.crt, PEM) and k3s (registries.yaml, YAML) read
+    them; an existing ca.crt keeps its certificate, an existing registries.yaml its
+    mirrors. Neither runtime runs on this machine."""
+    ca_pem = untrusted.ca.read_text()
+    other = tmp_path / "other"
+    assert run_cli("ca", "create", "--out", other, "--name", "Someone Else").code == 0
+    docker = tmp_path / "docker"
+    (docker / "etc" / "docker" / "certs.d" / "reg.local:5000").mkdir(parents=True)
+    theirs = (other / "ca.crt").read_text()
+    (docker / "etc" / "docker" / "certs.d" / "reg.local:5000" / "ca.crt").write_text(theirs)
+    r = run_cli(
+        "node", "install", "--root", docker, "--registry", "reg.local:5000", "--ca", untrusted.ca
+    )
+    assert r.code == 0, r.err
+    ca_crt = docker / "etc" / "docker" / "certs.d" / "reg.local:5000" / "ca.crt"
+    held = ca_crt.read_text()
+    assert theirs.strip() in held and ca_pem.strip() in held
+    openssl = subprocess.run(
+        ["openssl", "storeutl", "-noout", "-certs", str(ca_crt)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "Total found: 2" in openssl.stdout, openssl.stdout + openssl.stderr
+    k3s = tmp_path / "k3s"
+    (k3s / "etc" / "rancher" / "k3s").mkdir(parents=True)
+    mirrors = {"mirrors": {"docker.io": {"endpoint": ["https://reg.local:5000"]}}}
+    (k3s / "etc" / "rancher" / "k3s" / "registries.yaml").write_text(yaml.safe_dump(mirrors))
+    r = run_cli(
+        "node", "install", "--root", k3s, "--registry", "reg.local:5000", "--ca", untrusted.ca
+    )
+    assert r.code == 0, r.err
+    assert "restart k3s" in r.out, r.out
+    doc = yaml.safe_load((k3s / "etc" / "rancher" / "k3s" / "registries.yaml").read_text())
+    assert doc["mirrors"] == mirrors["mirrors"]
+    ca_file = doc["configs"]["reg.local:5000"]["tls"]["ca_file"]
+    assert (k3s / ca_file.lstrip("/")).read_text() == ca_pem
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--runtime", "kata"], "Invalid value for '--runtime'"),
+        (["--registry", "https://reg.local:5000"], "has a scheme"),
+        (["--registry", "reg.local:5000/team"], "has a path"),
+        (["--registry", "reg.local:99999"], "is not 1-65535"),
+        (["--ca", "KEY"], "private key"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    args: list[str], said: str, untrusted: Untrusted, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    (root / "etc" / "docker").mkdir(parents=True)
+    key = untrusted.ca.with_name("ca.key")
+    given = {"--registry": "reg.local:5000", "--ca": str(untrusted.ca)}
+    pairs = dict(zip(args[::2], args[1::2], strict=True))
+    if pairs.get("--ca") == "KEY":
+        pairs["--ca"] = str(key)
+    given.update(pairs)
+    flat = [x for k, v in given.items() for x in (k, v)]
+    result = run_cli("node", "install", "--root", root, *flat)
+    assert result.code == 2, result.out + result.err
+    assert said in result.err, result.err
+    assert "Traceback" not in result.err
+    assert "-----BEGIN" not in result.err + result.out  # nothing of the key is shown
+    assert [p for p in root.rglob("*") if p.is_file()] == []
