@@ -245,3 +245,55 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert "Traceback" not in result.err
     assert "-----BEGIN" not in result.err + result.out  # nothing of the key is shown
     assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+def test_node_sync_follows_the_ca_secret_and_the_node_says_what_it_holds(
+    node: Node, untrusted: Untrusted, tmp_path: Path
+) -> None:
+    """The agent's pass, run from here with the node's name: the runtime's files follow
+    the secret (a second CA added, as during a rotation), the Node's annotation holds the
+    sha256 of what the runtime trusts, and containerd pulls at each step."""
+    import hashlib
+
+    certs_d = node.folder / "node" / "certs.d"
+    record = certs_d / ".airtrust-node-trust.json"
+    node.cluster.kubectl("create", "namespace", "node-agent")
+    secret = ["-n", "node-agent", "create", "secret", "generic", "registry-ca"]
+    node.cluster.kubectl(*secret, f"--from-file=runai-ca.pem={untrusted.ca}")
+    sync = [
+        "node", "sync", "--source", "secret/node-agent/registry-ca", "--registry", untrusted.name,
+        "--node", "airtrust-node", "--root", "/", "--certs-dir", certs_d, "--once",
+        "--kubeconfig", node.cluster.kubeconfig, "--context", "admin",
+    ]  # fmt: skip
+    ca_file = certs_d / untrusted.name / "airtrust-ca.crt"
+    try:
+        first = run_cli(*sync)
+        assert first.code == 0, first.err
+        annotations = node.cluster.get("node", "airtrust-node")["metadata"]["annotations"]
+        digest = hashlib.sha256(ca_file.read_bytes()).hexdigest()
+        assert annotations["airtrust.io/registry-ca-sha256"] == digest
+        ran, events = _pulls(node, "node-agent", "synced", untrusted.image)
+        assert ran, events
+        # A rotation's old + new in the source: the file follows, the node says so.
+        newer = tmp_path / "newer"
+        assert run_cli("ca", "create", "--out", newer, "--name", "Registry Island CA 2").code == 0
+        both = tmp_path / "both.pem"
+        both.write_bytes(untrusted.ca.read_bytes() + (newer / "ca.crt").read_bytes())
+        replaced = node.cluster.kubectl(
+            *secret, f"--from-file=runai-ca.pem={both}", "--dry-run=client", "-o", "json"
+        ).stdout
+        node.cluster.kubectl("replace", "-f", "-", stdin=replaced)
+        second = run_cli(*sync)
+        assert second.code == 0, second.err
+        held = subprocess.run(
+            ["openssl", "storeutl", "-noout", "-certs", str(ca_file)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert "Total found: 2" in held.stdout, held.stdout
+        annotations = node.cluster.get("node", "airtrust-node")["metadata"]["annotations"]
+        assert annotations["airtrust.io/registry-ca-sha256"] != digest
+        ran, events = _pulls(node, "node-agent", "rotated", untrusted.image)
+        assert ran, events
+    finally:
+        run_cli("node", "install", "--root", "/", "--remove", "--state", record)
+    assert not ca_file.exists() and not record.exists()

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 import typer
 
 from airtrust.cli.output import Format, emit, print_lines, rows_table
-from airtrust.cli.params import OutputOpt
+from airtrust.cli.params import KubeconfigOpt, OutputOpt
 
-__all__ = ["RuntimeChoice", "node_app", "node_install_cmd", "register"]
+__all__ = ["RuntimeChoice", "node_app", "node_install_cmd", "node_sync_cmd", "register"]
 
 node_app = typer.Typer(
     help="Make nodes' container runtimes trust the local registry.", no_args_is_help=True
@@ -57,6 +57,10 @@ def node_install_cmd(
             "--containerd-config", help="containerd's config (default /etc/containerd/config.toml)."
         ),
     ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option("--state", help="airtrust's record of what it wrote (a node path)."),
+    ] = None,
     remove: Annotated[
         bool, typer.Option("--remove", help="Take back what airtrust wrote, and only that.")
     ] = False,
@@ -69,14 +73,14 @@ def node_install_cmd(
     from airtrust.cli.params import read_bundle
     from airtrust.errors import InputError
     from airtrust.plan.node_trust import Runtime, parse_registry
-    from airtrust.usecases.node_trust import install
+    from airtrust.usecases.node_trust import STATE, install
     from airtrust.usecases.node_trust import remove as take_back
 
     chosen = None if runtime is RuntimeChoice.AUTO else Runtime(runtime.value)
     if not root.is_dir():
         raise InputError(f"--root {root} is not a folder", hint="give the node's root, e.g. /")
     if remove:
-        report = take_back(root, dry_run=dry_run, runtime=chosen)
+        report = take_back(root, dry_run=dry_run, runtime=chosen, state_file=state or STATE)
     else:
         if not registry:
             raise InputError(
@@ -94,6 +98,7 @@ def node_install_cmd(
             certs_dir=certs_dir,
             containerd_config=containerd_config,
             dry_run=dry_run,
+            state_file=state or STATE,
         )
     data = report.to_dict()
 
@@ -107,6 +112,76 @@ def node_install_cmd(
         print_lines(console, lines)
 
     emit(data, output, table=table)
+
+
+@node_app.command("sync")
+def node_sync_cmd(
+    source: Annotated[
+        str, typer.Option("--source", help="secret/NS/NAME[:KEY] (or configmap/...) of the CA.")
+    ],
+    registry: Annotated[
+        list[str], typer.Option("--registry", help="HOST[:PORT] the node pulls from (repeat).")
+    ],
+    node: Annotated[
+        str, typer.Option("--node", envvar="NODE_NAME", help="This node's name (env NODE_NAME).")
+    ],
+    root: Annotated[Path, typer.Option("--root", help="The node's root as mounted.")] = Path(
+        "/host"
+    ),
+    runtime: Annotated[RuntimeChoice, typer.Option("--runtime")] = RuntimeChoice.AUTO,
+    certs_dir: Annotated[
+        str | None, typer.Option("--certs-dir", help="The runtime's folder as the node sees it.")
+    ] = None,
+    containerd_config: Annotated[str | None, typer.Option("--containerd-config")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            help="Where airtrust keeps its record (a node path; default: in --certs-dir, "
+            "the one folder the agent's pod mounts).",
+        ),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between passes.", min=1)
+    ] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    in_cluster: Annotated[
+        bool, typer.Option("--in-cluster", help="Use the pod's account.")
+    ] = False,
+    kubeconfig: KubeconfigOpt = None,
+    context: Annotated[str, typer.Option("--context", help="Kube context.")] = "",
+) -> None:
+    """The node agent: the runtime follows the CA source; the node is annotated with the
+    sha256 of the bundle it trusts (airtrust.io/registry-ca-sha256)."""
+    import signal
+
+    from airtrust.cli.output import info, log_to_stderr
+    from airtrust.usecases.node_trust import open_agent
+
+    log_to_stderr()
+    agent = open_agent(
+        source,
+        node,
+        root,
+        registry,
+        runtime=None if runtime is RuntimeChoice.AUTO else runtime.value,
+        certs_dir=certs_dir,
+        containerd_config=containerd_config,
+        state_file=state,
+        in_cluster=in_cluster,
+        kubeconfig=kubeconfig,
+        context=context,
+    )
+    try:
+        if once:
+            report = agent.sync_once()
+            info(f"node {node}: {report.writes} write(s) ({report.runtime})")
+            return
+        signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
+        info(f"node agent on {node}: following {agent.source}, registries {', '.join(registry)}")
+        agent.run(interval)
+    finally:
+        agent.api.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -11,14 +11,20 @@ deleted, a file it edited gets its backup back) and a CA airtrust put into a sha
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airtrust.errors import NodeTrustError
+from airtrust.clock import utc_now
+from airtrust.errors import AirtrustError, NodeTrustError
 from airtrust.files import OutputSet
+from airtrust.kube.api import KubeAPI
+from airtrust.kube.source import read_source
 from airtrust.plan.node_trust import (
     CONTAINERD_CONFIG,
     FileChange,
@@ -28,10 +34,25 @@ from airtrust.plan.node_trust import (
     detect_runtime,
     node_files,
 )
+from airtrust.plan.source import Source
 
-__all__ = ["STATE", "NodeChange", "NodeTrustReport", "install", "remove"]
+log = logging.getLogger("airtrust.node")
+
+__all__ = [
+    "CA_ANNOTATION",
+    "STATE",
+    "NodeAgent",
+    "NodeChange",
+    "NodeTrustReport",
+    "install",
+    "open_agent",
+    "remove",
+]
 
 STATE = "/var/lib/airtrust/node-trust.json"
+#: on the Node: the sha256 of the bundle its runtime trusts, so doctor and
+#: ``rotate finish`` can read what each node holds without exec
+CA_ANNOTATION = "airtrust.io/registry-ca-sha256"
 BACKUP_SUFFIX = ".airtrust-backup"
 
 
@@ -89,15 +110,15 @@ def _read(root: Path, node_path: str) -> bytes | None:
         ) from None
 
 
-def _state(root: Path) -> dict[str, dict[str, object]]:
-    raw = _read(root, STATE)
+def _state(root: Path, state: str = STATE) -> dict[str, dict[str, object]]:
+    raw = _read(root, state)
     if raw is None:
         return {}
     try:
         files = json.loads(raw).get("files", {})
     except (ValueError, AttributeError):
         raise NodeTrustError(
-            f"{_under(root, STATE)} is not airtrust's record",
+            f"{_under(root, state)} is not airtrust's record",
             hint="move it away; airtrust then treats every file as not its own",
             reference="node-state",
         ) from None
@@ -146,10 +167,13 @@ def install(
     certs_dir: str | None = None,
     containerd_config: str | None = None,
     dry_run: bool = False,
+    state_file: str = STATE,
 ) -> NodeTrustReport:
+    """``state_file`` is where the record lives (a node path): the agent's pod mounts only
+    the runtime's folder, so it keeps the record there."""
     chosen = resolve_runtime(root, runtime)
     folder = certs_dir_for(root, chosen, certs_dir, containerd_config)
-    state = _state(root)
+    state = _state(root, state_file)
     written = {
         p: base64.b64decode(str(entry["ours"])) for p, entry in state.items() if entry.get("ours")
     }
@@ -176,7 +200,7 @@ def install(
         out.add(_under(root, change.path), change.content)
     report.restart = restart if report.writes else None
     if report.writes and not dry_run:
-        out.add(_under(root, STATE), _state_bytes(state))
+        out.add(_under(root, state_file), _state_bytes(state))
         out.commit()
     return report
 
@@ -188,9 +212,11 @@ def _ours(change: FileChange, bundle_pem: bytes) -> str | None:
     return None
 
 
-def remove(root: Path, *, dry_run: bool = False, runtime: Runtime | None = None) -> NodeTrustReport:
+def remove(
+    root: Path, *, dry_run: bool = False, runtime: Runtime | None = None, state_file: str = STATE
+) -> NodeTrustReport:
     """Take back what airtrust wrote, and only that: a file changed since is kept."""
-    state = _state(root)
+    state = _state(root, state_file)
     chosen = runtime or (resolve_runtime(root, None) if state else Runtime.CONTAINERD)
     report = NodeTrustReport(chosen, root, dry_run)
     deletions: list[Path] = []
@@ -211,7 +237,7 @@ def remove(root: Path, *, dry_run: bool = False, runtime: Runtime | None = None)
             report.changes.append(NodeChange(path, "delete", "airtrust created it"))
             deletions.append(_under(root, path))
     if state:
-        deletions.append(_under(root, STATE))
+        deletions.append(_under(root, state_file))
     if dry_run or not report.writes:
         return report
     out.commit()
@@ -228,3 +254,104 @@ def _prune(folder: Path, root: Path) -> None:
         return
     if folder.name == "airtrust" or ("." in folder.name or ":" in folder.name):
         folder.rmdir()
+
+
+@dataclass
+class NodeAgent:
+    """``node sync``: the node's runtime follows the CA source (old + new during a
+    rotation), rewritten on change, and the node says what it holds."""
+
+    api: KubeAPI
+    source: Source
+    node: str
+    root: Path
+    registries: Sequence[Registry]
+    runtime: Runtime | None = None
+    certs_dir: str | None = None
+    containerd_config: str | None = None
+    state_file: str = STATE
+    clock: Callable[[], dt.datetime] = utc_now
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def sync_once(self) -> NodeTrustReport:
+        bundle = read_source(self.api, self.source, self.clock())
+        pem = bundle.to_pem()
+        report = install(
+            self.root,
+            self.registries,
+            pem,
+            runtime=self.runtime,
+            certs_dir=self.certs_dir,
+            containerd_config=self.containerd_config,
+            state_file=self.state_file,
+        )
+        self._annotate(hashlib.sha256(pem).hexdigest())
+        return report
+
+    def _annotate(self, digest: str) -> None:
+        live = self.api.get("v1", "nodes", None, self.node)
+        if live is None:
+            raise NodeTrustError(
+                f"node {self.node} does not exist (context '{self.api.context}')",
+                hint="pass the pod's node: env NODE_NAME from spec.nodeName",
+                reference="no-node",
+            )
+        annotations = (live.get("metadata") or {}).get("annotations")
+        if (annotations or {}).get(CA_ANNOTATION) == digest:
+            return
+        if annotations is None:
+            ops = [{"op": "add", "path": "/metadata/annotations", "value": {CA_ANNOTATION: digest}}]
+        else:
+            key = CA_ANNOTATION.replace("~", "~0").replace("/", "~1")
+            ops = [{"op": "add", "path": f"/metadata/annotations/{key}", "value": digest}]
+        self.api.json_patch("v1", "nodes", None, self.node, ops)
+
+    def run(self, interval: float) -> None:
+        """Until stopped: a bad source or an unwritable file is logged and retried, the
+        files stay as they were (the last good bundle keeps the pulls working)."""
+        while not self.stop.is_set():
+            try:
+                report = self.sync_once()
+                if report.writes:
+                    log.info("node %s: %d file(s) written", self.node, report.writes)
+            except AirtrustError as exc:
+                log.error("node %s: %s", self.node, exc.one_line())
+            self.stop.wait(interval)
+
+
+def open_agent(
+    source: str,
+    node: str,
+    root: Path,
+    registries: Sequence[str],
+    *,
+    runtime: str | None = None,
+    certs_dir: str | None = None,
+    containerd_config: str | None = None,
+    state_file: str | None = None,
+    in_cluster: bool = False,
+    kubeconfig: Path | None = None,
+    context: str = "",
+) -> NodeAgent:
+    """The agent as ``node sync`` runs it; its record goes beside the runtime's files
+    when only that folder is mounted (``certs_dir``)."""
+    from airtrust.plan.node_trust import parse_registry
+    from airtrust.profiles import load_profile
+
+    parsed = [parse_registry(r) for r in registries]
+    where = Source.parse(source, load_profile().ca_secret.key)
+    record = state_file or (
+        f"{certs_dir.rstrip('/')}/.airtrust-node-trust.json" if certs_dir else STATE
+    )
+    api = KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
+    return NodeAgent(
+        api,
+        where,
+        node,
+        root,
+        parsed,
+        runtime=Runtime(runtime) if runtime else None,
+        certs_dir=certs_dir,
+        containerd_config=containerd_config,
+        state_file=record,
+    )

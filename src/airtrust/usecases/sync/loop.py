@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import threading
@@ -14,12 +13,13 @@ from typing import Any
 from airtrust.clock import utc_now
 from airtrust.errors import AirtrustError, InputError
 from airtrust.kube.api import FIELD_MANAGER, KubeAPI
+from airtrust.kube.source import read_source
 from airtrust.kube.watch import Watcher
-from airtrust.pki.bundle import Bundle, parse_bundle
+from airtrust.pki.bundle import Bundle
 from airtrust.plan.diff import diff
 from airtrust.plan.manifests import secret_manifest
 from airtrust.plan.model import BUNDLE_HASH, Action, Desired
-from airtrust.plan.source import Source, SourceKind
+from airtrust.plan.source import Source
 from airtrust.profiles import Profile
 from airtrust.usecases.apply import parallel
 from airtrust.usecases.sync.health import Metrics
@@ -48,21 +48,8 @@ class SyncController:
 
     def read_source(self, now: dt.datetime) -> Bundle | None:
         """The validated bundle from the source, or None (keep the last good one)."""
-        s = self.source
-        live = self.api.get("v1", s.plural, s.namespace, s.name)
         try:
-            if live is None:
-                raise InputError(
-                    f"{s.kind} {s.namespace}/{s.name} does not exist", hint="create the CA source"
-                )
-            raw = (live.get("data") or {}).get(s.key)
-            if raw is None:
-                raise InputError(
-                    f"{s.kind} {s.namespace}/{s.name} has no key {s.key}",
-                    hint="put the CA bundle under that key",
-                )
-            data = base64.b64decode(raw) if s.kind is SourceKind.SECRET else raw.encode()
-            bundle = parse_bundle([(f"{s.kind} {s.namespace}/{s.name}", data)], now=now)
+            bundle = read_source(self.api, self.source, now)
         except AirtrustError as exc:
             log.error("CA source refused, keeping the last good bundle: %s", exc.one_line())
             self.metrics.source_valid = 0
