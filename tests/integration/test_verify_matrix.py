@@ -123,8 +123,25 @@ def _cases() -> list[Case]:
 
 CASES = _cases()
 
+#: What ``openssl verify`` (OpenSSL 3) prints for each reason, in its own words: the
+#: X509_V_ERR number, the depth in the chain it failed at, and its error string. A
+#: refusal for another reason (a typo in a case, a file openssl cannot read) is not
+#: agreement, so the text judges, not only the exit code. Depth tells an expired leaf
+#: (0) from an expired CA (1); the path length fails at the issuing CA (2).
+OPENSSL_SAYS = {
+    "expired": "error 10 at 0 depth lookup: certificate has expired",
+    "not-yet-valid": "error 9 at 0 depth lookup: certificate is not yet valid",
+    "ca-expired": "error 10 at 1 depth lookup: certificate has expired",
+    # OpenSSL finds no issuer whose key matches: for it a re-created CA is not the issuer.
+    "wrong-ca": "error 20 at 0 depth lookup: unable to get local issuer certificate",
+    "unknown-issuer": "error 20 at 0 depth lookup: unable to get local issuer certificate",
+    "hostname-mismatch": "error 62 at 0 depth lookup: hostname mismatch",
+    "path-length-exceeded": "error 25 at 2 depth lookup: path length constraint exceeded",
+    "name-constraint-violated": "error 47 at 0 depth lookup: permitted subtree violation",
+}
 
-def _openssl_verify(case: Case, d: Path) -> bool:
+
+def _openssl_verify(case: Case, d: Path) -> subprocess.CompletedProcess[str]:
     cmd = [
         require("openssl"),
         "verify",
@@ -139,21 +156,40 @@ def _openssl_verify(case: Case, d: Path) -> bool:
     if case.intermediates:
         cmd += ["-untrusted", str(write(d / "inter.pem", *(i.pem for i in case.intermediates)))]
     cmd.append(str(write(d / "leaf.pem", case.leaf.pem)))
-    return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def test_every_failing_case_has_the_openssl_words_for_its_reason() -> None:
+    """A reason without openssl's text would leave its cases judged by exit code alone."""
+    reasons = {c.reason for c in CASES if c.reason is not None}
+    assert reasons == set(OPENSSL_SAYS), reasons ^ set(OPENSSL_SAYS)
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_agrees_with_openssl(case: Case, tmp_path: Path) -> None:
-    openssl_ok = _openssl_verify(case, tmp_path)
+    openssl = _openssl_verify(case, tmp_path)
+    said = openssl.stdout + openssl.stderr
+    leaf = tmp_path / "leaf.pem"
+    if case.reason is None:
+        assert openssl.returncode == 0, f"openssl refused valid case {case.name}: {said}"
+        assert said.strip() == f"{leaf}: OK", said
+    else:
+        assert openssl.returncode != 0, f"openssl accepted failing case {case.name}: {said}"
+        assert OPENSSL_SAYS[case.reason] in openssl.stderr, (
+            f"matrix case {case.name}: openssl refused, but not with "
+            f"{OPENSSL_SAYS[case.reason]!r}: {said}"
+        )
+        assert f"error {leaf}: verification failed" in openssl.stderr, said
     args = ["verify", "--ca", tmp_path / "ca.pem", "--hostname", case.hostname, "-o", "json"]
     if case.intermediates:
         args += ["--untrusted", tmp_path / "inter.pem"]
-    result = run_cli(*args, tmp_path / "leaf.pem")
+    result = run_cli(*args, leaf)
     assert "Traceback" not in result.err
-    assert (result.code == 0) == openssl_ok, (case.name, result.err)
-    assert openssl_ok == (case.reason is None), f"matrix case {case.name} is mislabelled"
-    if case.reason is not None:
+    assert (result.code == 0) == (openssl.returncode == 0), (case.name, result.err, said)
+    if case.reason is None:
+        assert '"verified": true' in result.out, result.out
+    else:
         assert result.code == 1
         assert f"[verify-{case.reason}]" in result.err, result.err
         assert '"verified": false' in result.out
