@@ -73,14 +73,14 @@ def node_install_cmd(
     from airtrust.cli.params import read_bundle
     from airtrust.errors import InputError
     from airtrust.plan.node_trust import Runtime, parse_registry
-    from airtrust.usecases.node_trust import STATE, install
+    from airtrust.usecases.node_trust import install
     from airtrust.usecases.node_trust import remove as take_back
 
     chosen = None if runtime is RuntimeChoice.AUTO else Runtime(runtime.value)
     if not root.is_dir():
         raise InputError(f"--root {root} is not a folder", hint="give the node's root, e.g. /")
     if remove:
-        report = take_back(root, dry_run=dry_run, runtime=chosen, state_file=state or STATE)
+        report = take_back(root, dry_run=dry_run, runtime=chosen, state_file=state)
     else:
         if not registry:
             raise InputError(
@@ -98,7 +98,7 @@ def node_install_cmd(
             certs_dir=certs_dir,
             containerd_config=containerd_config,
             dry_run=dry_run,
-            state_file=state or STATE,
+            state_file=state,
         )
     data = report.to_dict()
 

@@ -167,23 +167,32 @@ def install(
     certs_dir: str | None = None,
     containerd_config: str | None = None,
     dry_run: bool = False,
-    state_file: str = STATE,
+    state_file: str | None = None,
 ) -> NodeTrustReport:
     """``state_file`` is where the record lives (a node path): the agent's pod mounts only
     the runtime's folder, so it keeps the record there."""
     chosen = resolve_runtime(root, runtime)
     folder = certs_dir_for(root, chosen, certs_dir, containerd_config)
+    state_file = state_file or STATE
     state = _state(root, state_file)
     written = {
         p: base64.b64decode(str(entry["ours"])) for p, entry in state.items() if entry.get("ours")
     }
+    seen: dict[str, bytes | None] = {}
+
+    def read(node_path: str) -> bytes | None:
+        # Each file once: node_files reads what it edits, the loop below compares.
+        if node_path not in seen:
+            seen[node_path] = _read(root, node_path)
+        return seen[node_path]
+
     files, restart = node_files(
-        chosen, registries, bundle_pem, lambda p: _read(root, p), certs_dir=folder, written=written
+        chosen, registries, bundle_pem, read, certs_dir=folder, written=written
     )
     report = NodeTrustReport(chosen, root, dry_run)
     out = OutputSet(force=True)
     for change in files:
-        current = _read(root, change.path)
+        current = read(change.path)
         if current == change.content:
             report.changes.append(NodeChange(change.path, "unchanged", change.why))
             continue
@@ -213,9 +222,14 @@ def _ours(change: FileChange, bundle_pem: bytes) -> str | None:
 
 
 def remove(
-    root: Path, *, dry_run: bool = False, runtime: Runtime | None = None, state_file: str = STATE
+    root: Path,
+    *,
+    dry_run: bool = False,
+    runtime: Runtime | None = None,
+    state_file: str | None = None,
 ) -> NodeTrustReport:
     """Take back what airtrust wrote, and only that: a file changed since is kept."""
+    state_file = state_file or STATE
     state = _state(root, state_file)
     chosen = runtime or (resolve_runtime(root, None) if state else Runtime.CONTAINERD)
     report = NodeTrustReport(chosen, root, dry_run)
@@ -269,7 +283,7 @@ class NodeAgent:
     runtime: Runtime | None = None
     certs_dir: str | None = None
     containerd_config: str | None = None
-    state_file: str = STATE
+    state_file: str | None = None
     clock: Callable[[], dt.datetime] = utc_now
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -341,7 +355,7 @@ def open_agent(
     parsed = [parse_registry(r) for r in registries]
     where = Source.parse(source, load_profile().ca_secret.key)
     record = state_file or (
-        f"{certs_dir.rstrip('/')}/.airtrust-node-trust.json" if certs_dir else STATE
+        f"{certs_dir.rstrip('/')}/.airtrust-node-trust.json" if certs_dir else None
     )
     api = KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
     return NodeAgent(
