@@ -14,6 +14,8 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +79,67 @@ def java_tlsclient() -> Path:
         if proc.returncode != 0:
             pytest.fail(f"compiling the Java TLS client failed: {proc.stderr}")
     return out
+
+
+@pytest.fixture(scope="session")
+def fetch_java_classes() -> Path:
+    """Folder holding Fetch.class (tests/tools/Fetch.java, an HttpsURLConnection GET),
+    compiled once for every test that runs it in an image, cached by source hash.
+    ``--release 17``: the images' JRE is Debian bookworm's, older than this machine's javac.
+    Copy it into a rootfs; never write into it."""
+    require("javac")
+    src = TOOLS / "Fetch.java"
+    out = CACHE / "test-tools" / _source_key(src) / "fetch-java17"
+    if not (out / "Fetch.class").exists():
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        proc = subprocess.run(
+            ["javac", "--release", "17", "-d", str(tmp), str(src)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"compiling tests/tools/Fetch.java failed: {proc.stderr}")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.replace(out)
+    return out
+
+
+def build_offline_bundle(out: Path, *extra: str) -> Path:
+    """``scripts/release OUT EXTRA...`` (the connected side: it downloads wheels from the
+    package index); the archive it wrote."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "release"), str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/release failed: {proc.stderr[-2000:] or proc.stdout[-2000:]}")
+    (archive,) = out.glob("airtrust-offline-*.tar.gz")
+    return archive
+
+
+@pytest.fixture(scope="session")
+def offline_bundle_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default offline bundle (linux x86_64 + aarch64, CPython 3.11-3.13) as
+    scripts/release writes it, built once per session: a build downloads ~75 wheels and
+    takes a minute, and every test that needs a bundle reads the same one. Read-only."""
+    return build_offline_bundle(tmp_path_factory.mktemp("release") / "dist")
+
+
+@pytest.fixture(scope="session")
+def offline_bundle(offline_bundle_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`offline_bundle_archive` unpacked: the folder holding install.sh, wheels/,
+    SHA256SUMS and the SBOM. Read-only: install into a folder of the test's own."""
+    out = tmp_path_factory.mktemp("offline-bundle")
+    with tarfile.open(offline_bundle_archive) as tar:
+        tar.extractall(out, filter="data")
+    (folder,) = out.iterdir()
+    return folder
 
 
 #: How often deadline loops look again (never a wait for its own sake).

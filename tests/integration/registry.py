@@ -1,205 +1,52 @@
-"""A real OCI registry (Debian's docker-registry, i.e. distribution 2.8) on 127.0.0.1,
-and real tools (crane, mmdebstrap, skopeo, umoci) to build and read test images."""
+"""Test images and the registry they live in, for the integration tests.
+
+The registry (Debian's docker-registry, i.e. distribution 2.8, on 127.0.0.1)
+and the cached images (mmdebstrap's Debian base, crane pushes) are testkit's,
+the recipes the benches use too; this module adds what only tests need: small
+layouts of other distributions, reading images back with skopeo and umoci,
+a registry killed mid-upload, and openssl's verdict on a bundle.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 import json
-import os
-import re
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
+from testkit import CRANE, IMAGES, locked
+from testkit.images import DEBIAN_PACKAGES, crane, debian_rootfs, push_tar
+from testkit.registry import Registry, started_registry
 
-from tests.integration.conftest import CACHE, UNTRUSTED, free_port, require, wait_for_port
+from tests.integration.conftest import UNTRUSTED, require
 
-CRANE = CACHE / "bin" / "crane"
-IMAGES = CACHE / "images"
-DEBIAN_PACKAGES = "ca-certificates,curl,git,python3,openssl"
-
-
-@dataclass
-class Registry:
-    host: str
-    folder: Path
-    process: subprocess.Popen[bytes] | None = None
-    config: Path | None = None
-    tls: bool = False
-    ca: Path | None = None
-    credentials: tuple[str, str] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
-    access_log: bool = False
-
-    def ref(self, path: str) -> str:
-        return f"{self.host}/{path}"
-
-    def requests(self) -> list[tuple[str, str]]:
-        """(method, path) of every request the registry has answered, from its own access
-        log: what reached the registry, whatever a client reports about itself."""
-        if not self.access_log:
-            pytest.fail("this registry was started without access_log=True")
-        log = (self.folder / "registry.log").read_text(errors="replace")
-        return [(m[1], m[2]) for m in re.finditer(r'"([A-Z]+) (/v2/\S*) HTTP/[\d.]+"', log)]
-
-    def blob_uploads(self) -> list[tuple[str, str]]:
-        """The requests that start, carry or finish a blob upload (POST, PATCH, PUT of
-        /v2/NAME/blobs/uploads/), cross-repository mounts included."""
-        return [r for r in self.requests() if "/blobs/uploads/" in r[1]]
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def start(self) -> None:
-        assert self.config is not None
-        log = open(self.folder / "registry.log", "ab")
-        self.process = subprocess.Popen(
-            [require("docker-registry"), "serve", str(self.config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(int(self.host.rsplit(":", 1)[1]), self.process)
-
-
-@contextlib.contextmanager
-def started_registry(
-    folder: Path,
-    *,
-    tls: tuple[Path, Path] | None = None,
-    htpasswd: Path | None = None,
-    token: dict[str, object] | None = None,
-    port: int | None = None,
-    access_log: bool = False,
-) -> Iterator[Registry]:
-    """Debian's docker-registry on 127.0.0.1; with ``access_log`` it logs every request to
-    ``folder/registry.log`` (read by :meth:`Registry.requests`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    config: dict[str, object] = {
-        "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": not access_log}},
-        "storage": {
-            "filesystem": {"rootdirectory": str(folder / "data")},
-            "delete": {"enabled": True},
-        },
-        "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
-    }
-    if tls is not None:
-        config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}  # type: ignore[index]
-    if htpasswd is not None:
-        config["auth"] = {"htpasswd": {"realm": "airtrust-test", "path": str(htpasswd)}}
-    if token is not None:
-        config["auth"] = {"token": token}
-    path = folder / "config.yml"
-    path.write_text(yaml.safe_dump(config))
-    registry = Registry(
-        f"127.0.0.1:{port}", folder, config=path, tls=tls is not None, access_log=access_log
-    )
-    registry.start()
-    try:
-        yield registry
-    finally:
-        registry.stop()
-
-
-def crane(*args: str, env: dict[str, str] | None = None) -> str:
-    if not CRANE.exists():
-        pytest.fail(f"{CRANE} is missing; run scripts/build-testbins (scripts/test does)")
-    proc = subprocess.run(
-        [str(CRANE), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"crane {' '.join(args)} failed: {proc.stderr}")
-    return proc.stdout.strip()
-
-
-def push_tar(
-    ref: str,
-    tar: Path,
-    *,
-    entrypoint: list[str] | None = None,
-    user: str | None = None,
-    platform: str = "linux/amd64",
-    oci: bool = True,
-    env: dict[str, str] | None = None,
-) -> str:
-    """An image FROM scratch with ``tar`` as its only layer, pushed with crane; its digest."""
-    args = ["append", "-f", str(tar), "-t", ref, "--insecure"]
-    if oci:
-        args.append("--oci-empty-base")
-    crane(*args, env=env)
-    mutate = ["mutate", ref, "-t", ref, "--insecure"]
-    if entrypoint:
-        mutate += ["--entrypoint", ",".join(entrypoint)]
-    if user:
-        mutate += ["--user", user]
-    mutate += ["--set-platform", platform]  # crane's empty base has no os/arch
-    crane(*mutate, env=env)
-    return crane("digest", ref, "--insecure", env=env)
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Serialise builds of one cached artifact across processes (CI and a developer at
-    once): one build at a time, the others then reuse it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / (path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def debian_rootfs(packages: str = DEBIAN_PACKAGES) -> Path:
-    """A Debian bookworm minbase with ``packages`` (default: what the tests run), cached."""
-    key = hashlib.sha256(packages.encode()).hexdigest()[:12]
-    out = IMAGES / f"debian-bookworm-{key}.tar"
-    if out.exists():
-        return out
-    with locked(out):
-        if not out.exists():
-            _mmdebstrap(packages, out)
-    return out
-
-
-def _mmdebstrap(packages: str, out: Path) -> None:
-    # mmdebstrap writes a tarball only when the name ends in .tar (else a directory).
-    tmp = out.parent / f"{out.stem}.{os.getpid()}.tmp.tar"
-    proc = subprocess.run(
-        [
-            require("mmdebstrap"),
-            "--variant=minbase",
-            f"--include={packages}",
-            "--mode=root",
-            "--quiet",
-            "bookworm",
-            str(tmp),
-            "http://deb.debian.org/debian",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"mmdebstrap could not build the Debian base: {proc.stderr[-2000:]}")
-    tmp.replace(out)
+__all__ = [
+    "CRANE",
+    "DEBIAN_PACKAGES",
+    "IMAGES",
+    "KillSwitchProxy",
+    "Registry",
+    "alpine_layout",
+    "count_certificates",
+    "crane",
+    "debian_rootfs",
+    "gitsync_layout",
+    "host_bundle",
+    "locked",
+    "make_tar",
+    "openssl_verifies",
+    "push_tar",
+    "push_zstd",
+    "rhel_layout",
+    "skopeo_copy",
+    "started_registry",
+    "unpack",
+    "unpack_layers",
+]
 
 
 def make_tar(path: Path, files: dict[str, bytes | str | tuple[str, str]]) -> Path:

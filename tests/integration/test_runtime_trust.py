@@ -40,7 +40,9 @@ from tests.integration.conftest import (
 )
 from tests.integration.registry import Registry, openssl_verifies, unpack
 
-pytestmark = pytest.mark.integration
+#: The session's layer cache (content-addressed by digest): every test here patches or
+#: inspects the same AI image, and none is about what a cold read costs.
+pytestmark = [pytest.mark.integration, pytest.mark.shared_layer_cache]
 HOST = TLS_HOST
 GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -85,33 +87,29 @@ def patched_ref(ai_image: str, registry: Registry, pki: Path) -> str:
     return dest
 
 
-def _unpacked(ref: str, into: Path) -> Rootfs:
+def _unpacked(ref: str, into: Path, java_classes: Path) -> Rootfs:
     root = unpack(ref, into)
     spec = json.loads((root.parent / "config.json").read_text())
     env = dict(item.split("=", 1) for item in spec["process"]["env"])
     (root / "etc" / "hosts").write_text(f"127.0.0.1 localhost {HOST}\n")
     shutil.copytree(wheels(), root / "tmp" / "wheels", dirs_exist_ok=True)
-    classes = root / "tmp" / "classes"
-    classes.mkdir(parents=True, exist_ok=True)
-    compiled = subprocess.run(
-        [require("javac"), "--release", "17", "-d", str(classes), str(TOOLS / "Fetch.java")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert compiled.returncode == 0, compiled.stderr
+    shutil.copytree(java_classes, root / "tmp" / "classes", dirs_exist_ok=True)
     shutil.copy(TOOLS / "grpc_echo.py", root / "tmp" / "grpc_echo.py")
     return Rootfs(root, env)
 
 
 @pytest.fixture(scope="module")
-def plain(ai_image: str, tmp_path_factory: pytest.TempPathFactory) -> Rootfs:
-    return _unpacked(ai_image, tmp_path_factory.mktemp("plain"))
+def plain(
+    ai_image: str, tmp_path_factory: pytest.TempPathFactory, fetch_java_classes: Path
+) -> Rootfs:
+    return _unpacked(ai_image, tmp_path_factory.mktemp("plain"), fetch_java_classes)
 
 
 @pytest.fixture(scope="module")
-def patched(patched_ref: str, tmp_path_factory: pytest.TempPathFactory) -> Rootfs:
-    return _unpacked(patched_ref, tmp_path_factory.mktemp("patched"))
+def patched(
+    patched_ref: str, tmp_path_factory: pytest.TempPathFactory, fetch_java_classes: Path
+) -> Rootfs:
+    return _unpacked(patched_ref, tmp_path_factory.mktemp("patched"), fetch_java_classes)
 
 
 def in_root(
@@ -308,6 +306,7 @@ def test_a_variable_the_image_sets_is_kept_and_its_file_patched(
     pki: Path,
     tmp_path: Path,
     www: int,
+    fetch_java_classes: Path,
 ) -> None:
     corp = Path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
     extra = extra_layer(tmp_path / "corp.tar", {"opt/certs/corp.pem": corp})
@@ -322,7 +321,7 @@ def test_a_variable_the_image_sets_is_kept_and_its_file_patched(
     values = dict(str(item).split("=", 1) for item in _config(dest)["Env"])  # type: ignore[attr-defined]
     assert values["REQUESTS_CA_BUNDLE"] == "/opt/certs/corp.pem"
     assert values["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"
-    rootfs = _unpacked(dest, tmp_path / "preset")
+    rootfs = _unpacked(dest, tmp_path / "preset", fetch_java_classes)
     assert openssl_verifies(rootfs.root / "opt/certs/corp.pem", pki / "tls.crt")
     get = ["python", "-c", fetch(f"https://{HOST}:{www}/hello.txt")]
     assert in_root(rootfs.root, rootfs.env, *get).returncode == 0

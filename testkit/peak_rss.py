@@ -1,15 +1,24 @@
 """Run the airtrust CLI in this process and report its peak resident memory.
 
-    python tests/tools/peak_rss.py OUT.json airtrust-args...
+    python testkit/peak_rss.py OUT.json airtrust-args...
 
 Writes {"vm_hwm_kib": ..., "exit": ...} to OUT.json: VmHWM from /proc/self/status,
 the high-water mark of this process's resident set (threads included), read
-after the command finished. The kernel measures it; nothing is sampled.
+after the command finished. The kernel measures it; nothing is sampled. Read
+in the process itself: a child's maxrss from wait4 also counts its parent's
+high-water mark when the parent spawned it with vfork, as subprocess does.
+
+Run as a script by path (it imports only airtrust), by the tests and the
+benches alike.
 """
+
+from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+SCRIPT = Path(__file__).resolve()
 
 
 def vm_hwm_kib() -> int:
