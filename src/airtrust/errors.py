@@ -21,6 +21,7 @@ raises and never prints or exits.
      |    +-- StalePlan          apply FILE: the cluster changed since plan --out FILE
      |    +-- NodeTrustError     a runtime's trust cannot be written as asked (registry
      |                           name, runtime, containerd config without config_path)
+     |    +-- WebhookUrlError    render --inject --url: not where the webhook mutates
      +-- CheckFailed             a verification or check answered no          exit 1
      |    +-- VerificationFailed path validation rejected a certificate
      |    +-- Conflict           server-side apply: fields owned by another manager
@@ -66,6 +67,7 @@ __all__ = [
     "StalePlan",
     "Unreachable",
     "VerificationFailed",
+    "WebhookUrlError",
 ]
 
 EXIT_OK = 0
@@ -154,6 +156,14 @@ class NodeTrustError(InputError):
     runtime under the root, a containerd that reads no hosts.toml."""
 
     reference = "node-trust"
+
+
+class WebhookUrlError(InputError):
+    """A webhook URL the apiserver would refuse (not https, a query, a fragment, user
+    information) or that reaches the server where it does not mutate: under failurePolicy
+    Ignore every admission would go through uninjected, and nobody would be told."""
+
+    reference = "bad-webhook-url"
 
 
 class StalePlan(InputError):

@@ -32,7 +32,6 @@ import yaml
 from tests.conftest import run_cli
 from tests.integration.aiimage import ai_layers
 from tests.integration.conftest import (
-    TOOLS,
     assert_untrusted,
     bare_repository,
     free_port,
@@ -362,7 +361,7 @@ def test_a_rotated_serving_certificate_is_picked_up_without_restart(webhook: Web
 
 
 @pytest.fixture(scope="module")
-def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def debian_root(tmp_path_factory: pytest.TempPathFactory, fetch_java_classes: Path) -> Path:
     """The Debian rootfs the image tests use (curl, git, node, a venv with requests)."""
     root = tmp_path_factory.mktemp("debian") / "root"
     root.mkdir()
@@ -370,12 +369,7 @@ def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for layer in (base, opt):
         subprocess.run(["tar", "-C", str(root), "-xf", str(layer)], check=True)
     (root / "etc" / "hosts").write_text(f"127.0.0.1 localhost {HOST}\n")
-    compiled = subprocess.run(
-        [require("javac"), "--release", "17", "-d", str(root / "tmp" / "classes"),
-         str(TOOLS / "Fetch.java")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert compiled.returncode == 0, compiled.stderr
+    shutil.copytree(fetch_java_classes, root / "tmp" / "classes")
     return root
 
 
@@ -591,3 +585,75 @@ def test_apply_issues_the_webhook_certificate_and_a_rotation_carries_the_webhook
     _create(webhook, _pod("after-ca-rotation", "team-a"))
     annotations = webhook.pod("team-a", "after-ca-rotation")["metadata"]["annotations"]
     assert "airtrust.io/injected" in annotations
+
+
+def test_a_bare_url_renders_a_webhook_that_injects_and_doctor_names_a_wrong_path(
+    webhook: Webhook,
+) -> None:
+    """`render --inject --url https://HOST:PORT` (no path, as a new user types it) once
+    wrote a configuration the apiserver posted to "/", where the server answers 404:
+    under failurePolicy Ignore every pod went through uninjected and nothing said so.
+    Now the bare URL is the mutate path; a live configuration at another path (written
+    by hand, or by that render) is named by doctor, whose kubectl patch fixes it."""
+    import shlex
+
+    bare = f"https://127.0.0.1:{webhook.port}"
+    config = webhook.folder / "airtrust-path.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "domain": HOST,
+                "ca": {"bundle": [str(webhook.folder / "qs" / "ca-bundle.pem")]},
+                "kubeconfig": str(webhook.cluster.kubeconfig),
+                "clusters": [{"context": "admin"}],
+            }
+        )
+    )
+
+    def inject_checks() -> list[dict[str, str]]:
+        result = run_cli("doctor", "-c", config, "-o", "json")
+        return [c for c in json.loads(result.out)["checks"] if c["name"] == "inject"]
+
+    names = iter(range(1000))
+
+    def injected() -> bool:
+        name = f"path-{next(names)}"
+        _create(webhook, _pod(name, "team-a"))
+        return "airtrust.io/injected" in (
+            webhook.pod("team-a", name)["metadata"].get("annotations") or {}
+        )
+
+    try:
+        out = _render_and_apply(bare, webhook.cluster, webhook.folder, "Ignore")
+        live = webhook.cluster.get("mutatingwebhookconfiguration", "airtrust-inject")
+        assert live["webhooks"][0]["clientConfig"]["url"] == f"{bare}/mutate"
+        _create(webhook, _pod("bare-url", "team-a"))
+        annotations = webhook.pod("team-a", "bare-url")["metadata"].get("annotations") or {}
+        assert "airtrust.io/injected" in annotations
+        assert {c["status"] for c in inject_checks()} == {"ok"}
+        # The configuration as the old render wrote it for a path of the user's own.
+        rendered = next(out.glob("*-mutatingwebhookconfiguration.yaml"))
+        doc = yaml.safe_load(rendered.read_text())
+        doc["webhooks"][0]["clientConfig"]["url"] = f"{bare}/inject"
+        webhook.cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", "-",
+            stdin=json.dumps(doc).encode(),
+        )  # fmt: skip
+        wait_for(
+            "the apiserver posting to /inject (pods admitted uninjected)", lambda: not injected()
+        )
+        checks = inject_checks()
+        said = "the webhook URL path is /inject; the server mutates only at /mutate"
+        (wrong,) = [c for c in checks if c["evidence"].startswith(said)]
+        assert (wrong["status"], wrong["target"]) == ("fail", f"{bare}/inject"), checks
+        assert f"airtrust render --inject --url {bare} --failure-policy Ignore" in wrong["fix"]
+        admission = [c for c in checks if c["target"] == "Pod team-a/(dry-run)"]
+        assert admission and "posts to /inject, not /mutate" in admission[0]["evidence"], checks
+        # The fix doctor gives, run as printed.
+        patch = shlex.split(wrong["fix"].split(", or ", 1)[1])
+        assert patch[0] == "kubectl"
+        webhook.cluster.kubectl(*patch[1:])
+        wait_for("pods injected again after doctor's kubectl patch", injected)
+        assert {c["status"] for c in inject_checks()} == {"ok"}
+    finally:
+        _render_and_apply(webhook.url, webhook.cluster, webhook.folder, "Ignore")

@@ -10,6 +10,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from airtrust.plan.inject import ENV_VARS, INJECTED_ANNOTATION, InjectSettings, mutate_pod
 from airtrust.plan.manifests import label_selector
@@ -151,3 +153,210 @@ async def _post(app: WebhookApp, body: bytes) -> tuple[int, dict[str, Any]]:
 )
 def test_label_selectors(text: str, expected: dict[str, Any]) -> None:
     assert label_selector(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            lambda p: p["spec"]["volumes"].append({"name": "airtrust-ca", "emptyDir": {}}),
+            "its own volume named airtrust-ca",
+        ),
+        (
+            lambda p: p["spec"]["containers"][1]["volumeMounts"].append(
+                {"name": "data", "mountPath": "/etc/airtrust/ca"}
+            ),
+            "container b mounts data at /etc/airtrust/ca",
+        ),
+        (
+            lambda p: p["spec"]["initContainers"][0].update(
+                volumeMounts=[{"name": "airtrust-ca", "mountPath": "/elsewhere"}]
+            ),
+            "container init mounts airtrust-ca at /elsewhere",
+        ),
+    ],
+)
+def test_a_pod_whose_own_spec_takes_the_bundle_volume_or_folder_is_left_as_written(
+    change: Any, said: str
+) -> None:
+    """Merging would mount a volume that is not the bundle where the variables point
+    (breaking public TLS too): the pod is admitted unchanged and its author warned."""
+    source = pod()
+    change(source)
+    mutation = mutate_pod(source, SETTINGS)
+    assert mutation.patch == [] and said in mutation.conflict
+    review = {"request": {"uid": "u", "kind": {"kind": "Pod"}, "object": source}}
+    response = review_response(review, SETTINGS)[0]["response"]
+    assert response["allowed"] is True and "patch" not in response
+    assert said in response["warnings"][0] and "not injected" in response["warnings"][0]
+
+
+def _webhook_docs(**extra: Any) -> dict[str, Any]:
+    from airtrust.plan.source import Source
+    from airtrust.usecases.render import inject_objects
+
+    rendered = inject_objects(
+        ca_pem=b"-----BEGIN CERTIFICATE-----\n",
+        namespace_selector="airtrust.io/inject=enabled",
+        failure_policy="Fail",
+        timeout_seconds=5,
+        service=("airtrust-system", "airtrust-inject"),
+        image="reg.local/airtrust:1",
+        source=Source.parse("secret/airtrust-system/runai-ca-cert", "runai-ca.pem"),
+        **extra,
+    )
+    docs: dict[str, Any] = {f"{d['kind']}/{d['metadata']['name']}": d for d in rendered.docs}
+    docs["requires"] = rendered.requires
+    return docs
+
+
+def test_the_rendered_webhook_keeps_one_replica_through_voluntary_disruptions() -> None:
+    docs = _webhook_docs()
+    pdb = docs["PodDisruptionBudget/airtrust-inject"]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["metadata"]["namespace"] == "airtrust-system"
+    assert pdb["spec"]["minAvailable"] == 1
+    deployment = docs["Deployment/airtrust-inject"]
+    assert deployment["spec"]["replicas"] == 2
+    template = deployment["spec"]["template"]["metadata"]["labels"]
+    selected = pdb["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= template.items()
+    assert selected == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_the_webhook_never_matches_its_own_namespace_or_kube_system() -> None:
+    """Under Fail, a webhook whose own pods needed it could never come back."""
+    from airtrust.plan.manifests import webhook_configuration
+
+    (webhook,) = _webhook_docs()["MutatingWebhookConfiguration/airtrust-inject"]["webhooks"]
+    selector = webhook["namespaceSelector"]
+    assert selector["matchLabels"] == {"airtrust.io/inject": "enabled"}
+    assert selector["matchExpressions"] == [
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": ["airtrust-system", "kube-system"],
+        }
+    ]
+    by_url = webhook_configuration(
+        ca_bundle=b"x", namespace_selector="runai/queue,!skip", failure_policy="Ignore",
+        timeout_seconds=5, url="https://127.0.0.1:8443/mutate",
+    )  # fmt: skip
+    expressions = by_url["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+    assert expressions == [
+        {"key": "runai/queue", "operator": "Exists"},
+        {"key": "skip", "operator": "DoesNotExist"},
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]},
+    ]
+
+
+def test_a_ca_source_apply_keeps_is_required_not_rendered() -> None:
+    """Two writers of one Secret would conflict at the first rotation."""
+    kept = _webhook_docs(source_kept_by_apply=True)
+    assert not any(k.startswith("Secret/") for k in kept)
+    assert any(
+        r.startswith("secret airtrust-system/runai-ca-cert") and "inject_namespace" in r
+        for r in kept["requires"]
+    )
+    rendered = _webhook_docs()
+    assert rendered["Secret/runai-ca-cert"]["data"]["runai-ca.pem"]
+
+
+# --- render --inject --url: where the apiserver posts the review -------------------------
+
+_HOSTS = st.sampled_from(["127.0.0.1", "h", "inject.example.test", "[::1]", "Webhook.Corp"])
+_PORTS = st.one_of(st.just(""), st.integers(1, 65535).map(lambda p: f":{p}"))
+
+
+@given(host=_HOSTS, port=_PORTS, path=st.sampled_from(["", "/", "/mutate"]))
+def test_a_bare_url_or_the_mutate_path_means_the_mutate_path_and_is_idempotent(
+    host: str, port: str, path: str
+) -> None:
+    from airtrust.plan.inject import MUTATE_PATH, webhook_url
+
+    url = webhook_url(f"https://{host}{port}{path}")
+    assert url == f"https://{host}{port}{MUTATE_PATH}"
+    assert webhook_url(url) == url
+
+
+@given(
+    host=_HOSTS,
+    port=_PORTS,
+    path=st.text(alphabet="abcmutez/_-.%0", min_size=1, max_size=12)
+    .map(lambda p: "/" + p.lstrip("/"))
+    .filter(lambda p: p not in ("/", "/mutate")),
+)
+def test_any_other_path_is_refused_saying_which_urls_would_do(
+    host: str, port: str, path: str
+) -> None:
+    from airtrust.errors import InputError, WebhookUrlError
+    from airtrust.plan.inject import webhook_url
+
+    given_url = f"https://{host}{port}{path}"
+    with pytest.raises(WebhookUrlError) as raised:
+        webhook_url(given_url)
+    assert isinstance(raised.value, InputError)  # exit 2: bad input, nothing changed
+    base = f"https://{host}{port}"
+    assert raised.value.one_line() == (
+        f"--url {given_url}: the webhook serves admissions at /mutate only; "
+        f"give {base} or {base}/mutate [bad-webhook-url]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("given_url", "said"),
+    [
+        ("http://h:1", "over https only; give https://h:1"),
+        ("h:1/mutate", "over https only"),
+        ("https://h:1/mutate?x=1", "a query string or fragment"),
+        ("https://h:1?", "a query string or fragment"),
+        ("https://h:1/#frag", "a query string or fragment"),
+        ("https://user:pw@h:1", "user information in a webhook URL; give https://h:1"),
+        ("https://:1", "needs a host"),
+        ("https://h:port", "needs a host"),
+        ("https://h:99999", "needs a host"),
+        ("https://h:", "needs a host"),
+    ],
+)
+def test_what_the_apiserver_would_refuse_is_refused_in_one_line(given_url: str, said: str) -> None:
+    from airtrust.errors import WebhookUrlError
+    from airtrust.plan.inject import webhook_url
+
+    with pytest.raises(WebhookUrlError) as raised:
+        webhook_url(given_url)
+    line = raised.value.one_line()
+    assert line.startswith(f"--url {given_url}: ") and said in line, line
+    assert "\n" not in line
+
+
+def test_the_rendered_configuration_posts_to_the_mutate_path() -> None:
+    from airtrust.usecases.render import inject_objects
+
+    rendered = inject_objects(
+        ca_pem=b"-----BEGIN CERTIFICATE-----\n",
+        namespace_selector="airtrust.io/inject=enabled",
+        failure_policy="Ignore",
+        timeout_seconds=5,
+        url="https://127.0.0.1:8443",
+    )
+    (config,) = rendered.docs
+    assert config["webhooks"][0]["clientConfig"]["url"] == "https://127.0.0.1:8443/mutate"
+
+
+@pytest.mark.parametrize(
+    ("client", "path"),
+    [
+        ({"url": "https://h:1/mutate"}, ""),
+        ({"url": "https://h:1/inject"}, "/inject"),
+        ({"url": "https://h:1"}, "/"),
+        ({"url": "https://h:1/mutate/x"}, "/mutate/x"),
+        ({"service": {"namespace": "n", "name": "s", "path": "/mutate"}}, ""),
+        ({"service": {"namespace": "n", "name": "s"}}, "/"),
+        ({"service": {"namespace": "n", "name": "s", "path": "/hook"}}, "/hook"),
+        ({}, ""),
+    ],
+)
+def test_a_live_configuration_at_another_path_is_named(client: dict[str, Any], path: str) -> None:
+    from airtrust.plan.inject import misrouted_path
+
+    assert misrouted_path(client) == path

@@ -307,3 +307,16 @@ def test_scope_targets_keep_the_first_labels_of_a_namespace() -> None:
     # An empty version means the profile's default (labels of 2.20).
     assert SyncScope().targets(PROFILE, openshift=False) == {"runai": LABELS_2_18}
     assert SyncScope().args() == ["--role", "cluster", "--openshift", "auto"]
+
+
+def test_the_inject_namespace_holds_the_ca_secret_a_rotation_rewrites() -> None:
+    """The webhook mounts its local CA from the CA secret of its own namespace, so apply
+    (and with it a rotation) writes one there, after the configured workloads."""
+    config = _config(
+        workloads={"namespaces": ["team-a"]},
+        clusters=[{"context": "gpu", "inject_namespace": "airtrust-system"}],
+    )
+    assert topology.workload_namespaces(config, "gpu") == ["team-a", "airtrust-system"]
+    assert topology.workload_namespaces(config, "cp") == []  # not a cluster context
+    plain = _config(workloads={"namespaces": ["team-a"]})
+    assert topology.workload_namespaces(plain, "gpu") == ["team-a"]

@@ -11,6 +11,8 @@ from airtrust.errors import InputError
 
 __all__ = ["register", "render_cmd"]
 
+CONTROLLER_SOURCE = "secret/airtrust-system/local-ca"
+
 
 def render_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for manifests and values.")],
@@ -35,8 +37,14 @@ def render_cmd(
         ),
     ] = None,
     source: Annotated[
-        str, typer.Option("--source", help="With --controller: KIND/NS/NAME[:KEY] of the CA.")
-    ] = "secret/airtrust-system/local-ca",
+        str | None,
+        typer.Option(
+            "--source",
+            help="KIND/NS/NAME[:KEY] of the CA: with --controller (default "
+            f"{CONTROLLER_SOURCE}) and with --inject --service (default the CA secret "
+            "airtrust apply keeps in NS with inject_namespace: NS, through rotations).",
+        ),
+    ] = None,
     selector: Annotated[
         str | None, typer.Option("--selector", help="With --controller: namespace selector.")
     ] = None,
@@ -69,7 +77,12 @@ def render_cmd(
         typer.Option("--inject", help="Render the admission webhook (inject serve) instead."),
     ] = False,
     url: Annotated[
-        str | None, typer.Option("--url", help="With --inject: the webhook's URL (apiserver-side).")
+        str | None,
+        typer.Option(
+            "--url",
+            help="With --inject: https://HOST:PORT of inject serve as the apiserver reaches "
+            "it (the path is /mutate; no other is accepted).",
+        ),
     ] = None,
     service: Annotated[
         str | None,
@@ -89,7 +102,7 @@ def render_cmd(
         typer.Option(
             "--ca",
             help="The local CA: with --inject the webhook's caBundle; with --controller or "
-            "--inject --service also rendered as the --source object.",
+            "--inject --service --source also rendered as the --source object.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
@@ -118,7 +131,7 @@ def render_cmd(
         _render_controller(
             out,
             image,
-            source,
+            source or CONTROLLER_SOURCE,
             selector,
             tuple(namespace or ()),
             controller_namespace,
@@ -154,7 +167,7 @@ def _render_inject(
     image: str | None,
     url: str | None,
     service: str | None,
-    source: str,
+    source: str | None,
     selector: str | None,
     failure_policy: str,
     timeout_seconds: int,
@@ -180,12 +193,9 @@ def _render_inject(
             "--inject needs exactly one of --url URL or --service NS/NAME --image IMAGE",
             hint="e.g. --service airtrust-system/airtrust-inject --image reg.local/airtrust:0.1",
         )
-    if url is not None and not url.startswith("https://"):
-        raise InputError(
-            f"--url {url} is not https://", hint="the apiserver calls webhooks over TLS"
-        )
     target: tuple[str, str] | None = None
     parsed = None
+    kept_by_apply = False
     if service is not None:
         ns, _, name = service.partition("/")
         if not ns or not name:
@@ -202,7 +212,12 @@ def _render_inject(
                 "--inject --service needs --image (the webhook's Deployment runs it)",
                 hint="e.g. --image reg.local/airtrust:0.1",
             )
-        parsed = Source.parse(source, load_profile().ca_secret.key)
+        ca_secret = load_profile().ca_secret
+        # By default the CA secret apply writes there (inject_namespace): a rotation
+        # rewrites it, and the webhook follows (its bundles and its caBundle).
+        kept_by_apply = source is None
+        source = source or f"secret/{ns}/{ca_secret.name}:{ca_secret.key}"
+        parsed = Source.parse(source, ca_secret.key)
         if parsed.namespace != ns:
             raise InputError(
                 f"--source {source} is not in {ns}, where the webhook's pods mount it",
@@ -219,6 +234,7 @@ def _render_inject(
         service=target,
         image=image,
         source=parsed,
+        source_kept_by_apply=kept_by_apply,
     )
     _write_in_cluster(out, rendered, force=force, output=output)
 

@@ -18,8 +18,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from airtrust.errors import InputError
+from airtrust.errors import InputError, WebhookUrlError
 
 __all__ = [
     "BUNDLE_KEY",
@@ -37,10 +38,12 @@ __all__ = [
     "WEBHOOK_CONFIGURATIONS",
     "InjectSettings",
     "Mutation",
+    "misrouted_path",
     "mutate_pod",
     "namespace_scope",
     "pointer",
     "webhook_hosts",
+    "webhook_url",
 ]
 
 #: The webhook's objects: configuration, Deployment/Service/ServiceAccount, TLS secret.
@@ -56,6 +59,66 @@ WEBHOOK_CONFIGURATIONS = ("admissionregistration.k8s.io/v1", "mutatingwebhookcon
 def webhook_hosts(namespace: str) -> tuple[str, ...]:
     """The names the apiserver uses for the webhook's Service (its certificate's SANs)."""
     return (f"{INJECT_NAME}.{namespace}.svc", f"{INJECT_NAME}.{namespace}.svc.cluster.local")
+
+
+def webhook_url(given: str) -> str:
+    """The ``clientConfig.url`` for a server a user names as ``render --inject --url``.
+
+    The apiserver posts each review to exactly the URL it is given, and the server
+    mutates at :data:`MUTATE_PATH` only; anything else is a 404 that failurePolicy
+    Ignore turns into a pod admitted uninjected, with nothing said. So a bare
+    ``https://HOST:PORT`` (or ``/``) means the mutate path, ``/mutate`` is kept, and
+    every other path is refused. So is what the apiserver itself refuses in a webhook
+    URL (a scheme other than https, user information, a query, a fragment), here in
+    one line rather than at apply. Idempotent: its own answer comes back unchanged.
+    """
+    parts = urlsplit(given.strip())
+    base = f"https://{parts.netloc}" if parts.netloc else "https://HOST:PORT"
+    if parts.scheme != "https":
+        raise WebhookUrlError(
+            f"--url {given}: the apiserver calls webhooks over https only", hint=f"give {base}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port in (-1, 0) or parts.netloc.endswith(":"):
+        raise WebhookUrlError(
+            f"--url {given}: a webhook URL needs a host and, if any, a port number",
+            hint="give https://HOST:PORT",
+        )
+    if "@" in parts.netloc:
+        raise WebhookUrlError(
+            f"--url {given}: the apiserver refuses user information in a webhook URL",
+            hint=f"give https://{parts.netloc.rpartition('@')[2]}",
+        )
+    if "?" in given or "#" in given:
+        raise WebhookUrlError(
+            f"--url {given}: the apiserver refuses a query string or fragment in a webhook URL",
+            hint=f"give {base}",
+        )
+    if parts.path not in ("", "/", MUTATE_PATH):
+        raise WebhookUrlError(
+            f"--url {given}: the webhook serves admissions at {MUTATE_PATH} only",
+            hint=f"give {base} or {base}{MUTATE_PATH}",
+        )
+    return urlunsplit(("https", parts.netloc, MUTATE_PATH, "", ""))
+
+
+def misrouted_path(client_config: Mapping[str, Any]) -> str:
+    """The path a live webhook's ``clientConfig`` makes the apiserver post to when it is
+    not :data:`MUTATE_PATH` (``/`` for none: the apiserver posts there), else "".
+
+    A configuration written by hand, or by a render that took ``--url`` as given, can
+    point at the server's 404: under failurePolicy Ignore no pod is ever injected."""
+    url = client_config.get("url")
+    if url:
+        path = urlsplit(str(url)).path
+    elif client_config.get("service"):
+        path = str(client_config["service"].get("path") or "")
+    else:
+        return ""
+    return "" if path == MUTATE_PATH else (path or "/")
 
 
 #: Namespaces labelled ``airtrust.io/inject=enabled`` are in scope by default; a pod
@@ -105,6 +168,31 @@ class InjectSettings:
 class Mutation:
     patch: list[dict[str, Any]]  # RFC 6902 operations; empty: nothing to do
     skipped: str = ""  # why nothing was done, when it was on purpose
+    #: a pod left unchanged because its own spec takes what injection needs (told to the
+    #: client as an admission warning, so the author sees why)
+    conflict: str = ""
+
+
+def _conflict(spec: Mapping[str, Any], settings: InjectSettings) -> str:
+    """What in the pod's own spec injection would collide with, or "" (an injected pod
+    re-admitted collides with nothing: its volume and mounts are airtrust's own).
+
+    A volume of airtrust's name that is not the bundle ConfigMap, a mount of another
+    volume at the bundle's folder, or airtrust's volume mounted elsewhere: merging would
+    point every client variable at a file that is not the bundle (breaking public TLS
+    too), so the pod is better left exactly as its author wrote it."""
+    for volume in spec.get("volumes") or []:
+        ours = (volume.get("configMap") or {}).get("name") == settings.configmap
+        if volume.get("name") == settings.volume and not ours:
+            return f"the pod has its own volume named {settings.volume}"
+    for kind in ("initContainers", "containers"):
+        for container in spec.get(kind) or []:
+            for mount in container.get("volumeMounts") or []:
+                named, at = mount.get("name") == settings.volume, mount.get("mountPath")
+                if named != (at == settings.mount_dir):
+                    what = f"{settings.volume} at {at}" if named else f"{mount.get('name')} at {at}"
+                    return f"container {container.get('name')} mounts {what}"
+    return ""
 
 
 def pointer(*parts: str | int) -> str:
@@ -195,6 +283,9 @@ def mutate_pod(pod: Mapping[str, Any], settings: InjectSettings) -> Mutation:
     annotations = meta.get("annotations") or {}
     java = str(annotations.get(JAVA_ANNOTATION, "")).lower() == "true"
     spec = pod.get("spec") or {}
+    conflict = _conflict(spec, settings)
+    if conflict:
+        return Mutation([], skipped="conflict", conflict=conflict)
     ops: list[dict[str, Any]] = []
     volumes = spec.get("volumes") or []
     if not any(v.get("name") == settings.volume for v in volumes):

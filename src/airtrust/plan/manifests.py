@@ -26,6 +26,8 @@ __all__ = [
     "INJECT_TLS_SECRET",
     "INJECT_WEBHOOK",
     "LEASE_NAME",
+    "NAMESPACE_NAME_LABEL",
+    "NEVER_INJECTED",
     "NO_PRUNE",
     "PROBE_JOB",
     "ROTATION_RECORD",
@@ -33,6 +35,7 @@ __all__ = [
     "backup_secret",
     "bundle_configmap",
     "controller_manifests",
+    "inject_disruption_budget",
     "inject_manifests",
     "kustomization",
     "label_selector",
@@ -432,6 +435,21 @@ def selector_text(selector: Mapping[str, object]) -> str:
     return ",".join(terms)
 
 
+#: Namespaces the webhook never matches, even when labelled into scope.
+NEVER_INJECTED = ("kube-system",)
+#: The label the apiserver sets on every namespace to its name (immutable).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def _never_matching(selector: JsonObj, namespaces: Sequence[str]) -> JsonObj:
+    """``selector`` narrowed so that it matches none of ``namespaces``."""
+    expressions = list(selector.get("matchExpressions") or [])
+    expressions.append(
+        {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": sorted(set(namespaces))}
+    )
+    return {**selector, "matchExpressions": expressions}
+
+
 def webhook_configuration(
     *,
     ca_bundle: bytes,
@@ -444,7 +462,11 @@ def webhook_configuration(
 ) -> JsonObj:
     """The MutatingWebhookConfiguration: Pod CREATE only, in the selected namespaces,
     never for pods labelled ``airtrust.io/inject=false``; nothing chosen by default
-    that matters (failurePolicy, sideEffects, timeout are written out)."""
+    that matters (failurePolicy, sideEffects, timeout are written out).
+
+    The webhook's own namespace (with ``service``) and kube-system are never matched,
+    whatever their labels: under ``Fail`` a webhook whose pods need the webhook to be
+    admitted could never come back, nor could the cluster's own components."""
     client: JsonObj = {"caBundle": _b64(ca_bundle)}
     if url is not None:
         client["url"] = url
@@ -477,7 +499,10 @@ def webhook_configuration(
                         "scope": "Namespaced",
                     }
                 ],
-                "namespaceSelector": label_selector(namespace_selector),
+                "namespaceSelector": _never_matching(
+                    label_selector(namespace_selector),
+                    (*NEVER_INJECTED, *([service[0]] if service is not None else [])),
+                ),
                 "objectSelector": {
                     "matchExpressions": [
                         {"key": opt_out_label, "operator": "NotIn", "values": ["false"]}
@@ -486,6 +511,26 @@ def webhook_configuration(
                 "clientConfig": client,
             }
         ],
+    }
+
+
+def inject_disruption_budget(namespace: str) -> JsonObj:
+    """At least one webhook pod through every voluntary disruption (a node drain, a
+    cluster upgrade): under ``failurePolicy: Fail`` no webhook pod means no new pod
+    anywhere in scope, under ``Ignore`` pods admitted uninjected."""
+    name = INJECT_NAME
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": managed_labels({"app.kubernetes.io/name": name}),
+        },
+        "spec": {
+            "minAvailable": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+        },
     }
 
 

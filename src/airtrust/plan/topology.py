@@ -34,6 +34,7 @@ __all__ = [
     "rotation_location",
     "target_namespaces",
     "tls_secret_name",
+    "workload_namespaces",
 ]
 
 
@@ -96,6 +97,18 @@ def ca_secret_targets(
     ]
     out += [CASecretTarget(ns, {}, "CA bundle (workloads)") for ns in workloads]
     return out
+
+
+def workload_namespaces(config: Config, context: str) -> list[str]:
+    """The namespaces of a cluster context that hold the CA secret beside the profile's:
+    the configured workloads, and the injection webhook's (``inject_namespace``), which
+    mounts it as its local CA, so a rotation rewrites it as every other and the webhook
+    follows (its bundles, its caBundle) before serving the reissued certificate."""
+    if Role.CLUSTER not in roles_by_context(config).get(context, frozenset()):
+        return []
+    entry = cluster_entry(config, context)
+    inject = [entry.inject_namespace] if entry is not None and entry.inject_namespace else []
+    return list(dict.fromkeys((*config.workloads.namespaces, *inject)))
 
 
 def tls_secret_name(config: Config, profile: Profile) -> str:

@@ -40,6 +40,7 @@ from airtrust.plan.topology import (
     is_openshift,
     roles_by_context,
     target_namespaces,
+    workload_namespaces,
 )
 from airtrust.usecases.session import Session
 
@@ -124,7 +125,7 @@ def _facts(session: Session, context: str) -> ClusterFacts:
     config, profile = session.config, session.profile
     roles = roles_by_context(config).get(context, frozenset())
     openshift = _openshift(session, context)
-    workloads: list[str] = list(config.workloads.namespaces) if CLUSTER in roles else []
+    workloads = workload_namespaces(config, context)
     namespaces = target_namespaces(
         config, profile, session.version, context, openshift=openshift, workloads=workloads
     )
@@ -270,7 +271,7 @@ def offline_facts(config: Config) -> list[ClusterFacts]:
     facts = []
     for context, roles in roles_by_context(config).items():
         entry = cluster_entry(config, context)
-        workloads = config.workloads.namespaces if CLUSTER in roles else ()
+        workloads = workload_namespaces(config, context)
         facts.append(
             ClusterFacts(
                 context,

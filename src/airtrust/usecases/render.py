@@ -21,9 +21,10 @@ from airtrust.files import OutputSet
 from airtrust.pki.tlssecret import TLS_TYPE
 from airtrust.plan.desired import findings
 from airtrust.plan.helm import helm_steps, nested_values
-from airtrust.plan.inject import INJECT_TLS_SECRET, webhook_hosts
+from airtrust.plan.inject import INJECT_TLS_SECRET, webhook_hosts, webhook_url
 from airtrust.plan.manifests import (
     controller_manifests,
+    inject_disruption_budget,
     inject_manifests,
     kustomization,
     namespace_manifest,
@@ -246,20 +247,39 @@ def inject_objects(
     image: str | None = None,
     source: Source | None = None,
     configmap: str = "airtrust-ca-bundle",
+    source_kept_by_apply: bool = False,
 ) -> InClusterRender:
     """``render --inject``: the webhook configuration; with ``service`` also the server
-    (its namespace, the CA source, Deployment, Service, account) it points at."""
+    (its namespace, the CA source, Deployment, Service, account, disruption budget) it
+    points at. A source ``airtrust apply`` keeps (``source_kept_by_apply``: the CA
+    secret of the webhook's namespace, which a rotation rewrites) is required, not
+    rendered: two writers of one Secret would conflict at the first rotation.
+
+    ``url`` is the server as the user names it: a bare ``https://HOST:PORT`` becomes
+    its mutate path, and a URL that would never reach it is refused
+    (:func:`~airtrust.plan.inject.webhook_url`) before anything is written."""
+    if url is not None:
+        url = webhook_url(url)
     docs: list[JsonObj] = []
     requires: list[str] = []
     if service is not None:
         assert image is not None and source is not None
         ns, _ = service
-        sources, requires = _source_objects(source, ca_pem)
+        sources: list[JsonObj] = []
+        if source_kept_by_apply:
+            requires = [
+                f"{source.kind} {source.namespace}/{source.name} (the local CA the webhook "
+                f"mounts; a rotation rewrites it): airtrust apply with inject_namespace: "
+                f"{source.namespace} in airtrust.yaml"
+            ]
+        else:
+            sources, requires = _source_objects(source, ca_pem)
         docs += [*map(_own_namespace, sorted({ns, source.namespace})), *sources]
         docs += inject_manifests(
             image=image, namespace=ns, source=source, namespace_selector=namespace_selector,
             configmap=configmap,
         )  # fmt: skip
+        docs.append(inject_disruption_budget(ns))
         names = " ".join(f"--domain {n}" if i == 0 else f"--san {n}"
                          for i, n in enumerate(webhook_hosts(ns)))  # fmt: skip
         requires.append(

@@ -1,7 +1,9 @@
 """``inject``: pods admitted in the namespaces in scope really get the bundle.
 
 Three questions, each answered by the cluster itself: is the webhook
-registered; does the apiserver reach it (a server-side dry-run Pod create in a
+registered (and at the path where the server mutates: any other is a 404 that
+failurePolicy Ignore turns into pods admitted uninjected, silently); does the
+apiserver reach it (a server-side dry-run Pod create in a
 namespace in scope comes back mutated: nothing is stored); and does the
 certificate it serves verify against airtrust's bundle (the ``caBundle`` the
 apiserver uses is that bundle). Each namespace in scope must also hold the
@@ -10,7 +12,8 @@ bundle ConfigMap the injected pods mount.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import json
+from urllib.parse import urlsplit, urlunsplit
 
 from airtrust.errors import AirtrustError
 from airtrust.kube.api import KubeAPI
@@ -18,8 +21,10 @@ from airtrust.plan.inject import (
     BUNDLE_KEY,
     INJECT_NAME,
     INJECTED_ANNOTATION,
+    MUTATE_PATH,
     WEBHOOK_CONFIGURATIONS,
     InjectSettings,
+    misrouted_path,
 )
 from airtrust.plan.manifests import selector_text
 from airtrust.probe.endpoint import probe_endpoint
@@ -67,7 +72,11 @@ def _check_context(session: Session, context: str, api: KubeAPI) -> list[Check]:
             f"registered; failurePolicy {policy}; namespaces {selector or 'all'}",
         )
     ]
-    url = (webhook.get("clientConfig") or {}).get("url")
+    client = webhook.get("clientConfig") or {}
+    url = client.get("url")
+    path = misrouted_path(client)
+    if path:
+        checks.append(_misrouted(context, client, path, policy))
     if url:
         parts = urlsplit(url)
         result = probe_endpoint(
@@ -125,13 +134,53 @@ def _check_context(session: Session, context: str, api: KubeAPI) -> list[Check]:
         )
         return checks
     for namespace in namespaces:
-        checks.append(_admission(context, api, namespace, policy))
+        checks.append(_admission(context, api, namespace, policy, path))
         checks.append(_bundle(context, api, namespace))
     return checks
 
 
-def _admission(context: str, api: KubeAPI, namespace: str, policy: str) -> Check:
+def _misrouted(context: str, client: dict[str, object], path: str, policy: str) -> Check:
+    """The webhook registered at a path the server answers 404: say so, and how to point
+    it at the mutate path (render it again, or patch the live object in place)."""
+    url = client.get("url")
+    if url:
+        netloc = urlsplit(str(url)).netloc
+        what, field, target = "URL path", "url", str(url)
+        value = urlunsplit(("https", netloc, MUTATE_PATH, "", ""))
+        render = f"airtrust render --inject --url https://{netloc} --failure-policy {policy}"
+    else:
+        service = client.get("service")
+        assert isinstance(service, dict)
+        what, field, value = "service path", "service/path", MUTATE_PATH
+        target = f"Service {service.get('namespace')}/{service.get('name')}"
+        render = (
+            f"airtrust render --inject --service {service.get('namespace')}/{INJECT_NAME} "
+            f"--image IMAGE --failure-policy {policy}"
+        )
+    operation = json.dumps(
+        [{"op": "replace", "path": f"/webhooks/0/clientConfig/{field}", "value": value}]
+    )
+    meanwhile = "pods are admitted uninjected" if policy == "Ignore" else "pods are refused"
+    return Check(
+        NAME,
+        context,
+        target,
+        Status.FAIL,
+        f"the webhook {what} is {path}; the server mutates only at {MUTATE_PATH} "
+        f"(failurePolicy {policy}: {meanwhile})",
+        f"{render} --ca BUNDLE --out DIR && kubectl apply --server-side -k DIR, or "
+        f"kubectl patch mutatingwebhookconfiguration {INJECT_NAME} --type=json "
+        f"-p '{operation}'",
+    )
+
+
+def _admission(
+    context: str, api: KubeAPI, namespace: str, policy: str, misrouted: str = ""
+) -> Check:
+    """A server-side dry-run create; ``misrouted``: the path the webhook is registered at
+    when it is not the mutate path (then that, not the server, is what to fix)."""
     target = f"Pod {namespace}/(dry-run)"
+    path_fix = f"register the webhook at {MUTATE_PATH} (the webhook path check above)"
     try:
         created = api.create(_probe_pod(namespace), dry_run=True)
     except AirtrustError as exc:
@@ -141,8 +190,10 @@ def _admission(context: str, api: KubeAPI, namespace: str, policy: str) -> Check
             target,
             Status.FAIL,
             f"pod creation refused: {exc.message}",
-            "start airtrust inject serve, or check its log; with failurePolicy Fail every "
-            "pod in the namespace is refused meanwhile",
+            path_fix
+            if misrouted
+            else "start airtrust inject serve, or check its log; with failurePolicy Fail "
+            "every pod in the namespace is refused meanwhile",
         )
     annotations = ((created or {}).get("metadata") or {}).get("annotations") or {}
     if INJECTED_ANNOTATION in annotations:
@@ -152,8 +203,13 @@ def _admission(context: str, api: KubeAPI, namespace: str, policy: str) -> Check
         context,
         target,
         Status.FAIL,
-        f"admitted without injection (the webhook was not reached; failurePolicy {policy})",
-        "start airtrust inject serve and check the apiserver reaches its address",
+        f"admitted without injection (the apiserver posts to {misrouted}, not {MUTATE_PATH}; "
+        f"failurePolicy {policy})"
+        if misrouted
+        else f"admitted without injection (the webhook was not reached; failurePolicy {policy})",
+        path_fix
+        if misrouted
+        else "start airtrust inject serve and check the apiserver reaches its address",
     )
 
 

@@ -99,10 +99,28 @@ class BundleDistributor:
             self.failed = ""
         return namespaces
 
-    def _follow_ca_bundle(self, local: Bundle) -> None:
+    def may_serve(self, chain_pem: bytes) -> bool:
+        """Whether the webhook may serve this (new) certificate now: its issuer is one of
+        the local CAs and the configuration's caBundle already holds them. Else it is not
+        served yet (the apiserver would refuse the handshake: every pod in scope then
+        admitted uninjected, or refused under Fail): the caBundle is set first and the
+        certificate served at the next look, when the apiserver has seen the change.
+        (During a rotation the reissued certificate may be mounted before the CA secret
+        with old + new is, or before the next bundle pass.)"""
+        local = self.local()
+        chain = [a.certificate for a in read_certificates(chain_pem, "serving certificate")]
+        subjects = {a.certificate.subject for a in local.anchors}
+        if not any(c.issuer in subjects or c.subject in subjects for c in chain):
+            log.info("inject: new serving certificate not served yet: its CA is not mounted")
+            return False
+        return not self._follow_ca_bundle(local)
+
+    def _follow_ca_bundle(self, local: Bundle) -> bool:
+        """Set the configuration's caBundle to the local CAs; whether it changed."""
         config = self.api.get(*WEBHOOK_CONFIGURATIONS, None, INJECT_NAME)
         if config is None:
-            return
+            return False
+        changed = False
         wanted = base64.b64encode(local.to_pem()).decode()
         for index, webhook in enumerate(config.get("webhooks") or []):
             if webhook.get("name") != INJECT_WEBHOOK:
@@ -122,6 +140,8 @@ class BundleDistributor:
                     ],
                 )
                 log.info("inject: webhook caBundle set to %d CA(s)", len(local.anchors))
+                changed = True
+        return changed
 
     def write_namespaces(self, namespaces: Iterable[str]) -> None:
         """The bundle into these namespaces only (just labelled into scope)."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from airtrust.errors import InputError
+from airtrust.errors import AirtrustError, InputError
 from airtrust.plan.inject import MUTATE_PATH, InjectSettings
 from airtrust.usecases.inject.bundles import BundleDistributor
 from airtrust.usecases.inject.webhook import WebhookApp
@@ -31,8 +32,16 @@ def _split(listen: str) -> tuple[str, int]:
 
 
 def _watch_certificate(
-    context: ssl.SSLContext, cert: Path, key: Path, stop: threading.Event, every: float = 2.0
+    context: ssl.SSLContext,
+    cert: Path,
+    key: Path,
+    stop: threading.Event,
+    every: float = 2.0,
+    may_serve: Callable[[bytes], bool] | None = None,
 ) -> None:
+    """Reload the files when they change, once ``may_serve`` allows the new certificate
+    (the apiserver must trust it before it is served)."""
+
     def stamp() -> tuple[float, float]:
         return cert.stat().st_mtime, key.stat().st_mtime
 
@@ -40,11 +49,11 @@ def _watch_certificate(
     while not stop.wait(every):
         try:
             now = stamp()
-            if now != seen:
+            if now != seen and (may_serve is None or may_serve(cert.read_bytes())):
                 context.load_cert_chain(str(cert), str(key))
                 seen = now
                 log.info("inject: serving certificate reloaded from %s", cert)
-        except (OSError, ssl.SSLError) as exc:  # half-written during a rotation: next time
+        except (OSError, ssl.SSLError, AirtrustError) as exc:  # half-written: next time
             log.warning("inject: certificate not reloaded yet: %s", exc)
 
 
@@ -83,8 +92,14 @@ def serve(
     if config.ssl is None:  # uvicorn builds the context from the files in load()
         raise InputError("TLS is not configured", hint="pass --cert and --key")
     stop = threading.Event()
+    may_serve = distributor.may_serve if distributor is not None else None
     threads = [
-        threading.Thread(target=_watch_certificate, args=(config.ssl, cert, key, stop), daemon=True)
+        threading.Thread(
+            target=_watch_certificate,
+            args=(config.ssl, cert, key, stop),
+            kwargs={"may_serve": may_serve},
+            daemon=True,
+        )
     ]
     if distributor is not None:
         threads.append(threading.Thread(target=distributor.run, args=(stop, interval), daemon=True))

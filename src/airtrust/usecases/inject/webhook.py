@@ -75,6 +75,11 @@ def review_response(
             log.exception("inject: cannot mutate pod %s", request.get("name"))
             response["warnings"] = [f"airtrust inject: pod left unchanged ({type(exc).__name__})"]
             raise _Failed(_answer(review, response)) from exc
+        if mutation.conflict:
+            response["warnings"] = [
+                f"airtrust inject: pod left unchanged: {mutation.conflict} (the CA bundle "
+                "is not injected)"
+            ]
         if mutation.patch:
             response["patchType"] = "JSONPatch"
             response["patch"] = base64.b64encode(json.dumps(mutation.patch).encode()).decode()
