@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,27 +221,10 @@ def _ready(node: Node) -> bool:
 
 
 @pytest.fixture(scope="module")
-def controller_image(
-    node: Node, debian_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> str:
-    """The controller image as an admin builds it across the gap: the offline bundle's
-    wheels (scripts/release, this machine's platform) on the Debian base, no Docker."""
-    import tarfile
-
-    from tests.conftest import ROOT
-
-    out = tmp_path_factory.mktemp("release")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "release"), str(out / "dist"),
-         "--platform", "x86_64", "--python", "3.11"],
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (archive,) = (out / "dist").glob("airtrust-offline-*.tar.gz")
-    with tarfile.open(archive) as tar:
-        tar.extractall(out / "unpacked", filter="data")
-    (bundle,) = (out / "unpacked").iterdir()
-    return build_airtrust_image(node, debian_image, bundle / "wheels")
+def controller_image(node: Node, debian_image: str, offline_bundle: Path) -> str:
+    """The controller image as an admin builds it across the gap: the session's offline
+    bundle's wheels on the Debian base, no Docker."""
+    return build_airtrust_image(node, debian_image, offline_bundle / "wheels")
 
 
 def _lease(node: Node) -> dict[str, object]:
