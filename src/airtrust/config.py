@@ -8,14 +8,16 @@ the bundle and the certificates can be moved or committed as a whole.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from airtrust.errors import ConfigError
+from airtrust.errors import ConfigError, NodeTrustError
 from airtrust.pki.inspect import EXPIRY_WARNING_DAYS
+from airtrust.plan.node_trust import Registry, Runtime, parse_registry
 
 __all__ = [
     "DEFAULT_FILE",
@@ -28,6 +30,8 @@ __all__ = [
     "ControlPlane",
     "Doctor",
     "Images",
+    "NodeTrust",
+    "NodeTrustSettings",
     "TLSSource",
     "Workloads",
     "config_text",
@@ -52,6 +56,79 @@ class TLSSource(_Model):
     secret_name: str | None = None
 
 
+def _registries(value: object) -> object:
+    """``host[:port]`` each, normalised (``Reg.Local:5000`` and ``reg.local:5000`` are one
+    registry to a runtime); a scheme or a path is refused in the one-line error."""
+    if not isinstance(value, list | tuple):
+        return value
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"registry {item!r} is not a string HOST[:PORT]")
+        try:
+            name = str(parse_registry(item))
+        except NodeTrustError as exc:
+            raise ValueError(exc.message) from None
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+class NodeTrust(_Model):
+    """How nodes' container runtimes trust the registries (``node install``/``node sync``,
+    ``render --node-trust``); ``doctor`` and ``rotate finish`` judge the nodes only when
+    it is enabled, since a cluster whose nodes are trusted by other means has no
+    annotation to read."""
+
+    enabled: bool = True
+    runtime: Runtime = Runtime.CONTAINERD
+    #: The runtime's per-registry folder on the nodes (default the runtime's own).
+    certs_dir: str | None = None
+    #: containerd's config on the nodes, read for its config_path (node install).
+    containerd_config: str | None = None
+    #: The CA the agent follows, KIND/NS/NAME[:KEY] (render --node-trust's --source).
+    source: str | None = None
+    #: Images ``doctor --probe`` pulls on every node (default: the patched sidecar
+    #: images in images.references, the pulls that matter).
+    probe_images: tuple[str, ...] = ()
+
+    @field_validator("certs_dir", "containerd_config")
+    @classmethod
+    def _node_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or ".." in value.split("/")):
+            raise ValueError(f"{value!r} is not an absolute path on the node")
+        return value
+
+
+@dataclass(frozen=True)
+class NodeTrustSettings:
+    """What one cluster's nodes must trust: the global registries plus the cluster's own,
+    with the cluster's node_trust if it has one, else the global one."""
+
+    registries: tuple[Registry, ...]
+    node_trust: NodeTrust | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.node_trust is not None and self.node_trust.enabled and bool(self.registries)
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self.node_trust.runtime if self.node_trust is not None else None
+
+    @property
+    def certs_dir(self) -> str | None:
+        return self.node_trust.certs_dir if self.node_trust is not None else None
+
+    @property
+    def source(self) -> str | None:
+        return self.node_trust.source if self.node_trust is not None else None
+
+    @property
+    def probe_images(self) -> tuple[str, ...]:
+        return self.node_trust.probe_images if self.node_trust is not None else ()
+
+
 class ControlPlane(_Model):
     context: str
 
@@ -64,6 +141,12 @@ class Cluster(_Model):
     #: Where ``inject serve`` runs (render --inject --service NS/...): apply then issues
     #: its serving certificate (secret airtrust-inject-tls) and rotation renews it.
     inject_namespace: str | None = None
+    #: Registries this cluster's nodes pull from, besides the global ``registries``.
+    registries: tuple[str, ...] = ()
+    #: This cluster's node trust, instead of the global one (another runtime, say).
+    node_trust: NodeTrust | None = None
+
+    _check_registries = field_validator("registries", mode="before")(_registries)
 
     @field_validator("openshift", mode="before")
     @classmethod
@@ -131,6 +214,22 @@ class Config(_Model):
     images: Images = Images()
     cluster_config: ClusterConfigPaths = ClusterConfigPaths()
     doctor: Doctor = Doctor()
+    #: Registries every cluster's nodes pull from (HOST[:PORT]).
+    registries: tuple[str, ...] = ()
+    node_trust: NodeTrust | None = None
+
+    _check_registries = field_validator("registries", mode="before")(_registries)
+
+    def node_trust_for(self, context: str | None) -> NodeTrustSettings:
+        """The node trust of ``context``; of every cluster together when None (one agent
+        rendered for all)."""
+        chosen = [c for c in self.clusters if context is None or c.context == context]
+        names = list(self.registries)
+        for cluster in chosen:
+            names += [r for r in cluster.registries if r not in names]
+        own = [c.node_trust for c in chosen if c.node_trust is not None]
+        settings = own[0] if context is not None and own else self.node_trust
+        return NodeTrustSettings(tuple(parse_registry(r) for r in names), settings)
 
     def contexts(self) -> list[str]:
         seen: dict[str, None] = {}

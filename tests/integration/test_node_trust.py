@@ -11,6 +11,7 @@ runtime runs on this machine.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import yaml
 
 from tests.conftest import run_cli
 from tests.integration.conftest import require, wait_for
-from tests.integration.node import Node, pod, started_node
+from tests.integration.node import Node, build_airtrust_image, pod, started_node
 from tests.integration.registry import Registry, debian_rootfs, push_tar, started_registry
 
 pytestmark = pytest.mark.integration
@@ -74,10 +75,14 @@ def _pull_events(node: Node, ns: str, name: str) -> str:
     return "\n".join(str(e.get("message", "")) for e in events["items"])
 
 
-def _pulls(node: Node, ns: str, name: str, image: str) -> tuple[bool, str]:
+def _pulls(
+    node: Node, ns: str, name: str, image: str, *, tolerations: list[dict[str, str]] | None = None
+) -> tuple[bool, str]:
     """Create a pod of ``image`` (always pulled) and wait until containerd decided: (ran,
     the kubelet's events for it)."""
     spec = pod(name, ns, image, command=["true"])
+    if tolerations:
+        spec["spec"]["tolerations"] = tolerations
     spec["spec"]["containers"][0]["imagePullPolicy"] = "Always"
     node.cluster.kubectl("create", "-f", "-", stdin=json.dumps(spec).encode())
     outcome = ""
@@ -102,7 +107,7 @@ def _pulls(node: Node, ns: str, name: str, image: str) -> tuple[bool, str]:
 
 
 def test_containerd_pulls_from_an_unknown_ca_registry_only_after_node_install(
-    node: Node, untrusted: Untrusted, tmp_path: Path
+    node: Node, untrusted: Untrusted, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The node's containerd refuses the pull with the x509 text; `node install` sets only
     the ca of the matching host in an existing hosts.toml (a mirror and capabilities
@@ -110,6 +115,8 @@ def test_containerd_pulls_from_an_unknown_ca_registry_only_after_node_install(
     certs_d = node.folder / "node" / "certs.d"
     folder = certs_d / untrusted.name
     folder.mkdir(parents=True)
+    # The folder is this test's: other tests expect no hosts.toml for the registry.
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
     # Someone's hosts.toml: a mirror first (the node's own registry, trusted; it does not
     # hold this image, so containerd falls through to the host), then the host itself.
     existing = (
@@ -297,3 +304,210 @@ def test_node_sync_follows_the_ca_secret_and_the_node_says_what_it_holds(
     finally:
         run_cli("node", "install", "--root", "/", "--remove", "--state", record)
     assert not ca_file.exists() and not record.exists()
+
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+@pytest.fixture(scope="module")
+def airtrust_image(node: Node, offline_bundle: Path) -> str:
+    """The airtrust image as an admin builds it across the gap (the session's offline
+    bundle's wheels on the Debian base), in the node's own registry. The base goes under a
+    name of its own: the node's registry is a mirror in the hosts.toml the first test
+    writes, and must never hold library/debian, the image the untrusted registry serves."""
+    base = node.ref("node-agent-base/debian:bookworm")
+    push_tar(base, debian_rootfs())
+    return build_airtrust_image(node, base, offline_bundle / "wheels", "node-agent")
+
+
+def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_then_pulls(
+    node: Node, untrusted: Untrusted, airtrust_image: str, tmp_path: Path
+) -> None:
+    """`render --node-trust` applied as is (kubectl apply -k) on a node tainted like a GPU
+    node: the agent's pod runs there (every taint tolerated), writes containerd's files
+    as root with every capability dropped and a read-only root filesystem, and annotates
+    the Node; a pull from the registry whose CA the node did not know goes from the
+    kubelet's x509 refusal to a running pod. containerd decides, not airtrust."""
+    import hashlib
+
+    from tests.integration.node import HOST
+
+    certs_d = node.folder / "node" / "certs.d"
+    record = certs_d / ".airtrust-node-trust.json"
+    ca_file = certs_d / untrusted.name / "airtrust-ca.crt"
+    out = tmp_path / "node-agent"
+    rendered = run_cli(
+        "render", "--node-trust", "--image", airtrust_image,
+        "--source", "secret/airtrust-nodes/registry-ca", "--registry", untrusted.name,
+        "--runtime", "containerd", "--certs-dir", certs_d, "--ca", untrusted.ca, "--out", out,
+    )  # fmt: skip
+    assert rendered.code == 0, rendered.err
+    taint = f"{GPU_TAINT['key']}={GPU_TAINT['value']}:{GPU_TAINT['effect']}"
+    tolerate = [{"operator": "Exists"}]
+    config = tmp_path / "airtrust.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "domain": HOST,
+                "version": "2.20",
+                "ca": {"bundle": [str(untrusted.ca)]},
+                "kubeconfig": str(node.cluster.kubeconfig),
+                "clusters": [{"context": "admin"}],
+                "registries": [untrusted.name],
+                "node_trust": {
+                    "runtime": "containerd",
+                    "certs_dir": str(certs_d),
+                    "source": "secret/airtrust-nodes/registry-ca",
+                    "probe_images": [untrusted.image],
+                },
+            }
+        )
+    )
+
+    def doctor(name: str) -> dict[str, str]:
+        """doctor --probe's verdict for the node: its pull pod, judged by the kubelet's
+        events (or the annotation check, for node-registry)."""
+        result = run_cli("doctor", "-c", config, "--probe", "-o", "json")
+        assert "Traceback" not in result.err, result.err
+        (check,) = [c for c in json.loads(result.out)["checks"] if c["name"] == name]
+        assert check["target"] == f"Node airtrust-node registry {untrusted.name}", check
+        return check
+
+    node.cluster.kubectl("create", "namespace", "agent-pulls")
+    node.cluster.kubectl("create", "namespace", "airtrust-nodes")  # doctor's pull pods run there
+    node.cluster.kubectl("taint", "node", "airtrust-node", taint)
+    try:
+        ran, events = _pulls(node, "agent-pulls", "before", untrusted.image, tolerations=tolerate)
+        assert not ran, events
+        assert X509 in events, events
+        refused = doctor("node-registry-pull")
+        assert refused["status"] == "fail" and X509 in refused["evidence"], refused
+        assert "airtrust node install --root / --runtime containerd" in refused["fix"], refused
+        node.cluster.kubectl("apply", "-k", out)
+
+        def agent_pod() -> dict[str, object] | None:
+            pods = node.cluster.get(
+                "pods", "-n", "airtrust-nodes", "-l", "app.kubernetes.io/name=airtrust-node"
+            )["items"]
+            return pods[0] if pods else None
+
+        def annotated() -> bool:
+            live = node.cluster.get("node", "airtrust-node")["metadata"].get("annotations", {})
+            return ca_file.exists() and live.get("airtrust.io/registry-ca-sha256") == (
+                hashlib.sha256(ca_file.read_bytes()).hexdigest()
+            )
+
+        try:
+            wait_for("the agent to write containerd's files and annotate the node", annotated, 180)
+        except BaseException:
+            print(node.cluster.kubectl("-n", "airtrust-nodes", "describe", "pods", check=False))
+            print(node.logs("airtrust-nodes", "daemonset/airtrust-node"))
+            raise
+        running = agent_pod()
+        assert running is not None
+        assert running["spec"]["nodeName"] == "airtrust-node"  # type: ignore[index]
+        assert running["status"]["phase"] == "Running", running["status"]  # type: ignore[index]
+        assert untrusted.ca.read_text().strip() in ca_file.read_text()
+        ran, events = _pulls(node, "agent-pulls", "after", untrusted.image, tolerations=tolerate)
+        assert ran, events
+        pulled = doctor("node-registry-pull")
+        assert pulled["status"] == "ok", pulled
+        assert "Successfully pulled image" in pulled["evidence"], pulled
+        held = doctor("node-registry")
+        assert held["status"] == "ok", held
+        left = node.cluster.get(
+            "pods", "-n", "airtrust-nodes", "-l", "app.kubernetes.io/name=airtrust-pull-probe"
+        )
+        assert all(p["metadata"].get("deletionTimestamp") for p in left["items"]), left
+    finally:
+        node.cluster.kubectl("delete", "-k", out, "--wait=true", check=False)
+        wait_for(
+            "the agent's pods to be gone",
+            lambda: not node.cluster.exists("namespace", "airtrust-nodes"),
+            timeout=120,
+        )
+        node.cluster.kubectl("taint", "node", "airtrust-node", f"{GPU_TAINT['key']}-", check=False)
+        run_cli("node", "install", "--root", "/", "--remove", "--state", record)
+    assert not ca_file.exists() and not record.exists()
+
+
+def test_doctor_and_rotate_finish_judge_what_each_agent_node_holds(
+    node: Node, tmp_path: Path
+) -> None:
+    """The agent's pass (node sync, run from here for the node) annotates the Node with
+    what its runtime holds. doctor's node-registry check compares it with the bundle
+    airtrust distributes; after rotate start the node still holds the old CA alone, so
+    doctor fails naming it and rotate finish is refused naming it, until the agent's
+    next pass puts old + new on the node. The registry name is one no test pulls from:
+    these files touch no other test's pulls."""
+    from tests.integration.node import HOST
+
+    certs_d = node.folder / "node" / "certs.d"
+    record = certs_d / ".airtrust-node-trust.json"
+    registry = "rotation.test:5000"
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, name in ((old, "Node Rotation Old CA"), (new, "Node Rotation New CA")):
+        assert run_cli("ca", "create", "--out", folder, "--name", name).code == 0
+    config = tmp_path / "airtrust.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "domain": HOST,
+                "version": "2.20",
+                "ca": {"bundle": [str(old / "ca.crt")]},
+                "kubeconfig": str(node.cluster.kubeconfig),
+                "clusters": [{"context": "admin", "registries": [registry]}],
+                "node_trust": {
+                    "runtime": "containerd",
+                    "certs_dir": str(certs_d),
+                    "source": "secret/runai/runai-ca-cert",
+                },
+            }
+        )
+    )
+    sync = [
+        "node", "sync", "--source", "secret/runai/runai-ca-cert", "--registry", registry,
+        "--node", "airtrust-node", "--root", "/", "--certs-dir", certs_d, "--once",
+        "--kubeconfig", node.cluster.kubeconfig, "--context", "admin",
+    ]  # fmt: skip
+
+    def node_checks() -> list[dict[str, str]]:
+        result = run_cli("doctor", "-c", config, "-o", "json")
+        assert "Traceback" not in result.err, result.err
+        checks = [c for c in json.loads(result.out)["checks"] if c["name"] == "node-registry"]
+        assert [c["target"] for c in checks] == [f"Node airtrust-node registry {registry}"]
+        return checks
+
+    try:
+        applied = run_cli("apply", "-c", config)
+        assert applied.code == 0, applied.err
+        synced = run_cli(*sync)
+        assert synced.code == 0, synced.err
+        (check,) = node_checks()
+        assert check["status"] == "ok", check
+        started = run_cli("rotate", "start", "--new-ca", new, "-c", config, "-o", "json")
+        assert started.code == 0, started.err
+        (check,) = node_checks()
+        assert check["status"] == "fail", check
+        assert "node airtrust-node holds bundle sha256" in check["evidence"], check
+        assert "spec.nodeName=airtrust-node" in check["fix"], check
+        refused = run_cli("rotate", "finish", "-c", config)
+        assert refused.code == 1, refused.out + refused.err
+        assert "node(s) airtrust-node do not hold the new CA" in refused.err, refused.err
+        assert "Traceback" not in refused.err
+        again = run_cli(*sync)  # the agent's next pass: the secret now holds old + new
+        assert again.code == 0, again.err
+        ca_file = certs_d / registry / "airtrust-ca.crt"
+        held = subprocess.run(
+            ["openssl", "storeutl", "-noout", "-certs", str(ca_file)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert "Total found: 2" in held.stdout, held.stdout
+        (check,) = node_checks()
+        assert check["status"] == "ok", check
+        finished = run_cli("rotate", "finish", "-c", config)
+        assert finished.code == 0, finished.err
+    finally:
+        node.cluster.kubectl("-n", "runai", "delete", "configmap", "airtrust-rotation", check=False)
+        run_cli("node", "install", "--root", "/", "--remove", "--state", record)
+    assert not (certs_d / registry).exists() and not record.exists()

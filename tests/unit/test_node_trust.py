@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import tomllib
+from typing import Any
 
 import pytest
 import yaml
@@ -157,3 +160,150 @@ def test_k3s_needs_a_restart_containerd_does_not() -> None:
     assert restart is not None and "restart k3s" in restart
     _, none = node_files(Runtime.CONTAINERD, [REG], pem(1), lambda p: None)
     assert none is None
+
+
+# --- doctor node-registry: a node's annotation against the bundle -------------------------
+
+
+def _settings(**node_trust: object) -> Any:
+    from airtrust.config import parse_config
+
+    text = (
+        "domain: d.test\nca: {bundle: [ca.pem]}\nclusters: [{context: gpu}]\n"
+        "registries: [reg.local:5000, mirror.local]\n"
+    )
+    if node_trust.pop("configured", True):
+        text += "node_trust: " + json.dumps({"runtime": "containerd", **node_trust}) + "\n"
+    from pathlib import Path
+
+    return parse_config(text, source="airtrust.yaml", base=Path("/cfg"))
+
+
+def _node(name: str, digest: str | None) -> dict[str, object]:
+    annotations = {} if digest is None else {"airtrust.io/registry-ca-sha256": digest}
+    return {"metadata": {"name": name, "annotations": annotations}}
+
+
+def test_the_agent_and_doctor_share_one_digest() -> None:
+    import hashlib
+
+    from airtrust.plan.node_trust import registry_ca_digest
+    from airtrust.usecases import node_trust
+
+    assert registry_ca_digest(pem(1)) == hashlib.sha256(pem(1)).hexdigest()
+    assert node_trust.CA_ANNOTATION == "airtrust.io/registry-ca-sha256"
+
+
+def test_doctor_judges_each_node_and_registry_by_its_annotation() -> None:
+    from airtrust.usecases.doctor.model import Status
+    from airtrust.usecases.doctor.node_registry import judge_node
+
+    settings = _settings(source="secret/airtrust-nodes/registry-ca").node_trust_for("gpu")
+    good = judge_node("gpu", _node("n1", "a" * 64), settings, "a" * 64, "--ca ca.pem")
+    assert [c.status for c in good] == [Status.OK, Status.OK]
+    assert [c.target for c in good] == [
+        "Node n1 registry mirror.local",
+        "Node n1 registry reg.local:5000",
+    ]
+    old = judge_node("gpu", _node("n2", "b" * 64), settings, "a" * 64, "--ca ca.pem")
+    assert {c.status for c in old} == {Status.FAIL}
+    assert "node n2 holds bundle sha256 bbbbbbbbbbbb" in old[0].evidence
+    assert "--field-selector spec.nodeName=n2" in old[0].fix
+    assert "airtrust node install --root / --runtime containerd" in old[0].fix
+    none = judge_node("gpu", _node("n3", None), settings, "a" * 64, "--ca ca.pem")
+    assert "node n3 has no airtrust.io/registry-ca-sha256" in none[0].evidence
+    assert "pulls from mirror.local" in none[0].evidence
+
+
+def test_doctor_reads_only_clusters_with_node_trust() -> None:
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from airtrust.pki.bundle import parse_bundle
+    from airtrust.plan.node_trust import registry_ca_digest
+    from airtrust.usecases.doctor.node_registry import check_node_registry
+
+    class Api:
+        calls = 0
+
+        def list_objects(self, api_version: str, plural: str) -> list[dict[str, object]]:
+            Api.calls += 1
+            assert (api_version, plural) == ("v1", "nodes")
+            return [_node("b", digest), _node("a", "0" * 64)]
+
+    from airtrust.pki import keys
+    from airtrust.pki.authority import CASpec, create_root
+    from airtrust.pki.bundle import certificate_to_pem
+
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    root = create_root(
+        CASpec("Node Registry Test CA"), keys.generate_key(keys.KeyType.EC_P256), now=now
+    )
+    bundle = parse_bundle([("ca", certificate_to_pem(root))], now=now)
+    digest = registry_ca_digest(bundle.to_pem())
+    session: Any = SimpleNamespace(config=_settings(), bundle=bundle, apis={"gpu": Api()})
+    checks = check_node_registry(session)
+    assert [(c.target, str(c.status)) for c in checks] == [
+        ("Node a registry mirror.local", "fail"),
+        ("Node a registry reg.local:5000", "fail"),
+        ("Node b registry mirror.local", "ok"),
+        ("Node b registry reg.local:5000", "ok"),
+    ]
+    session = SimpleNamespace(config=_settings(enabled=False), bundle=bundle, apis={"gpu": Api()})
+    before = Api.calls
+    assert check_node_registry(session) == []
+    assert Api.calls == before
+
+
+# --- rotate finish: every agent's node holds the new CA --------------------------------
+
+
+def _ca_pem(name: str, now: dt.datetime) -> bytes:
+    from airtrust.pki import keys
+    from airtrust.pki.authority import CASpec, create_root
+    from airtrust.pki.bundle import certificate_to_pem
+
+    key = keys.generate_key(keys.KeyType.EC_P256)
+    return certificate_to_pem(create_root(CASpec(name), key, now=now))
+
+
+def test_rotate_finish_names_the_agent_nodes_without_the_new_ca() -> None:
+    from types import SimpleNamespace
+
+    from airtrust.plan.node_trust import registry_ca_digest
+    from airtrust.plan.rotation import Phase, RotationState
+    from airtrust.usecases.rotation.rotate import nodes_without_new_ca
+
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    state = RotationState(Phase.STARTED, _ca_pem("Old", now), _ca_pem("New", now), "t0")
+    both = registry_ca_digest(state.bundle(now).to_pem())
+    new = registry_ca_digest(state.new_bundle(now).to_pem())
+    # the old CA alone, as an agent that missed the rotation reports it
+    old = registry_ca_digest(
+        RotationState(Phase.STARTED, b"", state.old_pem, "t0").new_bundle(now).to_pem()
+    )
+    nodes = [
+        _node("gpu-b", old), _node("gpu-a", old), _node("cpu", both),
+        _node("fresh", new), _node("no-agent", None),
+    ]  # fmt: skip
+
+    class Api:
+        def list_objects(self, api_version: str, plural: str) -> list[dict[str, object]]:
+            return nodes
+
+    session: Any = SimpleNamespace(config=_settings(), apis={"gpu": Api()}, now=now)
+    (said,) = nodes_without_new_ca(session, state)
+    assert said.startswith("context 'gpu': node(s) gpu-a, gpu-b do not hold the new CA")
+    assert "no-agent" not in said and "cpu" not in said and "fresh" not in said
+    off: Any = SimpleNamespace(config=_settings(configured=False), apis={"gpu": Api()}, now=now)
+    assert nodes_without_new_ca(off, state) == []
+
+
+def test_one_host_with_and_without_a_port_is_two_registries_for_k3s() -> None:
+    """Registry's own order compares a missing port with a number: files are ordered by
+    name instead, so both can be given."""
+    files, _ = node_files(
+        Runtime.K3S, [Registry("reg.local", 5000), Registry("reg.local")], pem(1), lambda _: None
+    )
+    doc = yaml.safe_load(files[-1].content)
+    assert sorted(doc["configs"]) == ["reg.local", "reg.local:5000"]

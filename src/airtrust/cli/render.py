@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
+from airtrust.cli.node import RuntimeChoice
 from airtrust.cli.output import Format, emit, warn
 from airtrust.cli.params import KubeconfigOpt, OutputOpt, open_config
 from airtrust.errors import InputError
@@ -59,7 +60,8 @@ def render_cmd(
         typer.Option(
             "--context",
             help="With --controller: the config's context the controller runs in "
-            "(its roles decide the targets).",
+            "(its roles decide the targets); with --node-trust: whose registries and "
+            "node_trust to use (default every cluster's registries).",
         ),
     ] = None,
     offline: Annotated[
@@ -105,12 +107,55 @@ def render_cmd(
             "--inject --service --source also rendered as the --source object.",
         ),
     ] = None,
+    node_trust: Annotated[
+        bool,
+        typer.Option(
+            "--node-trust",
+            help="Render the node agent (node sync as a DaemonSet) instead: needs --image, "
+            "--source and --registry (or registries: in airtrust.yaml).",
+        ),
+    ] = False,
+    registry: Annotated[
+        list[str] | None,
+        typer.Option("--registry", help="With --node-trust: HOST[:PORT] the nodes pull from."),
+    ] = None,
+    runtime: Annotated[
+        RuntimeChoice | None,
+        typer.Option(
+            "--runtime",
+            help="With --node-trust: the nodes' runtime (default node_trust.runtime in "
+            "airtrust.yaml, else containerd).",
+        ),
+    ] = None,
+    certs_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--certs-dir",
+            help="With --node-trust: the runtime's per-registry folder on the nodes (the "
+            "one hostPath; default the runtime's own, e.g. /etc/containerd/certs.d).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Write everything apply would send, as manifests with a kustomization.yaml."""
     from airtrust.usecases.render import render
 
+    if node_trust:
+        _render_node_trust(
+            out,
+            image=image,
+            source=source,
+            registries=list(registry or []),
+            runtime=runtime,
+            certs_dir=certs_dir,
+            ca=list(ca or []),
+            config=config,
+            context=controller_context,
+            force=force,
+            output=output,
+        )
+        return
     if inject:
         _render_inject(
             out,
@@ -255,6 +300,73 @@ def _write_in_cluster(out: Path, rendered: Any, *, force: bool, output: Format) 
         output,
         table=table,
     )
+
+
+def _render_node_trust(
+    out: Path,
+    *,
+    image: str | None,
+    source: str | None,
+    registries: list[str],
+    runtime: RuntimeChoice | None,
+    certs_dir: str | None,
+    ca: list[str],
+    config: Path | None,
+    context: str | None,
+    force: bool,
+    output: Format,
+) -> None:
+    """Flags first, then airtrust.yaml (``registries:``, ``node_trust:``) when given;
+    everything is checked before a file is written."""
+    from airtrust.cli.params import read_bundle
+    from airtrust.plan.node_trust import Runtime, parse_registry
+    from airtrust.plan.source import Source
+    from airtrust.profiles import load_profile
+    from airtrust.usecases.render import node_agent_render
+
+    if not image:
+        raise InputError(
+            "--node-trust needs --image (the DaemonSet runs airtrust node sync)",
+            hint="e.g. --image reg.local/airtrust:0.1",
+        )
+    if runtime is RuntimeChoice.AUTO:
+        raise InputError(
+            "--node-trust needs the nodes' runtime, not auto (the agent's pod mounts only "
+            "that runtime's folder, so it cannot look)",
+            hint="--runtime containerd|crio|docker|k3s|rke2",
+        )
+    chosen = Runtime(runtime.value) if runtime is not None else None
+    files = list(ca)
+    if config is not None:
+        from airtrust.config import load_config
+
+        loaded = load_config(config)
+        settings = loaded.node_trust_for(context)
+        registries = registries or [str(r) for r in settings.registries]
+        chosen = chosen or settings.runtime
+        certs_dir = certs_dir or settings.certs_dir
+        source = source or settings.source
+        files = files or [str(p) for p in loaded.ca.bundle]
+    if not source:
+        raise InputError(
+            "--node-trust needs --source (the CA secret the agent follows)",
+            hint="e.g. --source secret/airtrust-system/local-ca (or node_trust.source)",
+        )
+    if not registries:
+        raise InputError(
+            "--node-trust needs --registry HOST[:PORT] (or registries: in airtrust.yaml)",
+            hint="name each registry the nodes pull from, e.g. --registry reg.local:5000",
+        )
+    parsed = Source.parse(source, load_profile().ca_secret.key)
+    rendered = node_agent_render(
+        image=image,
+        source=parsed,
+        registries=[parse_registry(r) for r in registries],
+        runtime=chosen or Runtime.CONTAINERD,
+        certs_dir=certs_dir,
+        ca_pem=read_bundle(files).to_pem() if files else None,
+    )
+    _write_in_cluster(out, rendered, force=force, output=output)
 
 
 def _render_controller(

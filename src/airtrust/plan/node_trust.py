@@ -15,6 +15,7 @@ them under the root it was given (``/`` on a node, ``/host`` in the agent's pod)
 from __future__ import annotations
 
 import enum
+import hashlib
 import ipaddress
 import json
 import re
@@ -29,6 +30,7 @@ import yaml
 from airtrust.errors import NodeTrustError
 
 __all__ = [
+    "CA_ANNOTATION",
     "CA_FILE",
     "CONTAINERD_CONFIG",
     "DEFAULT_CERTS_DIRS",
@@ -41,9 +43,20 @@ __all__ = [
     "k3s_registries_yaml",
     "node_files",
     "parse_registry",
+    "registry_ca_digest",
 ]
 
 CA_FILE = "airtrust-ca.crt"
+#: on the Node: the sha256 of the bundle its runtime trusts, so doctor and
+#: ``rotate finish`` can read what each node holds without exec
+CA_ANNOTATION = "airtrust.io/registry-ca-sha256"
+
+
+def registry_ca_digest(bundle_pem: bytes) -> str:
+    """What the agent writes into :data:`CA_ANNOTATION` for a bundle (``Bundle.to_pem()``,
+    which sorts and dedupes, so the same CAs give the same digest whoever computes it):
+    the one function the agent, doctor and ``rotate finish`` share."""
+    return hashlib.sha256(bundle_pem).hexdigest()
 
 
 class Runtime(enum.StrEnum):
@@ -333,7 +346,7 @@ def k3s_registries_yaml(existing: str | None, cas: Mapping[Registry, str]) -> st
         )
     configs = doc.setdefault("configs", {}) or {}
     doc["configs"] = configs
-    for registry, ca_file in sorted(cas.items()):
+    for registry, ca_file in sorted(cas.items(), key=lambda item: str(item[0])):
         entry = configs.setdefault(str(registry), {}) or {}
         configs[str(registry)] = entry
         tls = entry.setdefault("tls", {}) or {}
@@ -401,7 +414,7 @@ def node_files(
             out.append(FileChange(path, merged, f"{runtime} trusts these CAs for {registry}"))
         return out, None
     cas = {r: str(base / "airtrust" / f"{str(r).replace(':', '_')}-ca.crt") for r in registries}
-    for registry, path in sorted(cas.items()):
+    for registry, path in sorted(cas.items(), key=lambda item: str(item[0])):
         out.append(FileChange(path, bundle_pem, f"the CA {registry} is trusted with"))
     config = str(base / "registries.yaml")
     current = read(config)

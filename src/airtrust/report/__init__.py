@@ -31,6 +31,8 @@ def group_of(check: Mapping[str, Any]) -> str:
         return "bundle"
     if name == "rotation":
         return "rotation"
+    if name in ("node-registry", "node-registry-pull"):
+        return "nodes"
     words = target.split()
     for word in words:
         if "/" in word and not word.startswith("/"):

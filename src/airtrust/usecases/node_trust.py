@@ -26,6 +26,7 @@ from airtrust.files import OutputSet
 from airtrust.kube.api import KubeAPI
 from airtrust.kube.source import read_source
 from airtrust.plan.node_trust import (
+    CA_ANNOTATION,
     CONTAINERD_CONFIG,
     FileChange,
     Registry,
@@ -33,6 +34,7 @@ from airtrust.plan.node_trust import (
     containerd_certs_dir,
     detect_runtime,
     node_files,
+    registry_ca_digest,
 )
 from airtrust.plan.source import Source
 
@@ -50,9 +52,6 @@ __all__ = [
 ]
 
 STATE = "/var/lib/airtrust/node-trust.json"
-#: on the Node: the sha256 of the bundle its runtime trusts, so doctor and
-#: ``rotate finish`` can read what each node holds without exec
-CA_ANNOTATION = "airtrust.io/registry-ca-sha256"
 BACKUP_SUFFIX = ".airtrust-backup"
 
 
@@ -299,7 +298,7 @@ class NodeAgent:
             containerd_config=self.containerd_config,
             state_file=self.state_file,
         )
-        self._annotate(hashlib.sha256(pem).hexdigest())
+        self._annotate(registry_ca_digest(pem))
         return report
 
     def _annotate(self, digest: str) -> None:

@@ -33,6 +33,8 @@ from airtrust.plan.manifests import (
     webhook_configuration,
 )
 from airtrust.plan.model import Desired, JsonObj
+from airtrust.plan.node_agent import node_agent_objects
+from airtrust.plan.node_trust import Registry, Runtime
 from airtrust.plan.oidc import apiserver_flags, kubeconfig_user
 from airtrust.plan.source import Source, SourceKind
 from airtrust.plan.topology import SyncScope
@@ -44,6 +46,7 @@ __all__ = [
     "Rendered",
     "controller_objects",
     "inject_objects",
+    "node_agent_render",
     "render",
     "write_in_cluster",
     "write_manifests",
@@ -299,6 +302,25 @@ def inject_objects(
         )
     )
     return InClusterRender(docs, requires)
+
+
+def node_agent_render(
+    *,
+    image: str,
+    source: Source,
+    registries: Sequence[Registry],
+    runtime: Runtime,
+    certs_dir: str | None,
+    ca_pem: bytes | None,
+) -> InClusterRender:
+    """``render --node-trust``: the node agent (``node sync`` as a DaemonSet), its
+    namespace (the source's: its Role reads exactly that secret) and, with the CA, the
+    source itself. The folder applies as is to a fresh cluster."""
+    agent = node_agent_objects(
+        image=image, source=source, registries=registries, runtime=runtime, certs_dir=certs_dir
+    )
+    sources, requires = _source_objects(source, ca_pem)
+    return InClusterRender([_own_namespace(source.namespace), *sources, *agent], requires)
 
 
 def write_in_cluster(out: Path, rendered: InClusterRender, *, force: bool) -> list[Path]:

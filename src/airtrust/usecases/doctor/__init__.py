@@ -36,6 +36,7 @@ from airtrust.usecases.doctor.endpoints import check_endpoint, check_oidc
 from airtrust.usecases.doctor.helm import check_helm
 from airtrust.usecases.doctor.inject import check_inject
 from airtrust.usecases.doctor.model import CertificateSeen, Check, DoctorReport, Status, seen
+from airtrust.usecases.doctor.node_registry import check_node_registry, probe_node_pulls
 from airtrust.usecases.doctor.probe import check_probe
 from airtrust.usecases.doctor.secrets import check_ca_secrets, check_tls_secrets
 from airtrust.usecases.doctor.sidecars import check_sidecars
@@ -162,9 +163,11 @@ def run_doctor(
     checks += check_sidecars(session, facts)
     checks += check_inject(session)
     checks += check_controller(session)
+    checks += check_node_registry(session)
     if probe:
         routes = connect_to if probe_connect_to is None else probe_connect_to
         checks += check_probe(session, facts, routes)
+        checks += probe_node_pulls(session)
     return _report(session, checks, warn_days)
 
 

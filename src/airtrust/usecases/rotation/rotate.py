@@ -5,18 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from airtrust.errors import CheckFailed, InputError
+from airtrust.errors import AirtrustError, CheckFailed, InputError
 from airtrust.pki import keys
 from airtrust.pki.bundle import Bundle, build_bundle, fingerprint, read_certificates
 from airtrust.pki.tlssecret import TLSMaterial
 from airtrust.plan.manifests import namespace_manifest, rotation_configmap
+from airtrust.plan.node_agent import AGENT_NAME
+from airtrust.plan.node_trust import CA_ANNOTATION, registry_ca_digest
 from airtrust.plan.rotation import Phase, RotationState, TLSState
 from airtrust.plan.topology import rotation_location
 from airtrust.probe import ConnectTo, probe_endpoint
 from airtrust.usecases import apply
 from airtrust.usecases.session import Session, follow, live_control_plane_tls, read_rotation
 
-__all__ = ["finish", "save_state", "start"]
+__all__ = ["finish", "nodes_without_new_ca", "save_state", "start"]
 
 
 def save_state(session: Session, state: RotationState) -> None:
@@ -124,14 +126,51 @@ def start(session: Session, new_ca: Path, *, keep_tls: bool = False) -> Rotation
     return state
 
 
+def nodes_without_new_ca(session: Session, state: RotationState) -> list[str]:
+    """Per context with node trust enabled, the nodes whose agent reports a bundle
+    without the new CA. Finishing drops the old CA from every bundle and the registry
+    serves a certificate from the new one: a node whose runtime does not trust it yet
+    would refuse every pull (x509). A node reports the rotation's old + new bundle, or
+    the new alone (digests from the agent's own function); a node without the
+    annotation runs no agent and is trusted by other means, so it is not judged."""
+    held_new = {
+        registry_ca_digest(state.bundle(session.now).to_pem()),
+        registry_ca_digest(state.new_bundle(session.now).to_pem()),
+    }
+    out = []
+    for context, api in sorted(session.apis.items()):
+        settings = session.config.node_trust_for(context)
+        if not settings.enabled:
+            continue
+        try:
+            nodes = list(api.list_objects("v1", "nodes"))
+        except AirtrustError as exc:
+            out.append(f"context '{context}': nodes not readable ({exc.message})")
+            continue
+        lacking = sorted(
+            str(n["metadata"]["name"])
+            for n in nodes
+            if (held := ((n["metadata"].get("annotations")) or {}).get(CA_ANNOTATION)) is not None
+            and held not in held_new
+        )
+        if lacking:
+            out.append(
+                f"context '{context}': node(s) {', '.join(lacking)} do not hold the new CA "
+                f"yet ({CA_ANNOTATION}; their runtime would refuse the registry's new "
+                f"certificate; check: kubectl get pods -A -l app.kubernetes.io/name="
+                f"{AGENT_NAME} -o wide)"
+            )
+    return out
+
+
 def finish(
     session: Session, state: RotationState, *, connect_to: Sequence[ConnectTo] = ()
 ) -> RotationState:
     if state.phase is not Phase.STARTED:
         raise InputError("no rotation in progress", hint="airtrust rotate status")
     new_only = state.new_bundle(session.now)
-    problems = []
     config = session.config
+    problems = nodes_without_new_ca(session, state)
     if config.control_plane is not None and config.tls is not None:
         if live_control_plane_tls(session, new_only.certificates) is None:
             problems.append("the control-plane TLS secret does not chain to the new CA")
