@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from airtrust.cli import apply, doctor, helm, image, inject, node, render, rotate, sync
+from airtrust.cli import apply, chart, doctor, helm, image, inject, node, render, rotate, sync
 from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
 from airtrust.cli.params import OutputOpt, PasswordEnvOpt, PasswordFileOpt, pkcs12_password
 from airtrust.clock import utc_now
@@ -69,6 +69,7 @@ for group in (rotate, sync, doctor, apply, render, helm):
 image.register(app)
 inject.register(app)
 node.register(app)
+chart.register(app)
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 PassEnvOpt = Annotated[

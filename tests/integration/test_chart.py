@@ -1,0 +1,753 @@
+"""The Helm chart (charts/airtrust), judged by the real helm binary and a real node.
+
+One source of truth: the chart is hand-written templates, and for several value sets
+``helm template`` must give exactly the objects ``airtrust render --controller`` /
+``--inject --service`` write (and ``plan.node_agent.node_agent_objects``, what
+``render --node-trust`` writes), compared parsed, object by object, by
+kind/namespace/name. The only differences allowed are the chart's, named in
+:func:`_normalised`: no Namespace objects (Helm's ``-n``/``--create-namespace``
+owns the namespace; an uninstall must never delete it and the CA secrets in it)
+and ``helm.sh/resource-policy: keep`` on a CA source the chart writes.
+
+The node part installs the packaged chart from the node's own registry over TLS
+(``oci://``, ``--ca-file`` the registry CA) once for the module, and reuses it:
+pods Ready, each ServiceAccount's permissions by ``kubectl auth can-i --as``, an
+upgrade that changes only what it should, and last an uninstall under
+``failurePolicy: Fail`` after which a pod is admitted at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from airtrust.plan.node_agent import node_agent_objects
+from airtrust.plan.node_trust import Registry, Runtime
+from airtrust.plan.source import Source
+from tests.conftest import ROOT, run_cli
+from tests.integration.conftest import CACHE, wait_for
+from tests.integration.node import (
+    HOST,
+    Node,
+    build_airtrust_image,
+    pod,
+    push_debian,
+    started_node,
+)
+
+pytestmark = pytest.mark.integration
+
+CHART = ROOT / "charts" / "airtrust"
+NS = "airtrust-system"
+IMAGE = "reg.local:5000/airtrust/controller:0.1.0"
+Key = tuple[str, str, str]
+
+
+def helm_path() -> Path:
+    path = CACHE / "bin" / "helm"
+    if not path.exists():
+        pytest.fail(f"{path} is missing; run scripts/build-testbins (scripts/test does)")
+    return path
+
+
+def helm(
+    *args: str | Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(helm_path()), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"helm {' '.join(map(str, args))} failed: {proc.stderr}")
+    return proc
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _normalised(doc: dict[str, Any]) -> dict[str, Any]:
+    """The object without what may differ by design: the chart's keep policy on a CA
+    source, and an empty annotations map (render writes one on Secrets)."""
+    out = json.loads(json.dumps(doc))
+    meta = out["metadata"]
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k != "helm.sh/resource-policy"
+    }
+    meta.pop("annotations", None)
+    if annotations:
+        meta["annotations"] = annotations
+    return out
+
+
+def _by_key(docs: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """Objects by (kind, namespace, name), render's Namespaces left out (see above)."""
+    out: dict[Key, dict[str, Any]] = {}
+    for d in docs:
+        if d["kind"] == "Namespace":
+            continue
+        key = (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])
+        assert key not in out, f"two objects {key}"
+        out[key] = _normalised(d)
+    return out
+
+
+def template(*args: str | Path) -> dict[Key, dict[str, Any]]:
+    """`helm template` parsed; the chart must never own a Namespace."""
+    docs = _docs(helm("template", "airtrust", CHART, "-n", NS, *args).stdout)
+    assert not [d for d in docs if d["kind"] == "Namespace"]
+    return _by_key(docs)
+
+
+def rendered(folder: Path, *args: str | Path) -> dict[Key, dict[str, Any]]:
+    result = run_cli("render", *args, "--out", folder)
+    assert result.code == 0, result.err
+    docs = [
+        d
+        for f in sorted(folder.glob("*.yaml"))
+        if f.name != "kustomization.yaml"
+        for d in _docs(f.read_text())
+    ]
+    return _by_key(docs)
+
+
+def assert_same(chart: dict[Key, dict[str, Any]], render: dict[Key, dict[str, Any]]) -> None:
+    assert sorted(chart) == sorted(render)
+    for key in sorted(render):
+        assert chart[key] == render[key], key
+
+
+@pytest.fixture(scope="module")
+def local_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local CA made by airtrust (quickstart), its canonical bundle beside."""
+    out = tmp_path_factory.mktemp("chart-pki")
+    result = run_cli("quickstart", "--domain", "runai.example.test", "--out", out)
+    assert result.code == 0, result.err
+    return out
+
+
+def _off(*parts: str) -> list[str]:
+    return [a for p in parts for a in ("--set", f"{p}.enabled=false")]
+
+
+def test_the_default_chart_is_render_controller(tmp_path: Path) -> None:
+    """Defaults: the sync controller alone, as `render --controller` writes it for the
+    chart's CA source (the secret apply keeps in the release namespace)."""
+    chart = template("--set", f"image.repository={IMAGE.rsplit(':', 1)[0]}")
+    render = rendered(
+        tmp_path, "--controller", "--image", IMAGE, "--source", f"secret/{NS}/runai-ca-cert"
+    )
+    assert_same(chart, render)
+    assert {k[0] for k in chart} == {
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment",
+    }  # fmt: skip
+
+
+def test_chart_values_from_a_config_give_render_controller_of_that_config(
+    local_ca: Path, tmp_path: Path
+) -> None:
+    """`airtrust chart values -c` then `helm template -f` equals `render --controller -c`
+    of the same config: roles of the context, its version and OpenShift setting, the
+    workload namespaces and selector, and the CA source written from the bundle."""
+    config = tmp_path / "airtrust.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "domain": "runai.example.test",
+                "version": "2.18",
+                "ca": {"bundle": [str(local_ca / "ca-bundle.pem")]},
+                "control_plane": {"context": "admin"},
+                "clusters": [{"context": "admin", "openshift": "false"}],
+                "workloads": {"namespaces": ["team-a", "team-b"], "selector": "team=ml,!legacy"},
+            }
+        )
+    )
+    values = tmp_path / "values.yaml"
+    made = run_cli("chart", "values", "-c", config, "--image", IMAGE, "--out", values)
+    assert made.code == 0, made.err
+    chart = template(
+        "-f", values, "--set", "ca.source.name=local-ca", "--set", "ca.source.create=true"
+    )
+    render = rendered(
+        tmp_path / "r", "--controller", "-c", config, "--image", IMAGE,
+        "--source", f"secret/{NS}/local-ca",
+    )  # fmt: skip
+    assert_same(chart, render)
+    (deployment,) = (d for k, d in chart.items() if k[0] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--platform-version") + 1] == "2.18"
+    assert args.count("--role") == 2 and args[args.index("--selector") + 1] == "team=ml,!legacy"
+
+
+@pytest.mark.parametrize(
+    ("policy", "selector", "timeout"), [("Fail", "team=ml,!legacy", "10"), ("Ignore", "", "5")]
+)
+def test_the_webhook_is_render_inject_service(
+    local_ca: Path, tmp_path: Path, policy: str, selector: str, timeout: str
+) -> None:
+    """webhook.enabled: the Deployment, Service, account, RBAC, PodDisruptionBudget and
+    MutatingWebhookConfiguration of `render --inject --service`, its caBundle the
+    ca.bundle given (the source is the secret apply keeps: required, not written)."""
+    bundle = (local_ca / "ca-bundle.pem").read_text()
+    chart = template(
+        *_off("controller"), "--set", "webhook.enabled=true", "--set-string",
+        f"ca.bundle={bundle}", "--set", f"webhook.failurePolicy={policy}",
+        "--set", f"webhook.timeoutSeconds={timeout}", "--set-string",
+        f"scope.selector={selector.replace(',', chr(92) + ',')}",
+        "--set", f"image.repository={IMAGE.rsplit(':', 1)[0]}",
+    )  # fmt: skip
+    render = rendered(
+        tmp_path, "--inject", "--service", f"{NS}/airtrust-inject", "--image", IMAGE,
+        "--ca", local_ca / "ca-bundle.pem", "--failure-policy", policy,
+        "--timeout-seconds", timeout, *(["--selector", selector] if selector else []),
+    )  # fmt: skip
+    assert_same(chart, render)
+    config = chart[("MutatingWebhookConfiguration", "", "airtrust-inject")]
+    ca_bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
+    assert base64.b64decode(ca_bundle).decode() == bundle
+    assert "PRIVATE KEY" not in base64.b64decode(ca_bundle).decode()
+
+
+def test_a_configmap_source_the_chart_writes_is_render_with_source(
+    local_ca: Path, tmp_path: Path
+) -> None:
+    """ca.source.create with a ConfigMap source: the ConfigMap `render --inject --source`
+    writes, plus the chart's keep policy (checked apart: uninstall leaves it)."""
+    bundle = (local_ca / "ca-bundle.pem").read_text()
+    args = [
+        *_off("controller"), "--set", "webhook.enabled=true", "--set-string", f"ca.bundle={bundle}",
+        "--set", "ca.source.kind=configmap", "--set", "ca.source.name=local-ca",
+        "--set", "ca.source.key=ca.pem", "--set", "ca.source.create=true",
+        "--set", f"image.repository={IMAGE.rsplit(':', 1)[0]}",
+    ]  # fmt: skip
+    chart = template(*args)
+    render = rendered(
+        tmp_path, "--inject", "--service", f"{NS}/airtrust-inject", "--image", IMAGE,
+        "--ca", local_ca / "ca-bundle.pem", "--source", f"configmap/{NS}/local-ca:ca.pem",
+    )  # fmt: skip
+    assert_same(chart, render)
+    raw = _docs(helm("template", "airtrust", CHART, "-n", NS, *args).stdout)
+    (source,) = (d for d in raw if d["kind"] == "ConfigMap")
+    assert source["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+
+@pytest.mark.parametrize("runtime", [Runtime.CONTAINERD, Runtime.CRIO])
+def test_the_node_agent_is_the_node_trust_builder(runtime: Runtime) -> None:
+    """nodeAgent.enabled: the DaemonSet, account and RBAC of `render --node-trust`,
+    compared with its pure builder (plan.node_agent.node_agent_objects)."""
+    chart = template(
+        *_off("controller"), "--set", "nodeAgent.enabled=true",
+        "--set", "nodeAgent.registries={reg.local:5000,mirror.local}",
+        "--set", f"nodeAgent.runtime={runtime}", "--set", "nodeAgent.interval=60",
+        "--set", f"image.repository={IMAGE.rsplit(':', 1)[0]}",
+    )  # fmt: skip
+    built = node_agent_objects(
+        image=IMAGE,
+        source=Source.parse(f"secret/{NS}/runai-ca-cert", "runai-ca.pem"),
+        registries=[Registry("reg.local", 5000), Registry("mirror.local")],
+        runtime=runtime,
+        interval=60,
+    )
+    assert_same(chart, _by_key(built))
+
+
+def test_every_part_together_is_the_union(local_ca: Path) -> None:
+    """All three parts at once: no object of one part is lost or changed by another."""
+    bundle = (local_ca / "ca-bundle.pem").read_text()
+    common = ["--set-string", f"ca.bundle={bundle}"]
+    parts = {
+        "controller": template(*common, *_off("webhook", "nodeAgent")),
+        "webhook": template(*common, *_off("controller"), "--set", "webhook.enabled=true"),
+        "nodeAgent": template(
+            *common, *_off("controller"), "--set", "nodeAgent.enabled=true",
+            "--set", "nodeAgent.registries={reg.local:5000}",
+        ),
+    }  # fmt: skip
+    together = template(
+        *common, "--set", "webhook.enabled=true", "--set", "nodeAgent.enabled=true",
+        "--set", "nodeAgent.registries={reg.local:5000}",
+    )  # fmt: skip
+    union: dict[Key, dict[str, Any]] = {}
+    for objects in parts.values():
+        assert not set(union) & set(objects)
+        union.update(objects)
+    assert_same(together, union)
+
+
+def test_helm_lint_strict_is_clean() -> None:
+    """`helm lint --strict` with the defaults and with every part on: no warning, no error."""
+    for args in (
+        [],
+        ["--set", "webhook.enabled=true", "--set-string", "ca.bundle=-----BEGIN CERTIFICATE-----",
+         "--set", "nodeAgent.enabled=true", "--set", "nodeAgent.registries={reg.local:5000}"],
+    ):  # fmt: skip
+        linted = helm("lint", "--strict", CHART, *args, check=False)
+        assert linted.returncode == 0, linted.stdout + linted.stderr
+        assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout
+        assert "[WARNING]" not in linted.stdout and "[ERROR]" not in linted.stdout
+
+
+#: (helm args, what helm's schema validation says), each a value the chart must refuse.
+SCHEMA_REFUSALS = [
+    (["--set", "webhook.failurePolicy=Sometimes"],
+     'webhook.failurePolicy must be one of the following: "Ignore", "Fail"'),
+    (["--set", "controller.replicas=-1"],
+     "controller.replicas: Must be greater than or equal to 1"),
+    (["--set", "webhook.replicas=0"], "webhook.replicas: Must be greater than or equal to 1"),
+    (["--set", "webhook.timeoutSeconds=31"],
+     "webhook.timeoutSeconds: Must be less than or equal to 30"),
+    (["--set", "nodeAgent.runtime=podman"], "nodeAgent.runtime must be one of the following"),
+    (["--set", "nodeAgent.registries={https://reg.local}"],
+     "nodeAgent.registries.0: Does not match pattern"),
+    (["--set", "webhook.enabled=true"],
+     "ca.bundle: String length must be greater than or equal to 1"),
+    (["--set", "nodeAgent.enabled=true"],
+     "nodeAgent.registries: Array must have at least 1 items"),
+    (["--set-string", "ca.bundle=-----BEGIN PRIVATE KEY-----"],
+     "ca.bundle: Must not validate the schema (not)"),
+    (["--set", "controler.enabled=false"], "Additional property controler is not allowed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), SCHEMA_REFUSALS)
+def test_a_wrong_value_is_refused_by_the_schema_in_helms_words(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """values.schema.json: helm itself refuses the value, before any object is made, at
+    `helm template` as at `helm install` (the same validation)."""
+    proc = helm("template", "airtrust", CHART, *args, check=False)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert "values don't meet the specifications of the schema(s)" in proc.stderr
+    assert message in proc.stderr, proc.stderr
+
+
+# --- on the node: from the registry over TLS, installed once for the module -----------
+
+RELEASE = "airtrust"
+#: a registry only the node agent names: it writes that registry's trust and touches
+#: nothing the node pulls from
+AGENT_REGISTRY = "chart-agent.invalid:5000"
+SCOPE_LABEL = "airtrust.io/inject=enabled"
+GPU_TAINT = "nvidia.com/gpu"
+
+
+@dataclass
+class Release:
+    """The chart as installed from ``oci://`` on the module's node; ``installed()``
+    (re)installs it when a test before (the uninstall test) took it away."""
+
+    node: Node
+    folder: Path
+    chart_ref: str
+    values: Path
+    live: bool = False
+
+    def helm(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return helm(
+            *args, "--kubeconfig", self.node.cluster.kubeconfig, check=check,
+            env=helm_env(self.folder),
+        )  # fmt: skip
+
+    def kubectl(
+        self, *args: str | Path, check: bool = True, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return self.node.cluster.kubectl(*args, check=check, stdin=stdin)
+
+    def installed(self) -> Release:
+        if not self.live:
+            self.helm(
+                "install", RELEASE, self.chart_ref, "--version", CHART_VERSION, "-n", NS,
+                "-f", self.values, "--ca-file", self.node.registry_ca,
+                "--wait", "--timeout", "300s",
+            )  # fmt: skip
+            self.live = True
+            self.ready()
+        return self
+
+    def ready(self) -> None:
+        for name in ("airtrust-sync", "airtrust-inject"):
+            self.node.wait_rollout(NS, name, timeout=180)
+        self.kubectl(
+            "-n", NS, "rollout", "status", "daemonset/airtrust-node", "--timeout=180s"
+        )  # fmt: skip
+
+    def objects(self) -> dict[Key, dict[str, Any]]:
+        """Every object of the release, live, without what the server changes on its own."""
+        manifest = self.helm("get", "manifest", RELEASE, "-n", NS).stdout
+        out: dict[Key, dict[str, Any]] = {}
+        for doc in _docs(manifest):
+            ns = doc["metadata"].get("namespace", "")
+            live = self.node.cluster.get(
+                doc["kind"].lower(), doc["metadata"]["name"], *(["-n", ns] if ns else [])
+            )
+            meta = live["metadata"]
+            for field_name in ("resourceVersion", "managedFields", "generation", "uid",
+                               "creationTimestamp"):  # fmt: skip
+                meta.pop(field_name, None)
+            (meta.get("annotations") or {}).pop("deployment.kubernetes.io/revision", None)
+            live.pop("status", None)
+            out[(doc["kind"], ns, doc["metadata"]["name"])] = live
+        return out
+
+
+CHART_VERSION = str(yaml.safe_load((CHART / "Chart.yaml").read_text())["version"])
+
+
+def helm_env(folder: Path) -> dict[str, str]:
+    """helm's config, cache and registry login in the test's own folder, never ~."""
+    return {
+        "HELM_CONFIG_HOME": str(folder / "config"),
+        "HELM_CACHE_HOME": str(folder / "cache"),
+        "HELM_DATA_HOME": str(folder / "data"),
+        "HELM_REGISTRY_CONFIG": str(folder / "config" / "registry.json"),
+    }
+
+
+@contextlib.contextmanager
+def registry_by_name(node: Node, folder: Path) -> Iterator[str]:
+    """The node's registry as ``HOSTNAME:PORT``, over TLS end to end.
+
+    helm (containerd's resolver) speaks plain HTTP to localhost and to any loopback
+    address, whatever ``--ca-file`` says (helm/helm#11683), and the registry's
+    certificate names only localhost and 127.0.0.1. So this relays TLS: it serves a
+    certificate for the machine's host name, issued by the registry's own CA (the
+    ``--ca-file`` helm is given), and forwards every byte to the real registry over
+    TLS verified with that CA. Nothing is answered here: the registry answers."""
+    name = socket.gethostname()
+    address = socket.gethostbyname(name)
+    issued = run_cli(
+        "cert", "issue", "--ca-dir", node.folder / "node" / "registry-ca", "--domain", name,
+        "--out", folder / "registry-name-tls",
+    )  # fmt: skip
+    assert issued.code == 0, issued.err
+    serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving.load_cert_chain(folder / "registry-name-tls" / "tls.crt",
+                            folder / "registry-name-tls" / "tls.key")  # fmt: skip
+    upstream = ssl.create_default_context(cafile=str(node.registry_ca))
+    host, port = node.registry.rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(
+            host, int(port), ssl=upstream, server_hostname=host
+        )
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(relay, address, 0, ssl=serving))
+    listening = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{name}:{listening}"
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    with started_node(tmp_path_factory.mktemp("chart-node")) as n:
+        yield n
+
+
+@pytest.fixture(scope="module")
+def release(
+    node: Node, offline_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    """`airtrust apply` (inject_namespace: the CA secret and the webhook's serving
+    certificate), the airtrust image built from the offline bundle's wheels, then the
+    chart packaged, pushed to the node's registry over TLS and installed from oci://
+    with every part on, the webhook under failurePolicy Fail."""
+    folder = tmp_path_factory.mktemp("chart")
+    image = build_airtrust_image(node, push_debian(node), offline_bundle / "wheels", tag="chart")
+    config = folder / "airtrust.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "domain": HOST,
+                "version": "2.20",
+                "ca": {"bundle": [str(node.pki / "ca-bundle.pem")]},
+                "tls": {"cert": str(node.pki / "tls.crt"), "key": str(node.pki / "tls.key")},
+                "issue_from": str(node.pki),
+                "kubeconfig": str(node.cluster.kubeconfig),
+                "control_plane": {"context": "admin"},
+                "clusters": [{"context": "admin", "inject_namespace": NS}],
+            }
+        )
+    )
+    applied = run_cli("apply", "-c", config)
+    assert applied.code == 0, applied.out + applied.err
+    values = folder / "values.yaml"
+    made = run_cli(
+        "chart", "values", "-c", config, "--context", "admin", "--image", image, "--webhook",
+        "--failure-policy", "Fail", "--registry", AGENT_REGISTRY, "--out", values,
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    # The node is tainted like a GPU node: the agent tolerates every taint by default,
+    # the controller and the webhook through the chart's tolerations values.
+    node.cluster.kubectl("taint", "nodes", "--all", f"{GPU_TAINT}=present:NoSchedule")
+    edited = yaml.safe_load(values.read_text())
+    edited["nodeAgent"]["certsDir"] = str(node.folder / "node" / "certs.d")
+    gpu = [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}]
+    edited["controller"]["tolerations"] = gpu
+    edited["webhook"]["tolerations"] = gpu
+    values.write_text(yaml.safe_dump(edited))
+    packaged = helm("package", CHART, "-d", folder, env=helm_env(folder)).stdout
+    archive = folder / f"airtrust-{CHART_VERSION}.tgz"
+    assert archive.exists(), packaged
+    with registry_by_name(node, folder) as registry:
+        pushed = helm(
+            "push", archive, f"oci://{registry}/charts", "--ca-file", node.registry_ca,
+            env=helm_env(folder),
+        )  # fmt: skip
+        assert "Digest: sha256:" in pushed.stdout + pushed.stderr, pushed.stderr
+        started = time.monotonic()
+        chart = Release(node, folder, f"oci://{registry}/charts/airtrust", values).installed()
+        print(
+            f"\nchart installed from oci://, every pod Ready in {time.monotonic() - started:.1f} s"
+        )
+        yield chart
+
+
+def _pods(release: Release) -> list[dict[str, Any]]:
+    items = release.node.cluster.get(
+        "pods", "-n", NS, "-l", "app.kubernetes.io/managed-by=airtrust"
+    )
+    return [p for p in items["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def _ready(p: dict[str, Any]) -> bool:
+    conditions = (p.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def test_installed_from_oci_every_part_runs_and_the_webhook_injects(release: Release) -> None:
+    """From the registry over TLS: two controller replicas, two webhook replicas and the
+    node agent, all Ready; a pod created in scope comes back injected through the
+    Service (failurePolicy Fail); the agent wrote the CA for its registry on the node."""
+    release.installed().ready()
+    pods = _pods(release)
+    names = sorted(p["metadata"]["labels"]["app.kubernetes.io/name"] for p in pods)
+    assert names == ["airtrust-inject"] * 2 + ["airtrust-node"] + ["airtrust-sync"] * 2
+    assert all(_ready(p) for p in pods), [p["status"] for p in pods if not _ready(p)]
+    (tainted,) = release.node.cluster.get("nodes")["items"]
+    assert {"key": GPU_TAINT, "value": "present", "effect": "NoSchedule"} in tainted["spec"][
+        "taints"
+    ]
+    status = release.helm("status", RELEASE, "-n", NS).stdout
+    assert "STATUS: deployed" in status and "airtrust doctor" in status
+    ns = _scoped_namespace(release, "chart-in")
+    wait_for(
+        f"the webhook's bundle ConfigMap in {ns}",
+        lambda: release.node.cluster.exists("configmap", "airtrust-ca-bundle", ns),
+        timeout=60,
+    )
+    created = release.kubectl("create", "-f", "-", stdin=json.dumps(held("p1", ns)).encode())
+    assert created.returncode == 0
+    stored = release.node.cluster.get("pod", "-n", ns, "p1")
+    assert "airtrust.io/injected" in stored["metadata"]["annotations"]
+    ca_file = release.node.folder / "node" / "certs.d" / AGENT_REGISTRY / "airtrust-ca.crt"
+    wait_for(f"the node agent to write {ca_file}", ca_file.exists, timeout=120)
+    assert ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert "PRIVATE KEY" not in ca_file.read_text()
+
+
+def held(name: str, ns: str) -> dict[str, Any]:
+    """A pod that is admitted and stored but never scheduled (a scheduling gate):
+    admission is all that is judged, and two cores are not spent running it."""
+    return pod(
+        name, ns, "pause", command=["true"], schedulingGates=[{"name": "airtrust.test/hold"}]
+    )
+
+
+def _scoped_namespace(release: Release, name: str) -> str:
+    """A new namespace in the webhook's scope (labelled), its bundle ConfigMap written."""
+    release.kubectl("create", "namespace", name)
+    release.kubectl("label", "namespace", name, SCOPE_LABEL)
+    return name
+
+
+#: per ServiceAccount: (can-i arguments, the apiserver's answer); what it needs is yes,
+#: and no delete, no wildcard, no Secret beyond its scope.
+PERMISSIONS: dict[str, list[tuple[list[str], str]]] = {
+    "airtrust-sync": [
+        (["list", "namespaces"], "yes"),
+        (["watch", "secrets", "-n", "chart-any"], "yes"),
+        (["create", "secrets", "-n", "chart-any"], "yes"),
+        (["patch", "secrets", "-n", "runai"], "yes"),
+        (["get", "secrets/runai-ca-cert", "-n", NS], "yes"),
+        (["update", "leases.coordination.k8s.io/airtrust-sync", "-n", NS], "yes"),
+        (["delete", "secrets", "-n", "runai"], "no"),
+        (["update", "secrets", "-n", "runai"], "no"),
+        (["create", "leases.coordination.k8s.io", "-n", "default"], "no"),
+        (["delete", "leases.coordination.k8s.io", "-n", NS], "no"),
+        (["get", "configmaps", "-n", NS], "no"),
+        (["*", "*"], "no"),
+    ],
+    "airtrust-inject": [
+        (["list", "namespaces"], "yes"),
+        (["create", "configmaps", "-n", "chart-any"], "yes"),
+        (["patch", "mutatingwebhookconfigurations/airtrust-inject"], "yes"),
+        (["patch", "mutatingwebhookconfigurations/someone-else"], "no"),
+        (["delete", "mutatingwebhookconfigurations/airtrust-inject"], "no"),
+        (["delete", "configmaps", "-n", "chart-any"], "no"),
+        (["get", "secrets", "-n", NS], "no"),
+        (["list", "secrets", "-n", "chart-any"], "no"),
+        (["*", "*"], "no"),
+    ],
+    "airtrust-node": [
+        (["get", "secrets/runai-ca-cert", "-n", NS], "yes"),
+        (["patch", "nodes"], "yes"),
+        (["get", "secrets/airtrust-inject-tls", "-n", NS], "no"),
+        (["list", "secrets", "-n", NS], "no"),
+        (["get", "secrets/runai-ca-cert", "-n", "runai"], "no"),
+        (["delete", "nodes"], "no"),
+        (["*", "*"], "no"),
+    ],
+}
+
+
+def test_each_service_account_can_do_what_it_needs_and_nothing_more(release: Release) -> None:
+    """`kubectl auth can-i --as=system:serviceaccount:NS:SA`, the apiserver's own RBAC
+    evaluation, for each of the chart's accounts."""
+    release.installed()
+    wrong = []
+    for account, checks in PERMISSIONS.items():
+        for args, expected in checks:
+            proc = release.kubectl(
+                "auth", "can-i", *args, f"--as=system:serviceaccount:{NS}:{account}",
+                check=False,
+            )  # fmt: skip
+            answer = proc.stdout.decode().strip()
+            if answer != expected:
+                wrong.append(f"{account}: can-i {' '.join(args)} -> {answer!r}, want {expected}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_an_upgrade_with_one_changed_value_changes_only_its_object(release: Release) -> None:
+    """`helm upgrade --reuse-values --set controller.replicas=1`: of every live object of
+    the release only the controller's Deployment differs, and only in spec.replicas;
+    then back, so the release is as the module installed it."""
+    release.installed()
+    key = ("Deployment", NS, "airtrust-sync")
+    before = release.objects()
+    try:
+        release.helm(
+            "upgrade", RELEASE, release.chart_ref, "--version", CHART_VERSION, "-n", NS,
+            "--reuse-values", "--set", "controller.replicas=1", "--ca-file",
+            release.node.registry_ca, "--wait", "--timeout", "180s",
+        )  # fmt: skip
+        after = release.objects()
+        assert sorted(after) == sorted(before)
+        changed = sorted(k for k in before if before[k] != after[k])
+        assert changed == [key], changed
+        assert before[key]["spec"]["replicas"] == 2 and after[key]["spec"]["replicas"] == 1
+        after[key]["spec"]["replicas"] = 2
+        assert after[key] == before[key]
+    finally:
+        release.helm(
+            "upgrade", RELEASE, release.chart_ref, "--version", CHART_VERSION, "-n", NS,
+            "--reuse-values", "--set", "controller.replicas=2", "--ca-file",
+            release.node.registry_ca, "--wait", "--timeout", "180s",
+        )  # fmt: skip
+
+
+def test_uninstall_under_fail_admits_the_next_pod_and_keeps_the_ca_secrets(
+    release: Release,
+) -> None:
+    """`helm uninstall` with the webhook under failurePolicy Fail: helm deletes the
+    MutatingWebhookConfiguration first (its UninstallOrder), so a pod created in scope
+    right after, while the webhook's pods may still be terminating or gone, is admitted
+    (uninjected). The CA secrets the chart does not own stay: the source apply keeps and
+    the webhook's serving certificate."""
+    release.installed()
+    config = release.node.cluster.get("mutatingwebhookconfiguration", "airtrust-inject")
+    assert config["webhooks"][0]["failurePolicy"] == "Fail"
+    ns = _scoped_namespace(release, "chart-after")
+    release.helm("uninstall", RELEASE, "-n", NS)
+    release.live = False
+    created = release.kubectl(
+        "create", "-f", "-", stdin=json.dumps(held("right-after", ns)).encode(), check=False
+    )
+    assert created.returncode == 0, created.stderr.decode()
+    webhook_pods = release.node.cluster.get(
+        "pods", "-n", NS, "-l", "app.kubernetes.io/name=airtrust-inject"
+    )["items"]
+    print(f"\npod admitted right after uninstall; webhook pods still listed: {len(webhook_pods)}")
+    stored = release.node.cluster.get("pod", "-n", ns, "right-after")
+    assert "airtrust.io/injected" not in (stored["metadata"].get("annotations") or {})
+    assert not release.node.cluster.exists("mutatingwebhookconfiguration", "airtrust-inject")
+    for secret in ("runai-ca-cert", "airtrust-inject-tls"):
+        assert release.node.cluster.exists("secret", secret, NS), secret
+    wait_for("every pod of the release to go", lambda: not _pods(release), timeout=120)
+    later = release.kubectl(
+        "create", "-f", "-", stdin=json.dumps(held("later", ns)).encode(), check=False
+    )
+    assert later.returncode == 0, later.stderr.decode()
+
+
+def test_runai_projects_scope_is_render_with_the_profiles_project_selector(
+    local_ca: Path, tmp_path: Path
+) -> None:
+    """scope.runaiProjects: both the controller and the webhook take the profile's
+    project namespaces (`runai/queue`), as render does given that selector."""
+    bundle = (local_ca / "ca-bundle.pem").read_text()
+    image = ["--set", f"image.repository={IMAGE.rsplit(':', 1)[0]}"]
+    projects = ["--set", "scope.runaiProjects=true", *image]
+    controller = template(*projects)
+    assert_same(
+        controller,
+        rendered(
+            tmp_path / "c", "--controller", "--image", IMAGE, "--selector", "runai/queue",
+            "--source", f"secret/{NS}/runai-ca-cert",
+        ),
+    )  # fmt: skip
+    webhook = template(
+        *projects, *_off("controller"), "--set", "webhook.enabled=true",
+        "--set-string", f"ca.bundle={bundle}",
+    )  # fmt: skip
+    assert_same(
+        webhook,
+        rendered(
+            tmp_path / "w", "--inject", "--service", f"{NS}/airtrust-inject", "--image", IMAGE,
+            "--ca", local_ca / "ca-bundle.pem", "--selector", "runai/queue",
+        ),
+    )  # fmt: skip
+    refused = helm(
+        "template", "airtrust", CHART, *projects, "--set", "webhook.enabled=true",
+        "--set-string", f"ca.bundle={bundle}", "--set-string", "scope.selector=team=ml",
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "scope.selector and scope.runaiProjects exclude each other" in refused.stderr
