@@ -8,18 +8,32 @@ namespace in scope comes back mutated: nothing is stored); and does the
 certificate it serves verify against airtrust's bundle (the ``caBundle`` the
 apiserver uses is that bundle). Each namespace in scope must also hold the
 bundle ConfigMap the injected pods mount.
+
+A webhook behind a Service (``render --inject --service``, the form users deploy)
+has no address doctor can dial: its ClusterIP routes only inside the cluster. So
+doctor asks what the apiserver needs along the same path: the Service exists and
+has ready endpoints (EndpointSlices), and the serving certificate the pods mount
+names the Service and verifies against the webhook's own ``caBundle``, the anchor
+the apiserver verifies with, not airtrust's bundle; the dry run then proves the
+whole path.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
 import json
 from urllib.parse import urlsplit, urlunsplit
 
 from airtrust.errors import AirtrustError
 from airtrust.kube.api import KubeAPI
+from airtrust.pki.bundle import read_certificates
+from airtrust.pki.tlssecret import judge_tls_secret
 from airtrust.plan.inject import (
     BUNDLE_KEY,
     INJECT_NAME,
+    INJECT_TLS_SECRET,
     INJECTED_ANNOTATION,
     MUTATE_PATH,
     WEBHOOK_CONFIGURATIONS,
@@ -77,6 +91,9 @@ def _check_context(session: Session, context: str, api: KubeAPI) -> list[Check]:
     path = misrouted_path(client)
     if path:
         checks.append(_misrouted(context, client, path, policy))
+    service = client.get("service")
+    if isinstance(service, dict):
+        checks += _service_checks(session, context, api, service, client.get("caBundle"))
     if url:
         parts = urlsplit(url)
         result = probe_endpoint(
@@ -137,6 +154,108 @@ def _check_context(session: Session, context: str, api: KubeAPI) -> list[Check]:
         checks.append(_admission(context, api, namespace, policy, path))
         checks.append(_bundle(context, api, namespace))
     return checks
+
+
+def _service_checks(
+    session: Session, context: str, api: KubeAPI, service: dict[str, object], ca_bundle: object
+) -> list[Check]:
+    """The Service the apiserver posts to: present, ready endpoints, and a serving
+    certificate the webhook's caBundle verifies for ``NAME.NS.svc``."""
+    ns, name = str(service.get("namespace", "")), str(service.get("name", ""))
+    target = f"Service {ns}/{name}"
+    rendered = f"airtrust render --inject --service {ns}/{name} --ca BUNDLE --out DIR"
+    try:
+        live = api.get("v1", "services", ns, name)
+        slices = list(
+            api.list_objects(
+                "discovery.k8s.io/v1",
+                "endpointslices",
+                ns,
+                label_selector=f"kubernetes.io/service-name={name}",
+            )
+        )
+        secret = api.get("v1", "secrets", ns, INJECT_TLS_SECRET)
+    except AirtrustError as exc:
+        return [Check(NAME, context, target, Status.SKIP, f"not readable: {exc.message}")]
+    if live is None:
+        return [
+            Check(
+                NAME,
+                context,
+                target,
+                Status.FAIL,
+                "missing: the apiserver has nowhere to post admission reviews",
+                f"{rendered} && kubectl apply --server-side -k DIR",
+            )
+        ]
+    ready = sum(
+        1
+        for piece in slices
+        for endpoint in piece.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready") is not False
+    )
+    checks = [
+        Check(NAME, context, target, Status.OK, f"{ready} ready endpoint(s)")
+        if ready
+        else Check(
+            NAME,
+            context,
+            target,
+            Status.FAIL,
+            "no ready endpoint: no webhook pod answers the apiserver",
+            f"kubectl -n {ns} get pods -l app.kubernetes.io/name={INJECT_NAME}; "
+            f"kubectl -n {ns} logs deploy/{INJECT_NAME}",
+        )
+    ]
+    checks.append(_serving_secret(session.now, context, ns, name, secret, ca_bundle))
+    return checks
+
+
+def _serving_secret(
+    now: dt.datetime,
+    context: str,
+    ns: str,
+    service: str,
+    secret: dict[str, object] | None,
+    ca_bundle: object,
+) -> Check:
+    target = f"Secret {ns}/{INJECT_TLS_SECRET}"
+    fix = (
+        f"airtrust apply -c airtrust.yaml with inject_namespace: {ns} (it issues the "
+        "serving certificate from the local CA and keeps the caBundle on it)"
+    )
+    try:
+        anchors = [
+            a.certificate
+            for a in read_certificates(base64.b64decode(str(ca_bundle or "")), "caBundle")
+        ]
+    except (AirtrustError, binascii.Error, ValueError):
+        anchors = []
+    if not anchors:
+        return Check(
+            NAME,
+            context,
+            target,
+            Status.FAIL,
+            "the webhook configuration's caBundle holds no certificate: the apiserver "
+            "trusts no serving certificate",
+            fix,
+        )
+    verdict = judge_tls_secret(
+        secret, hosts=[f"{service}.{ns}.svc"], anchors=anchors, now=now, window=dt.timedelta(0)
+    )
+    if not verdict.sound:
+        return Check(
+            NAME,
+            context,
+            target,
+            Status.FAIL,
+            f"not what the apiserver accepts with the webhook's caBundle: {verdict.detail}",
+            fix,
+        )
+    return Check(
+        NAME, context, target, Status.OK, f"{verdict.detail}; verified by the webhook's caBundle"
+    )
 
 
 def _misrouted(context: str, client: dict[str, object], path: str, policy: str) -> Check:
