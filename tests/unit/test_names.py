@@ -20,7 +20,22 @@ NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 # Labels a SAN can hold: 1-63 of [a-z0-9-], not starting or ending with '-'.
 label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
-dns_name = st.lists(label, min_size=2, max_size=5).map(".".join).filter(lambda n: len(n) <= 253)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# Four numeric labels can spell an IPv4 address (0.0.0.0), which is not a DNS name.
+dns_name = (
+    st.lists(label, min_size=2, max_size=5)
+    .map(".".join)
+    .filter(lambda n: len(n) <= 253 and not _is_ip(n))
+)
 
 
 def _mixed_case(draw: st.DrawFn, text: str) -> str:
