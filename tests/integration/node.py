@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import ROOT, run_cli
 from tests.integration.conftest import wait_for
 from tests.integration.kube import KubeCluster, started_cluster
-from tests.integration.registry import debian_rootfs, push_tar
+from tests.integration.registry import Registry, debian_rootfs, push_tar, started_registry
 
 HOST = "runai.example.test"
 
@@ -224,3 +224,75 @@ def build_airtrust_image(node: Node, base: str, wheels: Path, tag: str = "test")
     )  # fmt: skip
     assert built.code == 0, built.err
     return ref
+
+
+X509 = "x509: certificate signed by unknown authority"
+
+
+@dataclass
+class Untrusted:
+    """A registry whose certificate comes from a CA the node's runtime does not know."""
+
+    registry: Registry
+    ca: Path  # that CA's certificate
+    name: str  # HOST:PORT as the node reaches it
+    image: str
+
+
+@contextlib.contextmanager
+def island_registry(node: Node, ca_dir: Path, folder: Path) -> Iterator[Untrusted]:
+    """A second real registry serving a certificate from ``ca_dir`` (an airtrust CA
+    folder), holding library/debian:bookworm, reached by the node at its own address:
+    the registry an admin would bring up with the local CA that no node trusts yet."""
+    issued = run_cli(
+        "cert", "issue", "--ca-dir", ca_dir, "--domain", "localhost",
+        "--ip", "127.0.0.1", "--ip", node.ip, "--out", folder / "island-tls",
+    )  # fmt: skip
+    assert issued.code == 0, issued.err
+    tls = (folder / "island-tls" / "tls.crt", folder / "island-tls" / "tls.key")
+    with started_registry(folder / "island-registry", tls=tls) as registry:
+        port = registry.host.rsplit(":", 1)[1]
+        push_tar(
+            registry.ref("library/debian:bookworm"),
+            debian_rootfs(),
+            env={"SSL_CERT_FILE": str(ca_dir / "ca.crt")},
+        )
+        with node.exposed(int(port)):
+            name = f"{node.ip}:{port}"
+            yield Untrusted(registry, ca_dir / "ca.crt", name, f"{name}/library/debian:bookworm")
+
+
+def pull_events(node: Node, ns: str, name: str) -> str:
+    events = node.cluster.get("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")
+    return "\n".join(str(e.get("message", "")) for e in events["items"])
+
+
+def pulls(
+    node: Node, ns: str, name: str, image: str, *, tolerations: list[dict[str, str]] | None = None
+) -> tuple[bool, str]:
+    """Create a pod of ``image`` (always pulled) and wait until containerd decided: (ran,
+    the kubelet's events for it)."""
+    spec = pod(name, ns, image, command=["true"])
+    if tolerations:
+        spec["spec"]["tolerations"] = tolerations
+    spec["spec"]["containers"][0]["imagePullPolicy"] = "Always"
+    node.cluster.kubectl("create", "-f", "-", stdin=json.dumps(spec).encode())
+    outcome = ""
+
+    def decided() -> bool:
+        nonlocal outcome
+        status = node.cluster.get("pod", "-n", ns, name)["status"]
+        if status.get("phase") in ("Succeeded", "Running"):
+            outcome = "ran"
+            return True
+        waiting = [
+            (s.get("state") or {}).get("waiting", {}).get("reason", "")
+            for s in status.get("containerStatuses") or []
+        ]
+        if any(r in ("ErrImagePull", "ImagePullBackOff") for r in waiting):
+            outcome = "refused"
+            return True
+        return False
+
+    wait_for(f"containerd to pull or refuse {image}", decided, timeout=120)
+    return outcome == "ran", pull_events(node, ns, name)

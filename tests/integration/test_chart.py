@@ -40,12 +40,16 @@ from airtrust.plan.node_agent import node_agent_objects
 from airtrust.plan.node_trust import Registry, Runtime
 from airtrust.plan.source import Source
 from tests.conftest import ROOT, run_cli
-from tests.integration.conftest import CACHE, wait_for
+from tests.integration.conftest import CACHE, openssl_server, wait_for
 from tests.integration.node import (
     HOST,
+    X509,
     Node,
+    Untrusted,
     build_airtrust_image,
+    island_registry,
     pod,
+    pulls,
     push_debian,
     started_node,
 )
@@ -343,11 +347,9 @@ def test_a_wrong_value_is_refused_by_the_schema_in_helms_words(
 # --- on the node: from the registry over TLS, installed once for the module -----------
 
 RELEASE = "airtrust"
-#: a registry only the node agent names: it writes that registry's trust and touches
-#: nothing the node pulls from
-AGENT_REGISTRY = "chart-agent.invalid:5000"
 SCOPE_LABEL = "airtrust.io/inject=enabled"
 GPU_TAINT = "nvidia.com/gpu"
+ANY_TAINT = [{"operator": "Exists"}]
 
 
 @dataclass
@@ -359,6 +361,8 @@ class Release:
     folder: Path
     chart_ref: str
     values: Path
+    config: Path  # the airtrust.yaml apply, chart values and rotate read
+    island: Untrusted  # the registry only the node agent makes the node trust
     live: bool = False
 
     def helm(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -389,6 +393,11 @@ class Release:
         self.kubectl(
             "-n", NS, "rollout", "status", "daemonset/airtrust-node", "--timeout=180s"
         )  # fmt: skip
+
+    def values_image(self) -> str:
+        """The image the values name (REPOSITORY:TAG), for values written again."""
+        image = yaml.safe_load(self.values.read_text())["image"]
+        return f"{image['repository']}:{image['tag']}"
 
     def objects(self) -> dict[Key, dict[str, Any]]:
         """Every object of the release, live, without what the server changes on its own."""
@@ -482,13 +491,27 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 
 @pytest.fixture(scope="module")
+def island(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Untrusted]:
+    """A registry serving a certificate from the local CA (the one the chart
+    distributes), which the node's containerd does not trust: before the chart, a pull
+    from it is refused with containerd's x509 text, read from the kubelet's events."""
+    folder = tmp_path_factory.mktemp("island")
+    with island_registry(node, node.pki, folder) as registry:
+        node.cluster.kubectl("create", "namespace", "chart-pulls")
+        ran, events = pulls(node, "chart-pulls", "before", registry.image, tolerations=ANY_TAINT)
+        assert not ran and X509 in events, events
+        yield registry
+
+
+@pytest.fixture(scope="module")
 def release(
-    node: Node, offline_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+    node: Node, island: Untrusted, offline_bundle: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
     """`airtrust apply` (inject_namespace: the CA secret and the webhook's serving
     certificate), the airtrust image built from the offline bundle's wheels, then the
     chart packaged, pushed to the node's registry over TLS and installed from oci://
-    with every part on, the webhook under failurePolicy Fail."""
+    with every part on, the webhook under failurePolicy Fail, the node agent for the
+    island registry."""
     folder = tmp_path_factory.mktemp("chart")
     image = build_airtrust_image(node, push_debian(node), offline_bundle / "wheels", tag="chart")
     config = folder / "airtrust.yaml"
@@ -508,21 +531,10 @@ def release(
     )
     applied = run_cli("apply", "-c", config)
     assert applied.code == 0, applied.out + applied.err
-    values = folder / "values.yaml"
-    made = run_cli(
-        "chart", "values", "-c", config, "--context", "admin", "--image", image, "--webhook",
-        "--failure-policy", "Fail", "--registry", AGENT_REGISTRY, "--out", values,
-    )  # fmt: skip
-    assert made.code == 0, made.err
     # The node is tainted like a GPU node: the agent tolerates every taint by default,
     # the controller and the webhook through the chart's tolerations values.
     node.cluster.kubectl("taint", "nodes", "--all", f"{GPU_TAINT}=present:NoSchedule")
-    edited = yaml.safe_load(values.read_text())
-    edited["nodeAgent"]["certsDir"] = str(node.folder / "node" / "certs.d")
-    gpu = [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}]
-    edited["controller"]["tolerations"] = gpu
-    edited["webhook"]["tolerations"] = gpu
-    values.write_text(yaml.safe_dump(edited))
+    values = values_for(node, config, image, island, folder / "values.yaml")
     packaged = helm("package", CHART, "-d", folder, env=helm_env(folder)).stdout
     archive = folder / f"airtrust-{CHART_VERSION}.tgz"
     assert archive.exists(), packaged
@@ -533,11 +545,36 @@ def release(
         )  # fmt: skip
         assert "Digest: sha256:" in pushed.stdout + pushed.stderr, pushed.stderr
         started = time.monotonic()
-        chart = Release(node, folder, f"oci://{registry}/charts/airtrust", values).installed()
+        chart = Release(
+            node, folder, f"oci://{registry}/charts/airtrust", values, config, island
+        ).installed()
+        # containerd decides: the registry it refused before the chart now serves a pod.
+        ca_file = node.folder / "node" / "certs.d" / island.name / "airtrust-ca.crt"
+        wait_for(f"the node agent to write {ca_file}", ca_file.exists, timeout=120)
+        ran, events = pulls(node, "chart-pulls", "after", island.image, tolerations=ANY_TAINT)
+        assert ran and "Successfully pulled image" in events, events
         print(
             f"\nchart installed from oci://, every pod Ready in {time.monotonic() - started:.1f} s"
         )
         yield chart
+
+
+def values_for(node: Node, config: Path, image: str, island: Untrusted, out: Path) -> Path:
+    """`airtrust chart values` from the config (which follows a rotation recorded in the
+    cluster), then what a platform team adds for this node: the runtime's folder, and
+    tolerations for the GPU taint on the controller and the webhook."""
+    made = run_cli(
+        "chart", "values", "-c", config, "--context", "admin", "--image", image, "--webhook",
+        "--failure-policy", "Fail", "--registry", island.name, "--out", out, "--force",
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    edited = yaml.safe_load(out.read_text())
+    edited["nodeAgent"]["certsDir"] = str(node.folder / "node" / "certs.d")
+    gpu = [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}]
+    edited["controller"]["tolerations"] = gpu
+    edited["webhook"]["tolerations"] = gpu
+    out.write_text(yaml.safe_dump(edited))
+    return out
 
 
 def _pods(release: Release) -> list[dict[str, Any]]:
@@ -577,10 +614,12 @@ def test_installed_from_oci_every_part_runs_and_the_webhook_injects(release: Rel
     assert created.returncode == 0
     stored = release.node.cluster.get("pod", "-n", ns, "p1")
     assert "airtrust.io/injected" in stored["metadata"]["annotations"]
-    ca_file = release.node.folder / "node" / "certs.d" / AGENT_REGISTRY / "airtrust-ca.crt"
-    wait_for(f"the node agent to write {ca_file}", ca_file.exists, timeout=120)
-    assert ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    ca_file = release.node.folder / "node" / "certs.d" / release.island.name / "airtrust-ca.crt"
     assert "PRIVATE KEY" not in ca_file.read_text()
+    assert "BEGIN CERTIFICATE" in ca_file.read_text()
+    # The pull from the registry the node refused before the chart is judged right
+    # after the install (in the release fixture): the rotation test, in any order, moves
+    # the node to a CA that registry's certificate no longer chains to.
 
 
 def held(name: str, ns: str) -> dict[str, Any]:
@@ -715,6 +754,143 @@ def test_uninstall_under_fail_admits_the_next_pod_and_keeps_the_ca_secrets(
         "create", "-f", "-", stdin=json.dumps(held("later", ns)).encode(), check=False
     )
     assert later.returncode == 0, later.stderr.decode()
+
+
+def _secret_pem(release: Release, ns: str, name: str, key: str = "runai-ca.pem") -> str | None:
+    found = release.kubectl("get", "secret", "-n", ns, name, "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    return base64.b64decode(json.loads(found.stdout)["data"][key]).decode()
+
+
+def test_the_controller_holds_one_lease_and_converges_a_deleted_ca_secret(
+    release: Release,
+) -> None:
+    """Two controller replicas, one holder in the Lease (read from the Lease object, not
+    airtrust's metric); a CA target deleted by hand comes back from the controller with
+    exactly the source's PEM."""
+    release.installed()
+    controllers = [
+        p["metadata"]["name"]
+        for p in _pods(release)
+        if p["metadata"]["labels"]["app.kubernetes.io/name"] == "airtrust-sync"
+    ]
+    assert len(controllers) == 2, controllers
+
+    def holders() -> list[str]:
+        holder = str(_lease(release).get("holderIdentity") or "")
+        return [name for name in controllers if holder.startswith(name)]
+
+    # The Lease outlives an uninstall (it is the controllers' state, not the chart's):
+    # a replica of this install takes it once the last holder's term ran out.
+    wait_for("one replica of this install to hold the Lease", lambda: bool(holders()), 120)
+    assert len(holders()) == 1, (_lease(release), controllers)
+    source = _secret_pem(release, NS, "runai-ca-cert")
+    assert source and "BEGIN CERTIFICATE" in source
+    release.kubectl("delete", "secret", "-n", "runai", "runai-ca-cert")
+    wait_for(
+        "the controller to write runai/runai-ca-cert again",
+        lambda: _secret_pem(release, "runai", "runai-ca-cert") == source,
+        timeout=60,
+    )
+
+
+def _lease(release: Release) -> dict[str, Any]:
+    found = release.node.cluster.get("lease", "-n", NS, "airtrust-sync")
+    return dict(found.get("spec") or {})
+
+
+def _upgrade(release: Release, values: Path) -> None:
+    release.helm(
+        "upgrade", RELEASE, release.chart_ref, "--version", CHART_VERSION, "-n", NS,
+        "-f", values, "--ca-file", release.node.registry_ca, "--wait", "--timeout", "300s",
+    )  # fmt: skip
+    release.values = values
+    release.ready()
+
+
+def _certificates(pem: str) -> int:
+    return pem.count("-----BEGIN CERTIFICATE-----")
+
+
+def test_helm_upgrade_after_rotate_start_carries_the_new_ca_to_every_part(
+    release: Release, tmp_path: Path
+) -> None:
+    """`rotate start`, then `chart values` (which follows the rotation recorded in the
+    cluster) and `helm upgrade`: the webhook's caBundle, the bundle it writes into a
+    namespace in scope, what the controller writes into a CA target and the CA file
+    the node agent writes on the node all hold old + new, and pods are still admitted
+    injected under Fail. Then `rotate finish` and one more upgrade: the new CA alone
+    everywhere, as the module's release goes on."""
+    release.installed()
+    island = release.island
+    new_ca = tmp_path / "new-ca"
+    assert run_cli("ca", "create", "--out", new_ca, "--name", "Chart Rotated Root").code == 0
+    ns = _scoped_namespace(release, f"chart-rot-{int(time.monotonic() * 1000) % 100000}")
+    ca_file = release.node.folder / "node" / "certs.d" / island.name / "airtrust-ca.crt"
+
+    old_pem = (release.node.pki / "ca.crt").read_text().strip()
+    new_pem = (new_ca / "ca.crt").read_text().strip()
+    seen: dict[str, str] = {}
+
+    def everywhere(*wanted: str) -> bool:
+        """Each part holds exactly ``wanted`` of old and new (the namespace's merged
+        bundle also holds the base's public roots, so only old and new are counted)."""
+        hook = release.node.cluster.get("mutatingwebhookconfiguration", "airtrust-inject")
+        mapped = release.node.cluster.get("configmap", "-n", ns, "airtrust-ca-bundle")
+        parts = {
+            "caBundle": base64.b64decode(hook["webhooks"][0]["clientConfig"]["caBundle"]).decode(),
+            "namespace bundle": mapped["data"]["ca-bundle.pem"],
+            "controller's target": _secret_pem(release, "runai", "runai-ca-cert") or "",
+            "node agent's file": ca_file.read_text() if ca_file.exists() else "",
+        }
+        for part, pem in parts.items():
+            held = [name for name, ca in (("old", old_pem), ("new", new_pem)) if ca in pem]
+            seen[part] = "+".join(held) or "neither"
+        return all(seen[part] == "+".join(wanted) for part in parts)
+
+    def admitted(name: str) -> None:
+        created = release.kubectl(
+            "create", "-f", "-", stdin=json.dumps(held(name, ns)).encode(), check=False
+        )
+        assert created.returncode == 0, created.stderr.decode()
+        stored = release.node.cluster.get("pod", "-n", ns, name)
+        assert "airtrust.io/injected" in stored["metadata"]["annotations"]
+
+    wait_for("the namespace's bundle ConfigMap", lambda: release.node.cluster.exists(
+        "configmap", "airtrust-ca-bundle", ns), timeout=60)  # fmt: skip
+    started = run_cli("rotate", "start", "-c", release.config, "--new-ca", new_ca)
+    assert started.code == 0, started.out + started.err
+    image = f"{release.values_image()}"
+    both = values_for(release.node, release.config, image, island, tmp_path / "both.yaml")
+    assert _certificates(yaml.safe_load(both.read_text())["ca"]["bundle"]) == 2
+    _upgrade(release, both)
+    try:
+        wait_for("old + new in every part", lambda: everywhere("old", "new"), timeout=180)
+    finally:
+        print(f"\nafter the upgrade with old + new: {seen}")
+    admitted("during")
+    # The island registry still serves its certificate from the old CA: the node,
+    # holding old + new, still pulls.
+    ran, events = pulls(release.node, "chart-pulls", f"during-{ns}", island.image,
+                        tolerations=ANY_TAINT)  # fmt: skip
+    assert ran, events
+    live = release.node.cluster.get("secret", "-n", "runai-backend", "runai-backend-tls")["data"]
+    for key in ("tls.crt", "tls.key"):
+        (tmp_path / key).write_bytes(base64.b64decode(live[key]))
+    with openssl_server(tmp_path / "tls.crt", tmp_path / "tls.key") as server:
+        finished = run_cli("rotate", "finish", "-c", release.config,
+                           "--connect-to", f"{HOST}:443:127.0.0.1:{server.port}")  # fmt: skip
+    assert finished.code == 0, finished.out + finished.err
+    alone = values_for(release.node, release.config, image, island, tmp_path / "new.yaml")
+    assert _certificates(yaml.safe_load(alone.read_text())["ca"]["bundle"]) == 1
+    _upgrade(release, alone)
+    try:
+        wait_for("the new CA alone in every part", lambda: everywhere("new"), timeout=180)
+    finally:
+        print(f"after the upgrade with the new CA: {seen}")
+    assert (new_ca / "ca.crt").read_text().strip() in ca_file.read_text()
+    admitted("after")
 
 
 def test_runai_projects_scope_is_render_with_the_profiles_project_selector(

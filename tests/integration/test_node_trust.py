@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,18 @@ import yaml
 
 from tests.conftest import run_cli
 from tests.integration.conftest import require, wait_for
-from tests.integration.node import Node, build_airtrust_image, pod, started_node
-from tests.integration.registry import Registry, debian_rootfs, push_tar, started_registry
+from tests.integration.node import (
+    X509,
+    Node,
+    Untrusted,
+    build_airtrust_image,
+    island_registry,
+    pulls,
+    started_node,
+)
+from tests.integration.registry import debian_rootfs, push_tar
 
 pytestmark = pytest.mark.integration
-X509 = "x509: certificate signed by unknown authority"
 
 
 @pytest.fixture(scope="module")
@@ -36,74 +42,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         yield n
 
 
-@dataclass
-class Untrusted:
-    """A registry whose certificate comes from a CA the node does not know."""
-
-    registry: Registry
-    ca: Path  # that CA's certificate
-    name: str  # HOST:PORT as the node reaches it
-    image: str
-
-
 @pytest.fixture(scope="module")
 def untrusted(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Untrusted]:
     folder = tmp_path_factory.mktemp("other-registry")
     assert run_cli("ca", "create", "--out", folder / "ca", "--name", "Registry Island CA").code == 0
-    issued = run_cli(
-        "cert", "issue", "--ca-dir", folder / "ca", "--domain", "localhost",
-        "--ip", "127.0.0.1", "--ip", node.ip, "--out", folder / "tls",
-    )  # fmt: skip
-    assert issued.code == 0, issued.err
-    tls = (folder / "tls" / "tls.crt", folder / "tls" / "tls.key")
-    with started_registry(folder / "registry", tls=tls) as registry:
-        port = registry.host.rsplit(":", 1)[1]
-        push_tar(
-            registry.ref("library/debian:bookworm"),
-            debian_rootfs(),
-            env={"SSL_CERT_FILE": str(folder / "ca" / "ca.crt")},
-        )
-        with node.exposed(int(port)):
-            name = f"{node.ip}:{port}"
-            yield Untrusted(
-                registry, folder / "ca" / "ca.crt", name, f"{name}/library/debian:bookworm"
-            )
-
-
-def _pull_events(node: Node, ns: str, name: str) -> str:
-    events = node.cluster.get("events", "-n", ns, "--field-selector", f"involvedObject.name={name}")
-    return "\n".join(str(e.get("message", "")) for e in events["items"])
-
-
-def _pulls(
-    node: Node, ns: str, name: str, image: str, *, tolerations: list[dict[str, str]] | None = None
-) -> tuple[bool, str]:
-    """Create a pod of ``image`` (always pulled) and wait until containerd decided: (ran,
-    the kubelet's events for it)."""
-    spec = pod(name, ns, image, command=["true"])
-    if tolerations:
-        spec["spec"]["tolerations"] = tolerations
-    spec["spec"]["containers"][0]["imagePullPolicy"] = "Always"
-    node.cluster.kubectl("create", "-f", "-", stdin=json.dumps(spec).encode())
-    outcome = ""
-
-    def decided() -> bool:
-        nonlocal outcome
-        status = node.cluster.get("pod", "-n", ns, name)["status"]
-        if status.get("phase") in ("Succeeded", "Running"):
-            outcome = "ran"
-            return True
-        waiting = [
-            (s.get("state") or {}).get("waiting", {}).get("reason", "")
-            for s in status.get("containerStatuses") or []
-        ]
-        if any(r in ("ErrImagePull", "ImagePullBackOff") for r in waiting):
-            outcome = "refused"
-            return True
-        return False
-
-    wait_for(f"containerd to pull or refuse {image}", decided, timeout=120)
-    return outcome == "ran", _pull_events(node, ns, name)
+    with island_registry(node, folder / "ca", folder) as registry:
+        yield registry
 
 
 def test_containerd_pulls_from_an_unknown_ca_registry_only_after_node_install(
@@ -130,7 +74,7 @@ def test_containerd_pulls_from_an_unknown_ca_registry_only_after_node_install(
     )
     (folder / "hosts.toml").write_text(existing)
     node.cluster.kubectl("create", "namespace", "pull-before")
-    ran, events = _pulls(node, "pull-before", "before", untrusted.image)
+    ran, events = pulls(node, "pull-before", "before", untrusted.image)
     assert not ran, events
     assert X509 in events, events
     install = [
@@ -149,7 +93,7 @@ def test_containerd_pulls_from_an_unknown_ca_registry_only_after_node_install(
     assert host["ca"] == str(folder / "airtrust-ca.crt")
     assert (folder / "hosts.toml.airtrust-backup").read_text() == existing
     node.cluster.kubectl("create", "namespace", "pull-after")
-    ran, events = _pulls(node, "pull-after", "after", untrusted.image)
+    ran, events = pulls(node, "pull-after", "after", untrusted.image)
     assert ran, events
     again = run_cli(*install)
     assert again.code == 0 and json.loads(again.out)["writes"] == 0, again.out
@@ -159,7 +103,7 @@ def test_containerd_pulls_from_an_unknown_ca_registry_only_after_node_install(
     assert not (folder / "airtrust-ca.crt").exists()
     assert not (folder / "hosts.toml.airtrust-backup").exists()
     node.cluster.kubectl("create", "namespace", "pull-removed")
-    ran, events = _pulls(node, "pull-removed", "removed", untrusted.image)
+    ran, events = pulls(node, "pull-removed", "removed", untrusted.image)
     assert not ran and X509 in events, events
 
 
@@ -279,7 +223,7 @@ def test_node_sync_follows_the_ca_secret_and_the_node_says_what_it_holds(
         annotations = node.cluster.get("node", "airtrust-node")["metadata"]["annotations"]
         digest = hashlib.sha256(ca_file.read_bytes()).hexdigest()
         assert annotations["airtrust.io/registry-ca-sha256"] == digest
-        ran, events = _pulls(node, "node-agent", "synced", untrusted.image)
+        ran, events = pulls(node, "node-agent", "synced", untrusted.image)
         assert ran, events
         # A rotation's old + new in the source: the file follows, the node says so.
         newer = tmp_path / "newer"
@@ -299,7 +243,7 @@ def test_node_sync_follows_the_ca_secret_and_the_node_says_what_it_holds(
         assert "Total found: 2" in held.stdout, held.stdout
         annotations = node.cluster.get("node", "airtrust-node")["metadata"]["annotations"]
         assert annotations["airtrust.io/registry-ca-sha256"] != digest
-        ran, events = _pulls(node, "node-agent", "rotated", untrusted.image)
+        ran, events = pulls(node, "node-agent", "rotated", untrusted.image)
         assert ran, events
     finally:
         run_cli("node", "install", "--root", "/", "--remove", "--state", record)
@@ -320,7 +264,7 @@ def airtrust_image(node: Node, offline_bundle: Path) -> str:
     return build_airtrust_image(node, base, offline_bundle / "wheels", "node-agent")
 
 
-def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_then_pulls(
+def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_thenpulls(
     node: Node, untrusted: Untrusted, airtrust_image: str, tmp_path: Path
 ) -> None:
     """`render --node-trust` applied as is (kubectl apply -k) on a node tainted like a GPU
@@ -377,7 +321,7 @@ def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_then_pulls
     node.cluster.kubectl("create", "namespace", "airtrust-nodes")  # doctor's pull pods run there
     node.cluster.kubectl("taint", "node", "airtrust-node", taint)
     try:
-        ran, events = _pulls(node, "agent-pulls", "before", untrusted.image, tolerations=tolerate)
+        ran, events = pulls(node, "agent-pulls", "before", untrusted.image, tolerations=tolerate)
         assert not ran, events
         assert X509 in events, events
         refused = doctor("node-registry-pull")
@@ -408,7 +352,7 @@ def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_then_pulls
         assert running["spec"]["nodeName"] == "airtrust-node"  # type: ignore[index]
         assert running["status"]["phase"] == "Running", running["status"]  # type: ignore[index]
         assert untrusted.ca.read_text().strip() in ca_file.read_text()
-        ran, events = _pulls(node, "agent-pulls", "after", untrusted.image, tolerations=tolerate)
+        ran, events = pulls(node, "agent-pulls", "after", untrusted.image, tolerations=tolerate)
         assert ran, events
         pulled = doctor("node-registry-pull")
         assert pulled["status"] == "ok", pulled

@@ -182,7 +182,9 @@ def test_chart_values_writes_the_file_0644_and_refuses_to_overwrite(
 ) -> None:
     config = _write_config(tmp_path, ca_bundle)
     out = tmp_path / "values.yaml"
-    made = run_cli("chart", "values", "-c", config, "--out", out, "--registry", "reg.local:5000")
+    made = run_cli(
+        "chart", "values", "--offline", "-c", config, "--out", out, "--registry", "reg.local:5000"
+    )
     assert made.code == 0, made.err
     assert os.stat(out).st_mode & 0o777 == 0o644
     values = yaml.safe_load(out.read_text())
@@ -191,10 +193,10 @@ def test_chart_values_writes_the_file_0644_and_refuses_to_overwrite(
     assert values["nodeAgent"] == {
         "enabled": True, "registries": ["reg.local:5000"], "runtime": "containerd",
     }  # fmt: skip
-    again = run_cli("chart", "values", "-c", config, "--out", out)
+    again = run_cli("chart", "values", "--offline", "-c", config, "--out", out)
     assert again.code == 2 and again.error_lines and "Traceback" not in again.err
     assert "[output-exists]" in again.err
-    assert run_cli("chart", "values", "-c", config, "--out", out, "--force").code == 0
+    assert run_cli("chart", "values", "--offline", "-c", config, "--out", out, "--force").code == 0
 
 
 def test_chart_values_refuses_a_key_in_the_bundle_and_writes_nothing(
@@ -206,7 +208,7 @@ def test_chart_values_refuses_a_key_in_the_bundle_and_writes_nothing(
     mixed.write_bytes(ca_bundle.read_bytes() + (tmp_path / "ca" / "ca.key").read_bytes())
     config = _write_config(tmp_path, mixed)
     out = tmp_path / "values.yaml"
-    refused = run_cli("chart", "values", "-c", config, "--out", out)
+    refused = run_cli("chart", "values", "--offline", "-c", config, "--out", out)
     assert refused.code == 2, refused.err
     assert len(refused.err.strip().splitlines()) == 1 and "Traceback" not in refused.err
     assert "private-key-in-bundle" in refused.err
@@ -226,7 +228,9 @@ def test_chart_values_bad_input_is_one_line_exit_2_nothing_written(
 ) -> None:
     config = _write_config(tmp_path, ca_bundle)
     out = tmp_path / "values.yaml"
-    refused = run_cli("chart", "values", "-c", config, "--out", out, *args, cwd=tmp_path)
+    refused = run_cli(
+        "chart", "values", "--offline", "-c", config, "--out", out, *args, cwd=tmp_path
+    )
     assert refused.code == 2, refused.err
     assert len(refused.err.strip().splitlines()) == 1 and words in refused.err
     assert "Traceback" not in refused.err and not out.exists()

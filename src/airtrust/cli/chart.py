@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from airtrust.cli.output import Format, emit
-from airtrust.cli.params import OutputOpt
+from airtrust.cli.params import KubeconfigOpt, OutputOpt, open_config
 
 __all__ = ["chart_app", "chart_values_cmd", "register"]
 
@@ -49,16 +49,22 @@ def chart_values_cmd(
     runtime: Annotated[
         str, typer.Option("--runtime", help="The nodes' runtime, for the node agent.")
     ] = "containerd",
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Do not read the clusters: the config's bundle even while a rotation is "
+            "recorded there.",
+        ),
+    ] = False,
+    kubeconfig: KubeconfigOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """Write the chart's values from the config (the CA, version, roles and scope)."""
-    from airtrust.clock import utc_now
-    from airtrust.config import load_config
-    from airtrust.profiles import load_profile
+    """Write the chart's values from the config (the CA, version, roles and scope); while
+    a rotation is recorded in the cluster, its old + new CA."""
     from airtrust.usecases.chart import ChartSettings, write_chart_values
 
-    loaded = load_config(config)
     settings = ChartSettings(
         image=image,
         context=context,
@@ -68,9 +74,8 @@ def chart_values_cmd(
         runtime=runtime,
         runai_projects=runai_projects,
     )
-    written = write_chart_values(
-        loaded, load_profile(loaded.profile), out, settings, now=utc_now(), force=force
-    )
+    with open_config(config, kubeconfig, connect=not offline) as session:
+        written = write_chart_values(session, out, settings, force=force)
 
     def table(console: Any) -> None:
         console.print(f"wrote {written}", markup=False)

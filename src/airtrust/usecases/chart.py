@@ -15,7 +15,6 @@ The values file holds no key and no token, so it is written 0644, all or nothing
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import yaml
 
 from airtrust.config import Config
 from airtrust.errors import InputError
-from airtrust.files import OutputSet, read_input
-from airtrust.pki.bundle import parse_bundle
+from airtrust.files import OutputSet
 from airtrust.plan.node_trust import Runtime, parse_registry
 from airtrust.plan.topology import SyncScope
 from airtrust.profiles import Profile
+from airtrust.usecases.session import Session
 
 __all__ = ["ChartSettings", "chart_values", "write_chart_values"]
 
@@ -122,18 +121,13 @@ def chart_values(
 
 
 def write_chart_values(
-    config: Config,
-    profile: Profile,
-    out: Path,
-    settings: ChartSettings,
-    *,
-    now: dt.datetime,
-    force: bool = False,
+    session: Session, out: Path, settings: ChartSettings, *, force: bool = False
 ) -> Path:
-    """Read and validate the config's CA bundle as of ``now`` (a key, a non-CA or an
-    expired CA is refused before anything is written), then write the values file."""
-    bundle = parse_bundle([(str(p), read_input(str(p))) for p in config.ca.bundle], now=now)
-    values = chart_values(config, profile, bundle.to_pem(), settings)
+    """The values file from the session's bundle: the config's, validated as of the
+    session's clock (a key, a non-CA or an expired CA is refused before anything is
+    written), or old + new while a rotation recorded in the cluster is in progress, so
+    that a ``helm upgrade`` then carries the new CA to the webhook's caBundle too."""
+    values = chart_values(session.config, session.profile, session.bundle.to_pem(), settings)
     header = (
         "# airtrust chart values, written by `airtrust chart values` from the config.\n"
         "# helm install airtrust oci://REG/charts/airtrust --version V -n NS -f THIS_FILE\n"
