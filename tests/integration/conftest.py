@@ -7,6 +7,7 @@ it is never skipped.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import http.server
 import os
@@ -126,9 +127,23 @@ def build_offline_bundle(out: Path, *extra: str) -> Path:
 @pytest.fixture(scope="session")
 def offline_bundle_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default offline bundle (linux x86_64 + aarch64, CPython 3.11-3.13) as
-    scripts/release writes it, built once per session: a build downloads ~75 wheels and
-    takes a minute, and every test that needs a bundle reads the same one. Read-only."""
-    return build_offline_bundle(tmp_path_factory.mktemp("release") / "dist")
+    scripts/release writes it, built once per run: a build downloads ~75 wheels and
+    takes a minute, and every test that needs a bundle reads the same one. Read-only.
+
+    Under pytest-xdist every worker is a session of its own; the first to get here
+    builds into the run's shared temporary folder (under a lock), the others wait for
+    it and read the same archive, so a run builds one bundle whatever its workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build_offline_bundle(tmp_path_factory.mktemp("release") / "dist")
+    shared = tmp_path_factory.getbasetemp().parent / "shared-offline-bundle"
+    shared.mkdir(exist_ok=True)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / "archive"
+        if not done.exists():
+            archive = build_offline_bundle(shared / "dist")
+            done.write_text(str(archive))
+        return Path(done.read_text())
 
 
 @pytest.fixture(scope="session")
