@@ -19,11 +19,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airtrust.clock import utc_now
 from airtrust.errors import AirtrustError, NodeTrustError
 from airtrust.files import OutputSet
-from airtrust.kube.api import KubeAPI
+from airtrust.kube.api import JsonObj, KubeAPI
 from airtrust.kube.source import read_source
 from airtrust.plan.node_trust import (
     CA_ANNOTATION,
@@ -38,14 +39,20 @@ from airtrust.plan.node_trust import (
 )
 from airtrust.plan.source import Source
 
+if TYPE_CHECKING:
+    from airtrust.config import NodeTrustSettings
+    from airtrust.usecases.session import Session
+
 log = logging.getLogger("airtrust.node")
 
 __all__ = [
     "CA_ANNOTATION",
     "STATE",
+    "AgentNodes",
     "NodeAgent",
     "NodeChange",
     "NodeTrustReport",
+    "agent_nodes",
     "install",
     "open_agent",
     "remove",
@@ -368,3 +375,38 @@ def open_agent(
         containerd_config=containerd_config,
         state_file=record,
     )
+
+
+@dataclass(frozen=True)
+class AgentNodes:
+    """One context whose nodes airtrust makes trust the registries: its settings and its
+    Nodes (by name), or why they could not be listed."""
+
+    context: str
+    settings: NodeTrustSettings
+    nodes: list[JsonObj]
+    unreadable: str = ""
+
+    @staticmethod
+    def held(node: JsonObj) -> str | None:
+        """The digest of the bundle the node's agent reports its runtime holds."""
+        value = ((node.get("metadata") or {}).get("annotations") or {}).get(CA_ANNOTATION)
+        return None if value is None else str(value)
+
+
+def agent_nodes(session: Session) -> list[AgentNodes]:
+    """Per context with node trust enabled (``registries:`` and ``node_trust:``), its
+    Nodes: what doctor's node-registry check and ``rotate finish`` both judge."""
+    out = []
+    for context, api in sorted(session.apis.items()):
+        settings = session.config.node_trust_for(context)
+        if not settings.enabled:
+            continue
+        try:
+            nodes = list(api.list_objects("v1", "nodes"))
+        except AirtrustError as exc:
+            out.append(AgentNodes(context, settings, [], exc.message))
+            continue
+        nodes.sort(key=lambda n: str(n["metadata"]["name"]))
+        out.append(AgentNodes(context, settings, nodes))
+    return out

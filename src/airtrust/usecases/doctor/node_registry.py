@@ -32,6 +32,7 @@ from airtrust.plan.node_trust import CA_ANNOTATION, Registry, parse_registry, re
 from airtrust.plan.topology import CLUSTER
 from airtrust.registry.reference import parse_reference
 from airtrust.usecases.doctor.model import Check, Status
+from airtrust.usecases.node_trust import AgentNodes, agent_nodes
 from airtrust.usecases.session import Session
 
 __all__ = [
@@ -54,17 +55,13 @@ def check_node_registry(session: Session) -> list[Check]:
     expected = registry_ca_digest(session.bundle.to_pem())
     bundle = " ".join(f"--ca {p}" for p in session.config.ca.bundle)
     out: list[Check] = []
-    for context, api in sorted(session.apis.items()):
-        settings = session.config.node_trust_for(context)
-        if not settings.enabled:
-            continue
-        try:
-            nodes = list(api.list_objects("v1", "nodes"))
-        except AirtrustError as exc:
-            out.append(Check(NAME, context, "nodes", Status.SKIP, f"not listable: {exc.message}"))
-            continue
-        for node in sorted(nodes, key=lambda n: str(n["metadata"]["name"])):
-            out += judge_node(context, node, settings, expected, bundle)
+    for each in agent_nodes(session):
+        if each.unreadable:
+            out.append(
+                Check(NAME, each.context, "nodes", Status.SKIP, f"not listable: {each.unreadable}")
+            )
+        for node in each.nodes:
+            out += judge_node(each.context, node, each.settings, expected, bundle)
     return out
 
 
@@ -74,7 +71,7 @@ def judge_node(
     """One check per registry the node must trust: what its annotation says it holds
     against ``expected`` (the digest of the bundle airtrust distributes)."""
     name = str(node["metadata"]["name"])
-    held = ((node["metadata"].get("annotations")) or {}).get(CA_ANNOTATION)
+    held = AgentNodes.held(node)
     if held == expected:
         status, fix = Status.OK, ""
         said = f"node {name} holds the current bundle (sha256 {expected[:12]}…)"

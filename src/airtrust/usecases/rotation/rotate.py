@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from airtrust.errors import AirtrustError, CheckFailed, InputError
+from airtrust.errors import CheckFailed, InputError
 from airtrust.pki import keys
 from airtrust.pki.bundle import Bundle, build_bundle, fingerprint, read_certificates
 from airtrust.pki.tlssecret import TLSMaterial
@@ -16,6 +16,7 @@ from airtrust.plan.rotation import Phase, RotationState, TLSState
 from airtrust.plan.topology import rotation_location
 from airtrust.probe import ConnectTo, probe_endpoint
 from airtrust.usecases import apply
+from airtrust.usecases.node_trust import AgentNodes, agent_nodes
 from airtrust.usecases.session import Session, follow, live_control_plane_tls, read_rotation
 
 __all__ = ["finish", "nodes_without_new_ca", "save_state", "start"]
@@ -138,25 +139,19 @@ def nodes_without_new_ca(session: Session, state: RotationState) -> list[str]:
         registry_ca_digest(state.new_bundle(session.now).to_pem()),
     }
     out = []
-    for context, api in sorted(session.apis.items()):
-        settings = session.config.node_trust_for(context)
-        if not settings.enabled:
+    for each in agent_nodes(session):
+        if each.unreadable:
+            out.append(f"context '{each.context}': nodes not readable ({each.unreadable})")
             continue
-        try:
-            nodes = list(api.list_objects("v1", "nodes"))
-        except AirtrustError as exc:
-            out.append(f"context '{context}': nodes not readable ({exc.message})")
-            continue
-        lacking = sorted(
+        lacking = [
             str(n["metadata"]["name"])
-            for n in nodes
-            if (held := ((n["metadata"].get("annotations")) or {}).get(CA_ANNOTATION)) is not None
-            and held not in held_new
-        )
+            for n in each.nodes
+            if (held := AgentNodes.held(n)) is not None and held not in held_new
+        ]
         if lacking:
             out.append(
-                f"context '{context}': node(s) {', '.join(lacking)} do not hold the new CA "
-                f"yet ({CA_ANNOTATION}; their runtime would refuse the registry's new "
+                f"context '{each.context}': node(s) {', '.join(lacking)} do not hold the new "
+                f"CA yet ({CA_ANNOTATION}; their runtime would refuse the registry's new "
                 f"certificate; check: kubectl get pods -A -l app.kubernetes.io/name="
                 f"{AGENT_NAME} -o wide)"
             )
