@@ -186,7 +186,7 @@ def test_chart_values_from_a_config_give_render_controller_of_that_config(
         )
     )
     values = tmp_path / "values.yaml"
-    made = run_cli("chart", "values", "-c", config, "--image", IMAGE, "--out", values)
+    made = run_cli("chart", "values", "--offline", "-c", config, "--image", IMAGE, "--out", values)
     assert made.code == 0, made.err
     chart = template(
         "-f", values, "--set", "ca.source.name=local-ca", "--set", "ca.source.create=true"

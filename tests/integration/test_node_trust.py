@@ -327,6 +327,11 @@ def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_thenpulls(
         refused = doctor("node-registry-pull")
         assert refused["status"] == "fail" and X509 in refused["evidence"], refused
         assert "airtrust node install --root / --runtime containerd" in refused["fix"], refused
+        # Only the agent may write what is judged next: no annotation, no file before it.
+        node.cluster.kubectl(
+            "annotate", "node", "airtrust-node", "airtrust.io/registry-ca-sha256-", check=False
+        )
+        assert not ca_file.exists()
         node.cluster.kubectl("apply", "-k", out)
 
         def agent_pod() -> dict[str, object] | None:
@@ -341,8 +346,13 @@ def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_thenpulls(
                 hashlib.sha256(ca_file.read_bytes()).hexdigest()
             )
 
+        def done() -> bool:
+            running = agent_pod()
+            phase = (running or {}).get("status", {}).get("phase")  # type: ignore[attr-defined]
+            return phase == "Running" and annotated()
+
         try:
-            wait_for("the agent to write containerd's files and annotate the node", annotated, 180)
+            wait_for("the agent running, its files written and the node annotated", done, 180)
         except BaseException:
             print(node.cluster.kubectl("-n", "airtrust-nodes", "describe", "pods", check=False))
             print(node.logs("airtrust-nodes", "daemonset/airtrust-node"))
