@@ -91,6 +91,9 @@ class NodeTrust(_Model):
     #: Images ``doctor --probe`` pulls on every node (default: the patched sidecar
     #: images in images.references, the pulls that matter).
     probe_images: tuple[str, ...] = ()
+    #: OpenShift: also the cluster proxy's trustedCA (user-ca-bundle); off by default,
+    #: since a change there rolls every node.
+    openshift_proxy_ca: bool = False
 
     @field_validator("certs_dir", "containerd_config")
     @classmethod

@@ -63,6 +63,8 @@ PLURALS = {
     "Secret": "secrets",
     "Namespace": "namespaces",
     "ConfigMap": "configmaps",
+    "Image": "images",
+    "Proxy": "proxies",
     "Lease": "leases",
     "Job": "jobs",
     "Pod": "pods",

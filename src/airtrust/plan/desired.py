@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from airtrust.config import Config
 from airtrust.errors import ConfigError
 from airtrust.pki.tlssecret import TLSMaterial
+from airtrust.plan import openshift_trust
 from airtrust.plan.imagepaths import ImagePatch, find_image_patches
 from airtrust.plan.manifests import namespace_manifest, secret_manifest
 from airtrust.plan.model import BUNDLE_HASH, CERT_HASH, Desired, JsonObj
@@ -35,6 +36,8 @@ class ClusterFacts:
     cluster_config: JsonObj | None = None
     #: False for render --offline: nothing was read from the cluster
     observed: bool = True
+    #: OpenShift: the live image.config.openshift.io/cluster (which ConfigMap it names)
+    image_config: JsonObj | None = None
 
 
 @dataclass
@@ -156,7 +159,65 @@ def build_desired(
         images, _ = sidecar_images(config, profile, fact)
         if images is not None:
             ctx.add(images)
+        if fact.openshift:
+            for item in _openshift_node_trust(config, fact, bundle_pem):
+                ctx.add(item)
         out.extend(ctx.ordered())
+    return out
+
+
+def _openshift_node_trust(config: Config, fact: ClusterFacts, bundle_pem: bytes) -> list[Desired]:
+    """The nodes' registry trust the OpenShift way (plan.openshift_trust): the CA under
+    each registry's key in the ConfigMap the Image config names (or airtrust's, then
+    named there), and with ``openshift_proxy_ca`` the proxy's trustedCA."""
+    settings = config.node_trust_for(fact.context)
+    if not settings.enabled or settings.node_trust is None:
+        return []
+    named = openshift_trust.trusted_ca_name(fact.image_config)
+    name = named or openshift_trust.REGISTRY_CA_CONFIGMAP
+    ns = openshift_trust.CONFIG_NAMESPACE
+    out = [
+        Desired(
+            fact.context,
+            "ConfigMap",
+            ns,
+            name,
+            "registry CAs for the nodes (image.config.openshift.io additionalTrustedCA)",
+            manifest=openshift_trust.registry_ca_configmap(name, settings.registries, bundle_pem),
+        )
+    ]
+    if named is None:
+        out.append(
+            Desired(
+                fact.context,
+                "Image",
+                None,
+                "cluster",
+                "the nodes trust the registry CAs ConfigMap",
+                manifest=openshift_trust.image_config(name),
+            )
+        )
+    if settings.node_trust.openshift_proxy_ca:
+        out.append(
+            Desired(
+                fact.context,
+                "ConfigMap",
+                ns,
+                openshift_trust.PROXY_CA_CONFIGMAP,
+                "the cluster proxy's trusted CA bundle",
+                manifest=openshift_trust.proxy_ca_configmap(bundle_pem),
+            )
+        )
+        out.append(
+            Desired(
+                fact.context,
+                "Proxy",
+                None,
+                "cluster",
+                "the cluster proxy trusts user-ca-bundle",
+                manifest=openshift_trust.proxy_config(),
+            )
+        )
     return out
 
 
@@ -239,4 +300,10 @@ def sidecar_images(
 
 def findings(config: Config, profile: Profile, facts: Sequence[ClusterFacts]) -> list[str]:
     """Everything about the sidecar images a user must act on, for plan and render."""
-    return [note for fact in facts for note in sidecar_images(config, profile, fact)[1]]
+    notes = [note for fact in facts for note in sidecar_images(config, profile, fact)[1]]
+    for fact in facts:
+        trust = config.node_trust_for(fact.context)
+        if fact.openshift and trust.enabled and trust.node_trust is not None:
+            if trust.node_trust.openshift_proxy_ca:
+                notes.append(f"context '{fact.context}': {openshift_trust.PROXY_WARNING}")
+    return notes

@@ -73,7 +73,36 @@ def diff(desired: Desired, live: JsonObj | None, *, manager: str) -> Change:
         return Change(desired, Action.UPDATE, reasons, live_resource_version=version, live=live)
     if live is None:
         return Change(desired, Action.CREATE, ("does not exist",))
+    if desired.kind != "Secret":
+        return _diff_fields(desired, live)
     return _diff_secret(desired, live, manager)
+
+
+def _differences(want: Any, have: Any, path: str) -> list[str]:
+    """Where ``have`` lacks what ``want`` sets (maps compared key by key: keys others
+    own in the live object are theirs, as server-side apply keeps them)."""
+    if isinstance(want, dict):
+        have_map = have if isinstance(have, dict) else {}
+        return [
+            r
+            for k, v in sorted(want.items())
+            for r in _differences(v, have_map.get(k), f"{path}.{k}")
+        ]
+    return [] if want == have else [f"{path.lstrip('.')} differs"]
+
+
+def _diff_fields(desired: Desired, live: JsonObj) -> Change:
+    """A ConfigMap or a config object: only the fields airtrust sends are judged."""
+    manifest = desired.manifest
+    assert manifest is not None
+    reasons = [
+        r
+        for field in sorted(set(manifest) - {"apiVersion", "kind", "metadata"})
+        for r in _differences(manifest[field], live.get(field), field)
+    ]
+    version = (live.get("metadata") or {}).get("resourceVersion")
+    action = Action.UPDATE if reasons else Action.UNCHANGED
+    return Change(desired, action, tuple(reasons), live_resource_version=version, live=live)
 
 
 def _diff_secret(desired: Desired, live: JsonObj, manager: str) -> Change:

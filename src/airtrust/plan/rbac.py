@@ -57,6 +57,14 @@ def possible_write_needs(namespaces: Iterable[str]) -> list[Need]:
     return needs
 
 
+#: kinds applied besides Secrets (OpenShift node trust): (resource, API group)
+_RESOURCES = {
+    "ConfigMap": ("configmaps", ""),
+    "Image": ("images", "config.openshift.io"),
+    "Proxy": ("proxies", "config.openshift.io"),
+}
+
+
 def write_needs(change: Change, backup_mode: str, profile: Profile) -> list[Need]:
     """What carrying out one change writes (a backup Secret included)."""
     d = change.desired
@@ -67,6 +75,12 @@ def write_needs(change: Change, backup_mode: str, profile: Profile) -> list[Need
         if cc is None or change.action is not Action.UPDATE:
             return []
         return [Need("patch", cc.plural, d.namespace, cc.group)]
+    if d.kind in _RESOURCES:
+        resource, group = _RESOURCES[d.kind]
+        if change.action is Action.UNCHANGED:
+            return []
+        verbs = ("create", "patch") if change.action is Action.CREATE else ("patch",)
+        return [Need(verb, resource, d.namespace, group) for verb in verbs]
     needs = []
     if change.action is Action.CREATE:
         needs += [Need("create", "secrets", d.namespace), Need("patch", "secrets", d.namespace)]

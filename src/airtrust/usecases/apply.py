@@ -21,7 +21,7 @@ import yaml
 from airtrust.config import Config
 from airtrust.errors import AirtrustError, ConfigError, Conflict, StalePlan
 from airtrust.files import OutputSet
-from airtrust.kube.api import FIELD_MANAGER, KubeAPI
+from airtrust.kube.api import FIELD_MANAGER, PLURALS, KubeAPI
 from airtrust.pki import keys
 from airtrust.pki.bundle import fingerprint
 from airtrust.pki.tlssecret import RENEW_BEFORE, TLSMaterial, judge_tls_secret
@@ -30,6 +30,7 @@ from airtrust.plan.desired import ClusterFacts, build_desired, findings
 from airtrust.plan.diff import diff
 from airtrust.plan.manifests import backup_name, backup_secret
 from airtrust.plan.model import Action, Change, Desired, JsonObj, Plan, SavedPlan
+from airtrust.plan.openshift_trust import CONFIG_API
 from airtrust.plan.rbac import Need, denied, possible_write_needs, read_needs, write_needs
 from airtrust.plan.topology import (
     CLUSTER,
@@ -148,6 +149,9 @@ def _facts(session: Session, context: str) -> ClusterFacts:
         for spec in cluster_tls_specs(profile, session.version, entry):
             live = api.get("v1", "secrets", spec.namespace, spec.name)
             cluster_tls[(spec.namespace, spec.name)] = _reuse_or_issue(session, context, spec, live)
+    image_config = None
+    if openshift and config.node_trust_for(context).enabled:
+        image_config = api.get(CONFIG_API, "images", None, "cluster")
     return ClusterFacts(
         context,
         roles,
@@ -155,6 +159,7 @@ def _facts(session: Session, context: str) -> ClusterFacts:
         tuple(sorted(set(workloads))),
         cluster_tls,
         cluster_config,
+        image_config=image_config,
     )
 
 
@@ -246,6 +251,9 @@ def _observe_live(session: Session, desired: Sequence[Desired]) -> Live:
                 if item.namespace not in existing:
                     return None
                 return api.get("v1", "secrets", item.namespace, item.name)
+            if item.manifest is not None and item.kind in PLURALS:
+                version = item.manifest["apiVersion"]
+                return api.get(version, PLURALS[item.kind], item.namespace, item.name)
             cc = session.profile.cluster_config
             assert cc is not None
             return api.get(f"{cc.group}/{cc.version}", cc.plural, item.namespace, item.name)
