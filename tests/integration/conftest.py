@@ -124,24 +124,33 @@ def build_offline_bundle(out: Path, *extra: str) -> Path:
     return archive
 
 
+#: Where the session's bundle keeps the image's Debian base between runs (release's
+#: --base-cache: reused while the suite's InRelease is the same). The second build of
+#: test_two_builds_of_one_commit_are_the_same runs mmdebstrap afresh.
+RELEASE_BASE_CACHE = CACHE / "release-base"
+
+
 @pytest.fixture(scope="session")
 def offline_bundle_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default offline bundle (linux x86_64 + aarch64, CPython 3.11-3.13) as
-    scripts/release writes it, built once per run: a build downloads ~75 wheels and
-    takes a minute, and every test that needs a bundle reads the same one. Read-only.
+    """The default offline bundle (linux x86_64 + aarch64, CPython 3.11-3.13, the chart
+    and the image) as scripts/release writes it, built once per run: a build downloads
+    ~75 wheels and takes a minute or two, and every test that needs a bundle reads the
+    same one. Read-only.
 
     Under pytest-xdist every worker is a session of its own; the first to get here
     builds into the run's shared temporary folder (under a lock), the others wait for
     it and read the same archive, so a run builds one bundle whatever its workers."""
     if os.environ.get("PYTEST_XDIST_WORKER") is None:
-        return build_offline_bundle(tmp_path_factory.mktemp("release") / "dist")
+        return build_offline_bundle(
+            tmp_path_factory.mktemp("release") / "dist", "--base-cache", str(RELEASE_BASE_CACHE)
+        )
     shared = tmp_path_factory.getbasetemp().parent / "shared-offline-bundle"
     shared.mkdir(exist_ok=True)
     with (shared / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = shared / "archive"
         if not done.exists():
-            archive = build_offline_bundle(shared / "dist")
+            archive = build_offline_bundle(shared / "dist", "--base-cache", str(RELEASE_BASE_CACHE))
             done.write_text(str(archive))
         return Path(done.read_text())
 

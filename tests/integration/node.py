@@ -237,6 +237,20 @@ class Untrusted:
     ca: Path  # that CA's certificate
     name: str  # HOST:PORT as the node reaches it
     image: str
+    node_ip: str = ""
+
+    def reissue(self, ca_dir: Path) -> None:
+        """Serve a certificate from ``ca_dir`` from now on, on the same HOST:PORT (the
+        registry restarted on its storage), as an admin does after a CA rotation."""
+        tls = self.registry.folder.parent / "island-tls"
+        issued = run_cli(
+            "cert", "issue", "--ca-dir", ca_dir, "--domain", "localhost", "--ip", "127.0.0.1",
+            "--ip", self.node_ip, "--out", tls, "--force",
+        )  # fmt: skip
+        assert issued.code == 0, issued.err
+        self.registry.stop()
+        self.registry.start()
+        self.ca = ca_dir / "ca.crt"
 
 
 @contextlib.contextmanager
@@ -259,7 +273,9 @@ def island_registry(node: Node, ca_dir: Path, folder: Path) -> Iterator[Untruste
         )
         with node.exposed(int(port)):
             name = f"{node.ip}:{port}"
-            yield Untrusted(registry, ca_dir / "ca.crt", name, f"{name}/library/debian:bookworm")
+            yield Untrusted(
+                registry, ca_dir / "ca.crt", name, f"{name}/library/debian:bookworm", node.ip
+            )
 
 
 def pull_events(node: Node, ns: str, name: str) -> str:

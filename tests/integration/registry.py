@@ -219,7 +219,8 @@ def unpack_layers(ref: str, into: Path) -> Path:
 
 def unpack(ref: str, into: Path, platform: str | None = None) -> Path:
     """skopeo copy to an OCI layout, then umoci unpack: the rootfs a runtime would see
-    (of ``platform``, e.g. linux/arm64, when ``ref`` is an index)."""
+    (of ``platform``, e.g. linux/arm64, when ``ref`` is an index). ``ref`` is a registry
+    reference or ``oci-archive:FILE``."""
     into.mkdir(parents=True, exist_ok=True)
     layout = into / "oci"
     bundle = into / "bundle"
@@ -227,13 +228,11 @@ def unpack(ref: str, into: Path, platform: str | None = None) -> Path:
     if platform:
         os_name, arch = platform.split("/")[:2]
         choose = ["--override-os", os_name, "--override-arch", arch]
-    skopeo_copy(
-        *choose,
-        "--src-tls-verify=false",
-        f"docker://{ref}",
-        f"oci:{layout}:img",
-        what=f"read {ref}",
-    )
+    if ref.startswith("oci-archive:"):  # a layout tarball, as the bundle carries one
+        source = [ref]
+    else:
+        source = ["--src-tls-verify=false", f"docker://{ref}"]
+    skopeo_copy(*choose, *source, f"oci:{layout}:img", what=f"read {ref}")
     cmd = [require("umoci"), "unpack", "--image", f"{layout}:img", str(bundle)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:

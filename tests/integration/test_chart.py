@@ -46,11 +46,9 @@ from tests.integration.node import (
     X509,
     Node,
     Untrusted,
-    build_airtrust_image,
     island_registry,
     pod,
     pulls,
-    push_debian,
     started_node,
 )
 
@@ -508,12 +506,29 @@ def release(
     node: Node, island: Untrusted, offline_bundle: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
     """`airtrust apply` (inject_namespace: the CA secret and the webhook's serving
-    certificate), the airtrust image built from the offline bundle's wheels, then the
-    chart packaged, pushed to the node's registry over TLS and installed from oci://
-    with every part on, the webhook under failurePolicy Fail, the node agent for the
-    island registry."""
+    certificate), then from the offline bundle alone, as the isolated side's README
+    steps say: its image pushed with `airtrust image push oci:...` and its chart with
+    `helm push`, both to the node's registry over TLS, and the chart installed from
+    oci:// with every part on, the webhook under failurePolicy Fail, the node agent for
+    the island registry."""
     folder = tmp_path_factory.mktemp("chart")
-    image = build_airtrust_image(node, push_debian(node), offline_bundle / "wheels", tag="chart")
+    image = node.ref(f"airtrust/airtrust:{CHART_VERSION}")
+    layout = offline_bundle / "images" / f"airtrust-{CHART_VERSION}.oci.tar"
+    carried = run_cli(
+        "image", "push", f"oci:{layout}", image, "--registry-ca", node.registry_ca, "-o", "json",
+    )  # fmt: skip
+    assert carried.code == 0, carried.err
+    # skopeo judges: the registry serves the very image the bundle carries.
+    certs = folder / "skopeo-certs"  # containers/image reads every *.crt there as a CA
+    certs.mkdir()
+    (certs / "registry-ca.crt").write_bytes(Path(node.registry_ca).read_bytes())
+    served = subprocess.run(
+        ["skopeo", "inspect", "--cert-dir", str(certs),
+         "--format", "{{.Digest}}", f"docker://{image}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.strip() == json.loads(carried.out)["digest"]
     config = folder / "airtrust.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -535,9 +550,7 @@ def release(
     # the controller and the webhook through the chart's tolerations values.
     node.cluster.kubectl("taint", "nodes", "--all", f"{GPU_TAINT}=present:NoSchedule")
     values = values_for(node, config, image, island, folder / "values.yaml")
-    packaged = helm("package", CHART, "-d", folder, env=helm_env(folder)).stdout
-    archive = folder / f"airtrust-{CHART_VERSION}.tgz"
-    assert archive.exists(), packaged
+    archive = offline_bundle / f"airtrust-{CHART_VERSION}.tgz"
     with registry_by_name(node, folder) as registry:
         pushed = helm(
             "push", archive, f"oci://{registry}/charts", "--ca-file", node.registry_ca,
@@ -554,7 +567,8 @@ def release(
         ran, events = pulls(node, "chart-pulls", "after", island.image, tolerations=ANY_TAINT)
         assert ran and "Successfully pulled image" in events, events
         print(
-            f"\nchart installed from oci://, every pod Ready in {time.monotonic() - started:.1f} s"
+            f"\nchart installed from oci://, every pod Ready in {time.monotonic() - started:.1f} s;"
+            f" the controller's container started -> Ready: {_start_to_ready(chart):.1f} s"
         )
         yield chart
 
@@ -575,6 +589,23 @@ def values_for(node: Node, config: Path, image: str, island: Untrusted, out: Pat
     edited["webhook"]["tolerations"] = gpu
     out.write_text(yaml.safe_dump(edited))
     return out
+
+
+def _start_to_ready(release: Release) -> float:
+    """The slowest controller pod's start -> Ready, by the kubelet's own clock (its
+    container's startedAt, the pod's Ready condition)."""
+
+    def at(stamp: str) -> float:
+        return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+    spans = []
+    for p in _pods(release):
+        if p["metadata"]["name"].startswith("airtrust-sync-"):
+            (ready,) = [c for c in p["status"]["conditions"] if c["type"] == "Ready"]
+            started = p["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+            spans.append(at(ready["lastTransitionTime"]) - at(started))
+    assert spans, "no controller pod"
+    return max(spans)
 
 
 def _pods(release: Release) -> list[dict[str, Any]]:
@@ -820,8 +851,9 @@ def test_helm_upgrade_after_rotate_start_carries_the_new_ca_to_every_part(
     cluster) and `helm upgrade`: the webhook's caBundle, the bundle it writes into a
     namespace in scope, what the controller writes into a CA target and the CA file
     the node agent writes on the node all hold old + new, and pods are still admitted
-    injected under Fail. Then `rotate finish` and one more upgrade: the new CA alone
-    everywhere, as the module's release goes on."""
+    injected under Fail; the registry re-issued from the new CA serves the node's pulls
+    through start and finish. Then `rotate finish` and one more upgrade: the new CA
+    alone everywhere, as the module's release goes on."""
     release.installed()
     island = release.island
     new_ca = tmp_path / "new-ca"
@@ -870,8 +902,9 @@ def test_helm_upgrade_after_rotate_start_carries_the_new_ca_to_every_part(
     finally:
         print(f"\nafter the upgrade with old + new: {seen}")
     admitted("during")
-    # The island registry still serves its certificate from the old CA: the node,
-    # holding old + new, still pulls.
+    # The registry now serves a certificate from the new CA (re-issued after start, as
+    # an admin does): the node, holding old + new, still pulls.
+    island.reissue(new_ca)
     ran, events = pulls(release.node, "chart-pulls", f"during-{ns}", island.image,
                         tolerations=ANY_TAINT)  # fmt: skip
     assert ran, events
@@ -891,6 +924,9 @@ def test_helm_upgrade_after_rotate_start_carries_the_new_ca_to_every_part(
         print(f"after the upgrade with the new CA: {seen}")
     assert (new_ca / "ca.crt").read_text().strip() in ca_file.read_text()
     admitted("after")
+    ran, events = pulls(release.node, "chart-pulls", f"finished-{ns}", island.image,
+                        tolerations=ANY_TAINT)  # fmt: skip
+    assert ran, events
 
 
 def test_runai_projects_scope_is_render_with_the_profiles_project_selector(

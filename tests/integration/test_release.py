@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, run_cli
 from tests.integration.conftest import build_offline_bundle, require, wait_for
@@ -56,7 +57,9 @@ def test_offline_bundle_installs_and_runs_with_no_network(
     )
     assert sums.returncode == 0, sums.stdout + sums.stderr
     sbom = json.loads((offline_bundle / "sbom.cdx.json").read_text())
-    listed = {c["properties"][0]["value"] for c in sbom["components"]}
+    listed = {
+        c["properties"][0]["value"] for c in sbom["components"] if c["purl"].startswith("pkg:pypi")
+    }
     assert listed == set(wheels) and all(c["version"] for c in sbom["components"])
     venv, out = tmp_path / "venv", tmp_path / "qs"
     script = (
@@ -85,6 +88,134 @@ def test_two_builds_of_one_commit_are_the_same(
         hashlib.sha256(p.read_bytes()).hexdigest() for p in (offline_bundle_archive, again)
     )
     assert first == second, _differences(offline_bundle_archive, again)
+    # The image inside, as skopeo reads it from each archive's layout tarball.
+    digests = []
+    for archive in (offline_bundle_archive, again):
+        folder = tmp_path / f"open-{len(digests)}"
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+        (image,) = folder.glob("*/images/airtrust-*.oci.tar")
+        digests.append(_inspect(f"oci-archive:{image}")["Digest"])
+    assert digests[0] == digests[1]
+
+
+def _image(bundle: Path) -> Path:
+    (image,) = (bundle / "images").glob("airtrust-*.oci.tar")
+    return image
+
+
+def _inspect(*args: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [require("skopeo"), "inspect", *args], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, object] = json.loads(proc.stdout)
+    return data
+
+
+def test_the_bundles_image_is_what_its_sbom_says_and_runs_with_no_network(
+    offline_bundle: Path, tmp_path: Path
+) -> None:
+    """skopeo reads the image's digest and labels from the layout tarball, umoci unpacks
+    it, dpkg-query (the host's, pointed at the image's dpkg database) lists its Debian
+    packages: the SBOM lists exactly those, and the digest. Its entrypoint runs in a
+    chroot as its config's user, in a network namespace with no network."""
+    image = _image(offline_bundle)
+    inspected = _inspect(f"oci-archive:{image}")
+    sbom = json.loads((offline_bundle / "sbom.cdx.json").read_text())
+    (container,) = [c for c in sbom["components"] if c["type"] == "container"]
+    said = {p["name"]: p["value"] for p in container["properties"]}
+    assert inspected["Digest"] == said["digest"] and said["file"] == f"images/{image.name}"
+    labels = inspected["Labels"]
+    assert isinstance(labels, dict) and labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.base.name"] == "oci:debian-bookworm.oci.tar"
+    assert inspected["Architecture"] == "amd64" and inspected["Os"] == "linux"
+    rootfs = unpack(f"oci-archive:{image}", tmp_path / "image")
+    query = subprocess.run(
+        ["dpkg-query", f"--admindir={rootfs / 'var/lib/dpkg'}", "-W",
+         "-f", "${db:Status-Abbrev} ${Package} ${Version} ${Architecture}\n"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    installed = {line[4:] for line in query.stdout.splitlines() if line.startswith("ii ")}
+    debs = {
+        f"{c['name']} {c['version']} {c['purl'].split('arch=')[1].split('&')[0]}"
+        for c in sbom["components"]
+        if c["purl"].startswith("pkg:deb/debian/")
+    }
+    assert debs == installed
+    names = {d.split()[0] for d in debs}
+    assert {"python3", "ca-certificates", "libc6"} <= names and "apt" in names
+    config = _inspect("--config", f"oci-archive:{image}")["config"]
+    assert isinstance(config, dict)
+    prepare_runtime(rootfs)
+    proc = subprocess.run(
+        [require("unshare"), "-n", require("chroot"), f"--userspec={config['User']}",
+         str(rootfs), *config["Entrypoint"], "--version"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "airtrust 0.1.0", proc.stderr
+    layers = _inspect("--raw", f"oci-archive:{image}")["layers"]
+    assert isinstance(layers, list)
+    size = sum(int(layer["size"]) for layer in layers)
+    unpacked = sum(
+        f.stat().st_size for f in rootfs.rglob("*") if f.is_file() and not f.is_symlink()
+    )
+    print(f"\nbundle image: {len(layers)} layers, {size / 2**20:.1f} MiB compressed, "
+          f"{unpacked / 2**20:.1f} MiB unpacked, {len(debs)} Debian packages")  # fmt: skip
+
+
+def test_the_bundles_chart_is_charts_airtrust(offline_bundle: Path) -> None:
+    """helm reads the archive: its Chart.yaml, and the objects it renders, which are the
+    objects charts/airtrust renders."""
+    from tests.integration.test_chart import CHART, helm
+
+    (archive,) = offline_bundle.glob("airtrust-*.tgz")
+    shown = yaml.safe_load(helm("show", "chart", archive).stdout)
+    assert shown["name"] == "airtrust" and shown["version"] == shown["appVersion"] == "0.1.0"
+    lint = helm("lint", "--strict", archive, check=False)
+    assert lint.returncode == 0 and "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
+    assert "[WARNING]" not in lint.stdout, lint.stdout
+    args = ("template", "airtrust", "-n", "airtrust-system")
+    assert helm(*args, archive).stdout == helm(*args, CHART).stdout
+
+
+def test_an_image_layout_that_is_missing_or_damaged_is_refused_and_pushes_nothing(
+    offline_bundle: Path, tmp_path: Path
+) -> None:
+    """A layout copied wrong: missing, not a tarball, or a blob whose bytes no longer
+    match its digest. One line naming the file and the fix; the registry (its own
+    log) never saw a manifest for the destination."""
+    image = _image(offline_bundle)
+    damaged = tmp_path / "damaged.oci.tar"
+    with tarfile.open(image) as src, tarfile.open(damaged, "w") as out:
+        for member in src:
+            data = src.extractfile(member).read()  # type: ignore[union-attr]
+            if member.size > 1 << 20:  # a layer: one byte changed near its end
+                data = data[:-100] + bytes([data[-100] ^ 1]) + data[-99:]
+            out.addfile(member, io.BytesIO(data))
+    (tmp_path / "not.oci.tar").write_text("hello\n")
+    with started_registry(tmp_path / "registry", access_log=True) as registry:
+        dest = registry.ref("carried/airtrust:0.1.0")
+        cases = {
+            "missing": (tmp_path / "nope.oci.tar", "no such file"),
+            "not a tarball": (tmp_path / "not.oci.tar", "is not an OCI layout tarball"),
+            "damaged": (damaged, "does not match its digest (the file is damaged)"),
+        }
+        for what, (path, needle) in cases.items():
+            pushed = run_cli("image", "push", f"oci:{path}", dest)
+            assert pushed.code == 2 and needle in pushed.err, (what, pushed.err)
+            assert str(path) in pushed.err and len(pushed.err.strip().splitlines()) == 1, what
+            assert "Traceback" not in pushed.err
+        manifests = [r for r in registry.requests() if "/manifests/" in r[1] and r[0] == "PUT"]
+        assert manifests == []
+    out = tmp_path / "never.oci.tar"
+    built = run_cli(
+        "image", "build-controller", "--base", f"oci:{damaged}", "--to", f"oci:{out}",
+        "--wheels", offline_bundle / "wheels",
+    )  # fmt: skip
+    assert built.code == 2 and "does not match its digest" in built.err, built.err
+    assert not out.exists() and not list(tmp_path.glob(".never.oci.tar*"))
 
 
 def _differences(first: Path, second: Path) -> str:

@@ -398,7 +398,9 @@ def dockerfile_cmd(
 
 @image_app.command("build-controller")
 def build_controller_cmd(
-    base: Annotated[str, typer.Option("--base", help="Base image with Python >= 3.11.")],
+    base: Annotated[
+        str, typer.Option("--base", help="Base image with Python >= 3.11, or oci:FILE.")
+    ],
     to: Annotated[str, typer.Option("--to", help="REGISTRY/REPO:TAG, or oci:FILE (a tarball).")],
     wheels: Annotated[
         Path,
@@ -410,22 +412,12 @@ def build_controller_cmd(
     password_env: PasswordEnvOpt = None,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """The airtrust controller image (entrypoint 'airtrust sync'), built without Docker."""
-    from airtrust.registry.build import build_controller, image_labels
+    """The airtrust image (entrypoint 'airtrust sync'), built without Docker; --base and
+    --to take oci:FILE (an OCI layout tarball) as well as a registry reference."""
+    from airtrust.usecases.own_image import build_own_image
 
-    src = _ref(base)
-    labels = image_labels(src)
     access = _access(registry_ca, insecure, username, password_env)
-    if to.startswith("oci:"):
-        with access.client(src.registry) as client:
-            result = build_controller(
-                client, src, wheels, labels=labels, layout=Path(to.removeprefix("oci:"))
-            )
-    else:
-        dest = _ref(to)
-        with access.clients(src, dest) as (client, target):
-            result = build_controller(client, src, wheels, labels=labels, to=dest, target=target)
-    _show_build(result.to_dict(), output)
+    _show_build(build_own_image(access, base, to, wheels).to_dict(), output)
 
 
 @image_app.command("push")
@@ -439,14 +431,10 @@ def push_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Push an OCI layout tarball to a registry (the other side of the air gap)."""
-    from airtrust.registry.build import push_layout
+    from airtrust.usecases.own_image import push_own_image
 
-    if not layout.startswith("oci:"):
-        raise InputError(f"{layout} is not oci:FILE", hint="e.g. oci:airtrust-controller.tar")
-    dest = _ref(to)
-    with _client(dest.registry, registry_ca, insecure, username, password_env) as client:
-        result = push_layout(Path(layout.removeprefix("oci:")), client, dest)
-    _show_build(result.to_dict(), output)
+    access = _access(registry_ca, insecure, username, password_env)
+    _show_build(push_own_image(access, layout, to).to_dict(), output)
 
 
 def _show_build(data: dict[str, Any], output: Format) -> None:

@@ -1,16 +1,17 @@
 """``image build-controller`` and ``image push oci:FILE``: airtrust's own image, no Docker.
 
-The base is read from the registry (its layers only scanned, as ``image
-patch`` does), pip installs airtrust's wheels for the base's Python and
-platform into a folder, and one deterministic layer, a config and a manifest
-are written: to the registry (base layers mounted or skipped, never
-re-uploaded), or into an OCI layout tarball to carry across the air gap and
-push there with ``image push``.
+The base is read from a registry or from an OCI layout tarball (its layers
+only scanned, as ``image patch`` does), pip installs airtrust's wheels for the
+base's Python and platform into a folder, and one deterministic layer, a config
+and a manifest are written: to the registry (base layers mounted or skipped,
+never re-uploaded), or into an OCI layout tarball to carry across the air gap
+and push there with ``image push``. scripts/release builds the bundle's image
+this way, from a Debian base it makes itself, so the same commit gives the same
+digest.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -38,13 +39,16 @@ from airtrust.layers.image import (
     canonical,
     sha256_digest,
 )
-from airtrust.layers.scan import ChunkReader
+from airtrust.layers.rootfs import RootFS
+from airtrust.layers.scan import ChunkReader, scan_layer_stream
 from airtrust.layers.tarball import build_layer
-from airtrust.registry.append import ATTESTATION, LayerCache, Patcher
+from airtrust.registry.append import ATTESTATION
 from airtrust.registry.client import Manifest, RegistryClient
+from airtrust.registry.layout import ImageSource, OciLayout
 from airtrust.registry.reference import Reference
 
 __all__ = [
+    "Base",
     "BuildResult",
     "build_controller",
     "image_labels",
@@ -53,6 +57,30 @@ __all__ = [
 ]
 
 CREATED_BY = "airtrust image build-controller"
+
+
+@dataclass(frozen=True)
+class Base:
+    """The image built on: where it is read (a registry's client or an OCI layout),
+    under which repository and reference, and its name for messages and labels."""
+
+    source: ImageSource
+    repository: str
+    ref: str
+    name: str
+
+    @classmethod
+    def in_registry(cls, client: RegistryClient, reference: Reference) -> Base:
+        return cls(client, reference.repository, reference.ref, str(reference))
+
+    @classmethod
+    def in_layout(cls, layout: OciLayout, ref: str = "latest") -> Base:
+        # Named by the file's name alone: where it was unpacked is no part of the image
+        # (the same base gives the same labels, so the same digest, from any folder).
+        return cls(layout, "", str(layout.top(ref)["digest"]), f"oci:{layout.path.name}")
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass
@@ -110,27 +138,27 @@ def _platform_of(config: dict[str, Any]) -> str:
 
 
 class _Builder:
-    def __init__(
-        self, client: RegistryClient, base: Reference, wheels: Path, labels: dict[str, str]
-    ) -> None:
-        self.client = client
+    def __init__(self, base: Base, wheels: Path, labels: dict[str, str]) -> None:
         self.base = base
         self.wheels = wheels
         self.labels = labels
-        self.patcher = Patcher(client, (), LayerCache())
         #: digest -> (bytes or a reader of the base's blob) for everything the result needs
         self.blobs: dict[str, tuple[int, Callable[[], Iterator[bytes]]]] = {}
 
     def _reader(self, digest: str) -> Callable[[], Iterator[bytes]]:
         def read() -> Iterator[bytes]:
-            return self.client.stream_blob(self.base.repository, digest)
+            return self.base.source.stream_blob(self.base.repository, digest)
 
         return read
 
     def one(self, manifest: Manifest, where: str) -> tuple[Image, str]:
         body = manifest.json()
-        config = self.patcher.config(self.base.repository, body)
-        fs = self.patcher.rootfs(self.base.repository, body["layers"])
+        source, repository = self.base.source, self.base.repository
+        config: dict[str, Any] = json.loads(source.blob(repository, body["config"]["digest"]))
+        # Only the paths are needed (where Python is), and a base is read once.
+        fs = RootFS.merge(
+            scan_layer_stream(source.stream_blob(repository, d["digest"])) for d in body["layers"]
+        )
         python, version = find_python(fs, where)
         platforms = pip_platforms(str(config.get("architecture", "")), where)
         with tempfile.TemporaryDirectory(prefix="airtrust-controller-") as tmp:
@@ -160,17 +188,17 @@ _VERSION_LABEL = "org.opencontainers.image.version"
 
 
 def _plan(
-    client: RegistryClient, base: Reference, wheels: Path, labels: dict[str, str]
+    base: Base, wheels: Path, labels: dict[str, str]
 ) -> tuple[_Builder, list[tuple[Image, dict[str, Any] | None, str]], Manifest]:
-    client.ping()
-    builder = _Builder(client, base, wheels, labels)
-    top = client.manifest(base.repository, base.ref)
+    base.source.ping()
+    builder = _Builder(base, wheels, labels)
+    top = base.source.manifest(base.repository, base.ref)
     images: list[tuple[Image, dict[str, Any] | None, str]] = []
     if top.is_index:
         for entry in top.json().get("manifests", []):
             if (entry.get("annotations") or {}).get(ATTESTATION):
                 continue
-            child = client.manifest(base.repository, entry["digest"])
+            child = base.source.manifest(base.repository, entry["digest"])
             platform = entry.get("platform") or {}
             where = f"{base} ({platform.get('os')}/{platform.get('architecture')})"
             image, what = builder.one(child, where)
@@ -200,7 +228,7 @@ def revision() -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
 
-def image_labels(base: Reference) -> dict[str, str]:
+def image_labels(base: Reference | Base) -> dict[str, str]:
     """The OCI annotations of airtrust's image (title, version, revision, source, base)."""
     return {
         "org.opencontainers.image.title": "airtrust",
@@ -212,8 +240,7 @@ def image_labels(base: Reference) -> dict[str, str]:
 
 
 def build_controller(
-    client: RegistryClient,
-    base: Reference,
+    base: Base,
     wheels: Path,
     *,
     labels: dict[str, str],
@@ -227,7 +254,7 @@ def build_controller(
             f"--wheels {wheels} is not a folder",
             hint="give the wheels/ folder of an offline bundle (scripts/release)",
         )
-    builder, images, top = _plan(client, base, wheels, labels)
+    builder, images, top = _plan(base, wheels, labels)
     if top.is_index:
         top_raw, top_type = _index(top, images), top.media_type
     else:
@@ -238,10 +265,13 @@ def build_controller(
         _write_layout(layout, builder, images, top_raw, top_type)
         return BuildResult(f"oci:{layout}", digest, platforms)
     assert to is not None
-    dest = target or client
+    if target is None:
+        assert isinstance(base.source, RegistryClient), "a build from a layout names its target"
+        target = base.source
+    dest = target
     before = dest.bytes_uploaded
     uploaded = 0
-    source = base.repository if dest is client else None
+    source = base.repository if dest is base.source else None
     for blob_digest, (_size, read) in builder.blobs.items():
         how = dest.ensure_blob(to.repository, blob_digest, source=source, data=read)
         uploaded += how == "uploaded"
@@ -291,59 +321,38 @@ def _write_layout(
         tmp.unlink(missing_ok=True)
 
 
-def push_layout(layout: Path, client: RegistryClient, to: Reference) -> BuildResult:
-    """Push an OCI layout tarball (``--to oci:FILE``) to ``to``: same bytes, same digests."""
-    try:
-        tar = tarfile.open(layout)
-    except (OSError, tarfile.TarError) as exc:
-        raise InputError(
-            f"{layout} is not an OCI layout tarball ({exc})",
-            hint="give the file image build-controller --to oci:FILE wrote",
-        ) from None
-    with tar:
-        try:
-            index = json.loads(_member(tar, "index.json"))
-            (top,) = index["manifests"]
-        except (KeyError, ValueError) as exc:
-            raise InputError(
-                f"{layout} has no usable index.json ({exc})", hint="write it again"
-            ) from None
-        client.ping()
-
-        def blob(digest: str) -> bytes:
-            return _member(tar, f"blobs/sha256/{digest.removeprefix('sha256:')}")
-
-        top_raw = blob(top["digest"])
-        top_type = MediaType(top["mediaType"])
-        manifests: list[tuple[bytes, MediaType]] = []
-        if top_type in (MediaType.OCI_INDEX, MediaType.DOCKER_LIST):
-            for entry in json.loads(top_raw)["manifests"]:
-                manifests.append((blob(entry["digest"]), MediaType(entry["mediaType"])))
-        else:
-            manifests.append((top_raw, top_type))
-        before, uploaded = client.bytes_uploaded, 0
-        for raw, _ in manifests:
-            body = json.loads(raw)
-            for desc in [body["config"], *body["layers"]]:
-                digest = str(desc["digest"])
-                how = client.ensure_blob(
-                    to.repository, digest, source=None, data=functools.partial(blob, digest)
-                )
-                uploaded += how == "uploaded"
-            client.put_manifest(to.repository, sha256_digest(raw), raw, _type_of(raw))
-        client.put_manifest(to.repository, to.tag or top["digest"], top_raw, top_type)
+def push_layout(layout: OciLayout, client: RegistryClient, to: Reference) -> BuildResult:
+    """Push an OCI layout tarball (the bundle's image, or ``--to oci:FILE``) to ``to``: same
+    bytes, same digests."""
+    client.ping()
+    top = layout.top()
+    top_raw = layout.blob("", str(top["digest"]))
+    top_type = MediaType(top["mediaType"])
+    manifests: list[bytes] = []
+    if top_type in (MediaType.OCI_INDEX, MediaType.DOCKER_LIST):
+        manifests += [layout.blob("", e["digest"]) for e in json.loads(top_raw)["manifests"]]
+    else:
+        manifests.append(top_raw)
+    before, uploaded = client.bytes_uploaded, 0
+    for raw in manifests:
+        body = json.loads(raw)
+        for desc in [body["config"], *body["layers"]]:
+            digest = str(desc["digest"])
+            how = client.ensure_blob(
+                to.repository, digest, source=None, data=_layout_reader(layout, digest)
+            )
+            uploaded += how == "uploaded"
+        client.put_manifest(to.repository, sha256_digest(raw), raw, _type_of(raw))
+    client.put_manifest(to.repository, to.tag or top["digest"], top_raw, top_type)
     return BuildResult(str(to), str(top["digest"]), [], client.bytes_uploaded - before, uploaded)
+
+
+def _layout_reader(layout: OciLayout, digest: str) -> Callable[[], Iterator[bytes]]:
+    def read() -> Iterator[bytes]:
+        return layout.stream_blob("", digest)
+
+    return read
 
 
 def _type_of(raw: bytes) -> MediaType:
     return MediaType(json.loads(raw).get("mediaType", MediaType.OCI_MANIFEST))
-
-
-def _member(tar: tarfile.TarFile, name: str) -> bytes:
-    try:
-        handle = tar.extractfile(name)
-    except KeyError:
-        handle = None
-    if handle is None:
-        raise InputError(f"the OCI layout lacks {name}", hint="write it again")
-    return handle.read()
