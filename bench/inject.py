@@ -1,0 +1,281 @@
+"""Admission latency of airtrust's webhook, as rendered, on the pod-network test cluster.
+
+    .venv/bin/python bench/inject.py [--rates 20,100] [--duration 60]
+
+``scripts/testcluster up --node`` (apiserver, kubelet, kube-proxy, a pod
+network); the airtrust image from ``scripts/release`` pushed with ``airtrust
+image push oci:``; ``airtrust apply`` with ``inject_namespace`` (the serving
+certificate, the CA secret); ``render --inject --service --failure-policy
+Fail`` applied as written: two replicas behind their Service. Then pods are
+created at each rate for ``--duration`` seconds in a namespace in the
+webhook's scope and in one outside it (the peer: the same apiserver, the same
+pods, no webhook call). Pods carry a scheduling gate, so they are admitted and
+stored but never run: admission is what is measured, on two cores.
+
+Reported per rate: p50/p99 of the apiserver's own
+``apiserver_admission_webhook_admission_duration_seconds`` for this webhook
+(interpolated within its buckets, whose first bound is 5 ms), the client's pod
+create latency in and out of scope (and the difference: what the webhook adds),
+and failed creates, which must be 0, also while one replica is deleted halfway
+through the in-scope run at the highest rate. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import AIRTRUST, CACHE, KUBECTL, ROOT
+
+NS, NAME = "airtrust-system", "airtrust-inject"
+LABEL = ("airtrust.io/inject", "enabled")
+METRIC = "apiserver_admission_webhook_admission_duration_seconds"
+
+
+def run(*cmd: str | Path, stdin: bytes | None = None) -> str:
+    proc = subprocess.run([str(c) for c in cmd], input=stdin, capture_output=True, check=False)
+    if proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).decode()[-2000:]
+        raise SystemExit(f"{' '.join(map(str, cmd[:4]))} failed: {said}")
+    return proc.stdout.decode()
+
+
+@contextmanager
+def node_cluster(folder: Path) -> Iterator[Path]:
+    testcluster = ROOT / "scripts" / "testcluster"
+    run(testcluster, "up", folder, "--node")
+    try:
+        yield folder
+    finally:
+        subprocess.run([str(testcluster), "down", str(folder)], check=False)
+
+
+class Api:
+    """The apiserver over HTTPS with the kubeconfig's client certificate (one pooled
+    client for every thread: httpx's Client is thread-safe)."""
+
+    def __init__(self, kubeconfig: Path, work: Path) -> None:
+        config = yaml.safe_load(kubeconfig.read_text())
+        cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+        files = {}
+        for key in ("certificate-authority-data", "client-certificate-data", "client-key-data"):
+            source = cluster if key.startswith("certificate-authority") else user
+            path = work / key
+            path.write_bytes(base64.b64decode(source[key]))
+            path.chmod(0o600)
+            files[key] = str(path)
+        self.kubeconfig = kubeconfig
+        self.http = httpx.Client(
+            base_url=cluster["server"],
+            verify=files["certificate-authority-data"],
+            cert=(files["client-certificate-data"], files["client-key-data"]),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            timeout=30,
+        )
+
+    def kubectl(self, *args: str | Path, stdin: bytes | None = None) -> str:
+        return run(KUBECTL, "--kubeconfig", self.kubeconfig, *args, stdin=stdin)
+
+    def histogram(self, webhook: str) -> dict[float, float]:
+        """upper bound -> cumulative count of this webhook's admissions so far."""
+        buckets: dict[float, float] = {}
+        for line in self.http.get("/metrics").text.splitlines():
+            if line.startswith(f"{METRIC}_bucket{{") and f'name="{webhook}"' in line:
+                labels, value = line.rsplit(" ", 1)
+                bound = labels.split('le="', 1)[1].split('"', 1)[0]
+                key = float("inf") if bound == "+Inf" else float(bound)
+                buckets[key] = buckets.get(key, 0.0) + float(value)
+        return buckets
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The q-quantile of what was observed between two scrapes, as Prometheus'
+    histogram_quantile interpolates it (linearly within the bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(cumulative - below, 1e-9)
+        lower, below = bound, cumulative
+    return lower
+
+
+@dataclass
+class Run:
+    namespace: str
+    rate: int
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    admission_p50: float = float("nan")
+    admission_p99: float = float("nan")
+    admitted: float = 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def held_pod(name: str, image: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "schedulingGates": [{"name": "airtrust.bench/hold"}],
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "main", "image": image, "command": ["true"]}],
+        },
+    }  # fmt: skip
+
+
+def load(api: Api, ns: str, rate: int, duration: float, image: str, kill_at: float | None) -> Run:
+    """Create ``rate`` pods per second for ``duration`` s; each create timed."""
+    result = Run(ns, rate)
+    lock = threading.Lock()
+
+    def create(i: int) -> None:
+        body = held_pod(f"p{rate}-{i:06d}", image)
+        start = time.perf_counter()
+        try:
+            response = api.http.post(f"/api/v1/namespaces/{ns}/pods", json=body)
+            ok, said = response.status_code == 201, response.text[:300]
+        except httpx.HTTPError as exc:
+            ok, said = False, str(exc)
+        elapsed = time.perf_counter() - start
+        with lock:
+            result.latencies.append(elapsed)
+            if not ok:
+                result.failures.append(said)
+
+    total = int(rate * duration)
+    started = time.perf_counter()
+    killed = False
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        for i in range(total):
+            due = started + i / rate
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)  # the schedule: one pod every 1/rate s
+            if kill_at is not None and not killed and now - started >= kill_at:
+                victim = json.loads(api.kubectl(
+                    "-n", NS, "get", "pods", "-l", f"app.kubernetes.io/name={NAME}", "-o", "json"
+                ))["items"][0]["metadata"]["name"]  # fmt: skip
+                api.kubectl("-n", NS, "delete", "pod", victim, "--wait=false")
+                killed = True
+            pool.submit(create, i)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="20,100")
+    parser.add_argument("--duration", type=float, default=60.0)
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    with tempfile.TemporaryDirectory(prefix="airtrust-bench-") as tmp:
+        work = Path(tmp)
+        release = work / "release"
+        run(sys.executable, ROOT / "scripts" / "release", release, "--platform", "x86_64",
+            "--python", "3.11", "--base-cache", CACHE / "release-base")  # fmt: skip
+        archive = next(release.glob("airtrust-offline-*.tar.gz"))
+        run("tar", "-xzf", archive, "-C", release)
+        layout = next(release.glob("airtrust-offline-*/images/airtrust-*.oci.tar"))
+        with node_cluster(work / "c") as cluster:
+            registry = (cluster / "registry").read_text().strip()
+            image = f"{registry}/airtrust/airtrust:bench"
+            run(AIRTRUST, "image", "push", f"oci:{layout}", image,
+                "--registry-ca", cluster / "registry-ca.crt")  # fmt: skip
+            pki = work / "pki"
+            run(AIRTRUST, "quickstart", "--domain", "bench.example.test", "--out", pki)
+            config = work / "airtrust.yaml"
+            config.write_text(yaml.safe_dump({
+                "domain": "bench.example.test", "version": "2.20",
+                "ca": {"bundle": [str(pki / "ca-bundle.pem")]},
+                "tls": {"cert": str(pki / "tls.crt"), "key": str(pki / "tls.key")},
+                "issue_from": str(pki), "kubeconfig": str(cluster / "kubeconfig"),
+                "control_plane": {"context": "admin"},
+                "clusters": [{"context": "admin", "inject_namespace": NS}],
+            }))  # fmt: skip
+            run(AIRTRUST, "apply", "-c", config)
+            rendered = work / "rendered"
+            run(AIRTRUST, "render", "--inject", "--service", f"{NS}/{NAME}", "--image", image,
+                "--ca", pki / "ca-bundle.pem", "--failure-policy", "Fail",
+                "--out", rendered)  # fmt: skip
+            api = Api(cluster / "kubeconfig", work)
+            api.kubectl("apply", "--server-side", "-k", rendered)
+            api.kubectl("-n", NS, "rollout", "status", f"deployment/{NAME}", "--timeout=300s")
+            hook = json.loads(api.kubectl("get", "mutatingwebhookconfiguration", NAME, "-o",
+                                          "json"))["webhooks"][0]["name"]  # fmt: skip
+            api.kubectl("create", "namespace", "bench-in")
+            api.kubectl("label", "namespace", "bench-in", "=".join(LABEL))
+            api.kubectl("create", "namespace", "bench-out")
+            deadline = time.monotonic() + 120
+            while "airtrust-ca-bundle" not in api.kubectl("-n", "bench-in", "get", "configmaps"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the bundle ConfigMap never reached bench-in")
+                time.sleep(0.5)
+            runs = []
+            for rate in rates:
+                for ns in ("bench-out", "bench-in"):
+                    kill = args.duration / 2 if ns == "bench-in" and rate == max(rates) else None
+                    before = api.histogram(hook)
+                    done = load(api, ns, rate, args.duration, image, kill)
+                    after = api.histogram(hook)
+                    done.admission_p50 = quantile(before, after, 0.5)
+                    done.admission_p99 = quantile(before, after, 0.99)
+                    done.admitted = (after.get(float("inf"), 0.0)
+                                     - before.get(float("inf"), 0.0))  # fmt: skip
+                    runs.append(done)
+                    api.kubectl("-n", ns, "delete", "pods", "--all", "--wait=false")
+                    api.kubectl("-n", NS, "rollout", "status", f"deployment/{NAME}",
+                                "--timeout=300s")  # fmt: skip
+    report(runs, args.duration)
+
+
+def report(runs: list[Run], duration: float) -> None:
+    print(f"\npods created for {duration:.0f} s per run (scheduling-gated: admitted, stored)")
+    print(f"{'rate':>5} {'namespace':10} {'pods':>6} {'failed':>6} {'create p50':>11} "
+          f"{'create p99':>11} {'webhook calls':>13} {'webhook p50':>12} "
+          f"{'webhook p99':>12}")  # fmt: skip
+    for r in runs:
+        print(f"{r.rate:>5} {r.namespace:10} {len(r.latencies):>6} {len(r.failures):>6} "
+              f"{r.pct(0.5) * 1e3:>9.1f}ms {r.pct(0.99) * 1e3:>9.1f}ms {r.admitted:>13.0f} "
+              f"{r.admission_p50 * 1e3:>10.2f}ms {r.admission_p99 * 1e3:>10.2f}ms")  # fmt: skip
+    by = {(r.rate, r.namespace): r for r in runs}
+    for rate in sorted({r.rate for r in runs}):
+        inside, outside = by[(rate, "bench-in")], by[(rate, "bench-out")]
+        added = [(inside.pct(q) - outside.pct(q)) * 1e3 for q in (0.5, 0.99)]
+        print(f"{rate}/s: the webhook adds {added[0]:.1f} ms at p50, {added[1]:.1f} ms at p99 "
+              f"(create latency in scope - out of scope); mean in "
+              f"{statistics.mean(inside.latencies) * 1e3:.1f} ms, out "
+              f"{statistics.mean(outside.latencies) * 1e3:.1f} ms")  # fmt: skip
+    for r in runs:
+        for said in r.failures[:3]:
+            print(f"failed ({r.rate}/s, {r.namespace}): {said}")
+
+
+if __name__ == "__main__":
+    main()
