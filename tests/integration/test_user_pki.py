@@ -318,6 +318,30 @@ def test_quiet_still_prints_results(pki: Pki, tmp_path: Path) -> None:
     assert created.out.startswith("created CA CN=airtrust local root CA")
 
 
+# --- names are data, never markup -------------------------------------------------------
+
+
+BRACKETED = "Team [prod] CA [/x]"
+
+
+@pytest.mark.parametrize("width", [[], ["--width", "200"]], ids=["pipe", "rich"])
+def test_a_name_with_brackets_prints_verbatim(tmp_path: Path, width: list[str]) -> None:
+    """A CN like ``Team [prod] CA`` is data: piped (plain records) and drawn by rich
+    (``--width``), it prints as written, and a ``[/x]`` in it closes no tag (rich would
+    raise MarkupError) nor disappears."""
+    ca = tmp_path / "ca"
+    created = _ok(run_cli(*width, "ca", "create", "--name", BRACKETED, "--out", ca))
+    assert f"created CA CN={BRACKETED}" in created.out, created.out
+    issued = _ok(
+        run_cli(*width, "cert", "issue", "--ca-dir", ca, "--domain", HOST, "--out", tmp_path / "t")
+    )
+    assert issued.out.startswith(f"issued CN={HOST} for {HOST}"), issued.out
+    verified = _ok(run_cli(*width, "verify", tmp_path / "t" / "tls.crt", "--ca", ca / "ca.crt"))
+    assert f"CN={BRACKETED}" in verified.out, verified.out
+    shown = _ok(run_cli(*width, "inspect", ca / "ca.crt"))
+    assert f"CN={BRACKETED}" in shown.out, shown.out
+
+
 # --- 23: the 398-day cap ----------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from airtrust.cli.output import Format, error, settings
-from airtrust.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AirtrustError
+from airtrust.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, AirtrustError
 
 __all__ = ["GLOBAL_FLAGS", "fast_lane", "hoist_global_flags", "run"]
 
@@ -81,7 +81,7 @@ def fast_lane(args: list[str]) -> Callable[[], int] | None:
         from airtrust.cli.inspect import inspect
 
         inspect(chosen_target, None, chosen_output)
-        return 0
+        return EXIT_OK
 
     return call
 

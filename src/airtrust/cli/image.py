@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
     from airtrust.layers.runtime import ClientTrust
     from airtrust.registry.append import Progress
-    from airtrust.registry.client import RegistryClient
     from airtrust.registry.reference import Reference
     from airtrust.usecases.patching import RegistryAccess
 
@@ -61,16 +60,6 @@ def _cas(files: list[str]) -> "list[x509.Certificate]":
     if not files:
         raise InputError("no --ca given", hint="pass --ca ca-bundle.pem")
     return list(read_bundle(files).certificates)
-
-
-def _client(
-    registry: str,
-    registry_ca: Path | None,
-    insecure: bool,
-    username: str | None,
-    password_env: str | None,
-) -> "RegistryClient":
-    return _access(registry_ca, insecure, username, password_env).client(registry)
 
 
 def _access(
@@ -298,13 +287,12 @@ def inspect_cmd(
     """Per client (OS bundle, certifi, pip, botocore, grpcio, conda, Java, Node, each
     variable): does the store it reads hold every CA? Exit 1 if any does not."""
     from airtrust.layers.runtime import TrustStatus
-    from airtrust.registry.append import inspect_image
+    from airtrust.usecases.image_trust import inspect_image
 
     cas = _cas(ca)
     ref = _ref(reference)
-    password = store_password(store_password_env)
-    with _client(ref.registry, registry_ca, insecure, username, password_env) as client:
-        reports = inspect_image(client, ref, cas, store_password=password)
+    access = _access(registry_ca, insecure, username, password_env)
+    reports = inspect_image(access, ref, cas, store_password=store_password(store_password_env))
     data = {
         "image": reference,
         "trusted": all(r.trusted for r in reports),
@@ -364,19 +352,12 @@ def dockerfile_cmd(
     output: OutputOpt = Format.TABLE,
 ) -> None:
     """Write a build context (Dockerfile + anchors/) adapted to the base's distro."""
-    from airtrust.files import OutputSet
-    from airtrust.layers.dockerfile import build_context
-    from airtrust.registry.append import base_layout
+    from airtrust.usecases.image_trust import write_build_context
 
     cas = _cas(ca)
-    ref = _ref(source)
-    with _client(ref.registry, registry_ca, insecure, username, password_env) as client:
-        layout, fs, config = base_layout(client, ref)
-    context = build_context(source, layout, fs, config, cas)
-    outputs = OutputSet(force=force)
-    for name, data in context.files.items():
-        outputs.add(out / name, data)
-    written = outputs.commit()
+    access = _access(registry_ca, insecure, username, password_env)
+    result = write_build_context(access, source, _ref(source), cas, out, force=force)
+    context, written = result.context, result.files
     for w in context.warnings:
         warn(w)
     emit(
@@ -397,7 +378,7 @@ def dockerfile_cmd(
 
 
 @image_app.command("build-controller")
-def build_controller_cmd(
+def build_image_cmd(
     base: Annotated[
         str, typer.Option("--base", help="Base image with Python >= 3.11, or oci:FILE.")
     ],

@@ -10,16 +10,17 @@ import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 
 from airtrust.cli import apply, chart, doctor, helm, image, inject, node, render, rotate, sync
-from airtrust.cli.output import Format, emit, error, rows_table, settings, warn
+from airtrust.cli.output import Format, emit, error, escape, rows_table, settings, warn
 from airtrust.cli.params import OutputOpt, PasswordEnvOpt, PasswordFileOpt, pkcs12_password
 from airtrust.clock import utc_now
 from airtrust.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
-    AirtrustError,
+    EXIT_OK,
     CheckFailed,
     InputError,
     VerificationFailed,
@@ -204,8 +205,7 @@ def ca_create(
     """
     from airtrust.files import read_secret
     from airtrust.pki import authority, names
-    from airtrust.pki.bundle import fingerprint
-    from airtrust.workspace import create_ca, load_authority
+    from airtrust.usecases.workspace import create_ca_folder
 
     if intermediate != (parent is not None):
         raise InputError(
@@ -215,14 +215,13 @@ def ca_create(
     passphrase = read_secret(env=passphrase_env, file=passphrase_file)
     if encrypt_key and passphrase is None:
         passphrase = _ask_passphrase("ca.key")
-    parent_ca = None
+    parent_secret = None
     if parent is not None:
         parent_secret = read_secret(
             env=parent_passphrase_env,
             file=parent_passphrase_file,
             flags=("--parent-passphrase-env", "--parent-passphrase-file"),
         )
-        parent_ca = load_authority(parent, passphrase=parent_secret)
     default_name = "airtrust local intermediate CA" if intermediate else "airtrust local root CA"
     spec = authority.CASpec(
         common_name=name or default_name,
@@ -232,32 +231,25 @@ def ca_create(
         permitted_dns=tuple(permit_dns or ()),
         permitted_ip=tuple(names.parse_network(n) for n in permit_ip or ()),
     )
-    result = create_ca(
+    result = create_ca_folder(
         out,
         spec,
         key_type,
         now=_now(),
-        parent=parent_ca,
+        parent=parent,
+        parent_passphrase=parent_secret,
         passphrase=passphrase,
         force=force,
     )
-    written = result.outputs.commit()
     for w in result.warnings:
         warn(w)
-    cert = result.authority.certificate
-    data: dict[str, Any] = {
-        "subject": cert.subject.rfc4514_string(),
-        "sha256": fingerprint(cert),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-        "files": [str(p) for p in written],
-        "key_encrypted": passphrase is not None,
-    }
+    data = result.to_dict()
     emit(
         data,
         output,
         table=lambda c: c.print(
-            f"created CA [bold]{data['subject']}[/bold]\n  sha256 {data['sha256']}\n"
-            f"  valid until {data['not_after']}\n  files: {', '.join(data['files'])}"
+            f"created CA [bold]{escape(data['subject'])}[/bold]\n  sha256 {data['sha256']}\n"
+            f"  valid until {data['not_after']}\n  files: {escape(', '.join(data['files']))}"
         ),
     )
 
@@ -289,34 +281,28 @@ def cert_issue(
     """Issue a TLS server certificate, ready for a kubernetes.io/tls Secret."""
     from airtrust.files import read_secret
     from airtrust.pki import authority, names
-    from airtrust.pki.bundle import fingerprint
-    from airtrust.workspace import issue_server_files, load_authority
+    from airtrust.usecases.workspace import issue_to_folder
 
-    ca = load_authority(ca_dir, passphrase=read_secret(env=passphrase_env, file=passphrase_file))
+    passphrase = read_secret(env=passphrase_env, file=passphrase_file)
     spec = authority.ServerSpec(
         domain=names.normalise_dns_name(domain),
         dns_names=tuple(names.normalise_dns_name(s) for s in san or ()),
         ips=tuple(names.parse_ip(i) for i in ip or ()),
         days=days,
     )
-    result = issue_server_files(ca, spec, key_type, out=out, now=_now(), force=force)
-    written = result.outputs.commit()
+    result = issue_to_folder(
+        ca_dir, spec, key_type, out=out, now=_now(), passphrase=passphrase, force=force
+    )
     for w in result.warnings:
         warn(w)
-    cert = result.certificate
-    data: dict[str, Any] = {
-        "subject": cert.subject.rfc4514_string(),
-        "names": [*spec.all_dns(), *map(str, spec.ips)],
-        "sha256": fingerprint(cert),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-        "files": [str(p) for p in written],
-    }
+    data = result.to_dict()
     emit(
         data,
         output,
         table=lambda c: c.print(
-            f"issued [bold]{data['subject']}[/bold] for {', '.join(data['names'])}\n"
-            f"  valid until {data['not_after']}\n  files: {', '.join(data['files'])}"
+            f"issued [bold]{escape(data['subject'])}[/bold] for "
+            f"{escape(', '.join(data['names']))}\n"
+            f"  valid until {data['not_after']}\n  files: {escape(', '.join(data['files']))}"
         ),
     )
 
@@ -449,9 +435,9 @@ def verify_cmd(
         data,
         output,
         table=lambda c: c.print(
-            f"[green]OK[/green] {label} is trusted for {result.hostname} "
+            f"[green]OK[/green] {escape(label)} is trusted for {escape(result.hostname)} "
             f"({result.profile} profile)\n"
-            + "\n".join(f"  {i}: {x['subject']}" for i, x in enumerate(data["chain"]))
+            + "\n".join(f"  {i}: {escape(x['subject'])}" for i, x in enumerate(data["chain"]))
         ),
     )
 
@@ -637,17 +623,11 @@ def quickstart_cmd(
     nothing on the clusters.
     """
     from airtrust.cli.output import invoked_as
-    from airtrust.files import OutputSet, read_secret
+    from airtrust.files import read_secret
     from airtrust.pki import names
-    from airtrust.plan.steps import HEADINGS, shell_script
-    from airtrust.profiles import load_profile
+    from airtrust.plan.steps import HEADINGS
     from airtrust.usecases import quickstart as use_case
 
-    if shell is not None and shell.is_dir():
-        # Checked before the folder is filled: a refused --shell leaves nothing half-done.
-        from airtrust.errors import OutputIsFolder
-
-        raise OutputIsFolder(f"--shell {shell} is a folder", hint="give a file path for the script")
     program = invoked_as()
     report = use_case.quickstart(
         out,
@@ -659,14 +639,10 @@ def quickstart_cmd(
         key_type=key_type,
         passphrase=read_secret(env=passphrase_env, file=passphrase_file),
         program=program,
+        shell=shell,
     )
     for w in report.warnings:
         warn(w)
-    if shell is not None:
-        script = OutputSet(force=True)
-        script.add(shell, shell_script(report.next_steps, load_profile()).encode())
-        script.commit()
-        shell.chmod(0o755)
     if context is not None:
         try:
             use_case.set_up_clusters(
@@ -729,19 +705,16 @@ def dispatch(args: list[str]) -> int:
     """
     try:
         code = app(args=args, prog_name="airtrust", standalone_mode=False)
-        return code if isinstance(code, int) else 0  # click returns typer.Exit codes here
+        return code if isinstance(code, int) else EXIT_OK  # click returns typer.Exit codes here
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
         error("aborted")
         return EXIT_INTERRUPTED
-    except AirtrustError:
-        raise
-    except Exception as exc:
-        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
-        # click usage errors (typer vendors click): bad option, missing argument.
+    except click.ClickException as exc:
+        # click's own errors (typer is built on click): bad option, missing argument.
         ctx = getattr(exc, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         error(f"{exc.format_message()}{where} [usage]")
-        return EXIT_BAD_INPUT if exc.exit_code == 2 else int(exc.exit_code)
+        # A usage mistake is bad input; any other click error keeps click's code.
+        return EXIT_BAD_INPUT if isinstance(exc, click.UsageError) else int(exc.exit_code)

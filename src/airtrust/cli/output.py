@@ -30,6 +30,7 @@ __all__ = [
     "Settings",
     "emit",
     "error",
+    "escape",
     "info",
     "invoked_as",
     "log_to_stderr",
@@ -86,6 +87,15 @@ def strip_markup(text: str) -> str:
     from rich.markup import render
 
     return render(text).plain
+
+
+def escape(text: str) -> str:
+    """``text`` (a CN, a name, a path: data, not markup) safe inside a markup string: a
+    subject like ``CN=Team [prod] CA`` prints intact and a ``[/x]`` in it cannot close a
+    tag (rich would raise MarkupError); rich is imported only when a table is drawn."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _console(stderr: bool = False) -> Any:
@@ -145,11 +155,12 @@ def rows_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
         return PlainTable(title, columns, rows)
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    # Titles and cells are data (subjects, names, paths): rich would read them as markup.
+    t = Table(title=escape(title), title_justify="left")
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
-        t.add_row(*(str(c) for c in row))
+        t.add_row(*(escape(str(c)) for c in row))
     return t
 
 

@@ -14,11 +14,14 @@ if TYPE_CHECKING:
     from airtrust.usecases.session import Session
 
 __all__ = [
+    "ConfigOpt",
+    "KubeconfigOpt",
     "OutputOpt",
     "PasswordEnvOpt",
     "PasswordFileOpt",
     "StorePasswordOpt",
     "local_ca_files",
+    "open_config",
     "pkcs12_password",
     "read_bundle",
     "store_password",

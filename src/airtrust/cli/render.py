@@ -9,6 +9,7 @@ from airtrust.cli.node import RuntimeChoice
 from airtrust.cli.output import Format, emit, warn
 from airtrust.cli.params import KubeconfigOpt, OutputOpt, open_config
 from airtrust.errors import InputError
+from airtrust.plan.model import FailurePolicy
 
 __all__ = ["register", "render_cmd"]
 
@@ -94,8 +95,8 @@ def render_cmd(
         ),
     ] = None,
     failure_policy: Annotated[
-        str, typer.Option("--failure-policy", help="With --inject: Ignore or Fail.")
-    ] = "Ignore",
+        FailurePolicy, typer.Option("--failure-policy", help="With --inject.")
+    ] = FailurePolicy.IGNORE,
     timeout_seconds: Annotated[
         int, typer.Option("--timeout-seconds", min=1, max=30, help="With --inject.")
     ] = 5,
@@ -202,7 +203,7 @@ def render_cmd(
             "findings": rendered.findings,
         },
         output,
-        table=lambda c: c.print(f"wrote {len(files)} files under {out}"),
+        table=lambda c: c.print(f"wrote {len(files)} files under {out}", markup=False),
     )
 
 
@@ -214,7 +215,7 @@ def _render_inject(
     service: str | None,
     source: str | None,
     selector: str | None,
-    failure_policy: str,
+    failure_policy: FailurePolicy,
     timeout_seconds: int,
     ca: list[str],
     config: Path | None,
@@ -223,52 +224,17 @@ def _render_inject(
 ) -> None:
     from airtrust.cli.inject import namespace_selector
     from airtrust.cli.params import local_ca_files, read_bundle
-    from airtrust.plan.inject import INJECT_NAME
-    from airtrust.plan.source import Source
     from airtrust.profiles import load_profile
-    from airtrust.usecases.render import inject_objects
+    from airtrust.usecases.render import inject_objects, inject_service
 
-    if failure_policy not in ("Ignore", "Fail"):
-        raise InputError(
-            f"--failure-policy {failure_policy} is not Ignore or Fail",
-            hint="Ignore admits pods uninjected when the webhook is down; Fail refuses them",
-        )
     if (url is None) == (service is None):
         raise InputError(
             "--inject needs exactly one of --url URL or --service NS/NAME --image IMAGE",
             hint="e.g. --service airtrust-system/airtrust-inject --image reg.local/airtrust:0.1",
         )
-    target: tuple[str, str] | None = None
-    parsed = None
-    kept_by_apply = False
+    server = None
     if service is not None:
-        ns, _, name = service.partition("/")
-        if not ns or not name:
-            raise InputError(
-                f"--service {service} is not NS/NAME", hint="e.g. airtrust-system/airtrust-inject"
-            )
-        if name != INJECT_NAME:
-            raise InputError(
-                f"--service {service}: the Service render writes is named {INJECT_NAME}",
-                hint=f"use --service {ns}/{INJECT_NAME}",
-            )
-        if not image:
-            raise InputError(
-                "--inject --service needs --image (the webhook's Deployment runs it)",
-                hint="e.g. --image reg.local/airtrust:0.1",
-            )
-        ca_secret = load_profile().ca_secret
-        # By default the CA secret apply writes there (inject_namespace): a rotation
-        # rewrites it, and the webhook follows (its bundles and its caBundle).
-        kept_by_apply = source is None
-        source = source or f"secret/{ns}/{ca_secret.name}:{ca_secret.key}"
-        parsed = Source.parse(source, ca_secret.key)
-        if parsed.namespace != ns:
-            raise InputError(
-                f"--source {source} is not in {ns}, where the webhook's pods mount it",
-                hint=f"e.g. --source secret/{ns}/local-ca",
-            )
-        target = (ns, name)
+        server = inject_service(service, image=image, source=source, profile=load_profile())
     bundle = read_bundle(local_ca_files(ca, config, what="--inject (the webhook's caBundle)"))
     rendered = inject_objects(
         ca_pem=bundle.to_pem(),
@@ -276,10 +242,10 @@ def _render_inject(
         failure_policy=failure_policy,
         timeout_seconds=timeout_seconds,
         url=url,
-        service=target,
+        service=None if server is None else (server.namespace, server.name),
         image=image,
-        source=parsed,
-        source_kept_by_apply=kept_by_apply,
+        source=None if server is None else server.source,
+        source_kept_by_apply=server is not None and server.kept_by_apply,
     )
     _write_in_cluster(out, rendered, force=force, output=output)
 

@@ -1,6 +1,5 @@
 """``sync``: the controller that keeps every CA secret converged (flags only)."""
 
-import enum
 from pathlib import Path
 from typing import Annotated
 
@@ -8,21 +7,9 @@ import typer
 
 from airtrust.cli.output import info, log_to_stderr
 from airtrust.cli.params import KubeconfigOpt
+from airtrust.usecases.choices import OpenShiftChoice, RoleChoice
 
-__all__ = ["OpenShiftChoice", "RoleChoice", "register", "sync_cmd"]
-
-
-class OpenShiftChoice(enum.StrEnum):
-    AUTO = "auto"
-    TRUE = "true"
-    FALSE = "false"
-
-
-class RoleChoice(enum.StrEnum):
-    """plan.topology.Role's values; kept here so a start does not import pydantic."""
-
-    CONTROL_PLANE = "control-plane"
-    CLUSTER = "cluster"
+__all__ = ["register", "sync_cmd"]
 
 
 def sync_cmd(
@@ -86,9 +73,9 @@ def sync_cmd(
             resync=resync,
             once=once,
             config=config,
-            roles=tuple(str(r) for r in role or ()),
+            roles=tuple(role or ()),
             platform_version=platform_version,
-            openshift=str(openshift),
+            openshift=openshift,
         )
     )
     if once:

@@ -23,6 +23,7 @@ __all__ = [
     "Action",
     "Change",
     "Desired",
+    "FailurePolicy",
     "JsonObj",
     "Plan",
     "SavedChange",
@@ -42,6 +43,15 @@ class Action(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
     UNCHANGED = "unchanged"
+
+
+class FailurePolicy(enum.StrEnum):
+    """The injection webhook's ``failurePolicy`` (admissionregistration/v1): what the
+    apiserver does with a pod while the webhook cannot answer. ``Ignore`` admits it
+    uninjected, ``Fail`` refuses it. The values are the API's, spelled as it spells them."""
+
+    IGNORE = "Ignore"
+    FAIL = "Fail"
 
 
 @dataclass(frozen=True)

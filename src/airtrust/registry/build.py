@@ -26,18 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from airtrust.errors import InputError
-from airtrust.layers.controller import (
-    controller_config,
-    controller_entries,
-    find_python,
-    pip_platforms,
-)
 from airtrust.layers.image import (
     Image,
     LayerDescriptor,
     MediaType,
     canonical,
     sha256_digest,
+)
+from airtrust.layers.own_image import (
+    find_python,
+    own_image_config,
+    own_image_entries,
+    pip_platforms,
 )
 from airtrust.layers.rootfs import RootFS
 from airtrust.layers.scan import ChunkReader, scan_layer_stream
@@ -50,12 +50,13 @@ from airtrust.registry.reference import Reference
 __all__ = [
     "Base",
     "BuildResult",
-    "build_controller",
+    "build_image",
     "image_labels",
     "push_layout",
     "revision",
 ]
 
+#: The command that made the layer, in the image's history (so part of its digest).
 CREATED_BY = "airtrust image build-controller"
 
 
@@ -161,11 +162,11 @@ class _Builder:
         )
         python, version = find_python(fs, where)
         platforms = pip_platforms(str(config.get("architecture", "")), where)
-        with tempfile.TemporaryDirectory(prefix="airtrust-controller-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="airtrust-image-") as tmp:
             _pip_install(self.wheels, Path(tmp), platforms, version)
             files = _installed(Path(tmp))
-        layer = build_layer(controller_entries(files, python))
-        base = Image(body, controller_config(config, labels=self.labels), manifest.media_type)
+        layer = build_layer(own_image_entries(files, python))
+        base = Image(body, own_image_config(config, labels=self.labels), manifest.media_type)
         image = base.append(
             LayerDescriptor(layer.digest, layer.diff_id, layer.size),
             history={
@@ -239,7 +240,7 @@ def image_labels(base: Reference | Base) -> dict[str, str]:
     }
 
 
-def build_controller(
+def build_image(
     base: Base,
     wheels: Path,
     *,

@@ -13,7 +13,7 @@ import contextlib
 from pathlib import Path
 
 from airtrust.errors import InputError
-from airtrust.registry.build import Base, BuildResult, build_controller, image_labels, push_layout
+from airtrust.registry.build import Base, BuildResult, build_image, image_labels, push_layout
 from airtrust.registry.layout import OciLayout
 from airtrust.registry.reference import parse_reference
 from airtrust.usecases.patching import RegistryAccess
@@ -48,14 +48,12 @@ def build_own_image(access: RegistryAccess, base: str, to: str, wheels: Path) ->
             source = Base.in_registry(stack.enter_context(access.client(ref.registry)), ref)
         labels = image_labels(source)
         if to.startswith(OCI):
-            return build_controller(
-                source, wheels, labels=labels, layout=Path(to.removeprefix(OCI))
-            )
+            return build_image(source, wheels, labels=labels, layout=Path(to.removeprefix(OCI)))
         dest = parse_reference(to)
         target = None
         if dest.registry != read_from:
             target = stack.enter_context(access.client(dest.registry))
-        return build_controller(source, wheels, labels=labels, to=dest, target=target)
+        return build_image(source, wheels, labels=labels, to=dest, target=target)
 
 
 def push_own_image(access: RegistryAccess, layout: str, to: str) -> BuildResult:

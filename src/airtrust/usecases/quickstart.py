@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airtrust.config import config_text, load_config
-from airtrust.errors import AirtrustError, CheckFailed, InputError
+from airtrust.errors import AirtrustError, CheckFailed, InputError, OutputIsFolder
 from airtrust.files import OutputSet
 from airtrust.pki import authority, keys, names
 from airtrust.pki.bundle import Bundle, build_bundle, certificate_to_pem, read_certificates
 from airtrust.pki.tlssecret import RENEW_BEFORE
 from airtrust.pki.verify import verify_server
 from airtrust.plan.model import Plan
-from airtrust.plan.steps import Step, When, manual_steps
+from airtrust.plan.steps import Step, When, manual_steps, shell_script
 from airtrust.profiles import Profile, load_profile
 from airtrust.usecases import apply
 from airtrust.usecases.session import open_session
-from airtrust.workspace import (
+from airtrust.usecases.workspace import (
     BUNDLE,
     CA_CERT,
     CA_KEY,
@@ -119,12 +119,17 @@ def quickstart(
     passphrase: bytes | None = None,
     profile: Profile | None = None,
     program: str = "airtrust",
+    shell: Path | None = None,
 ) -> QuickstartReport:
     """Create (or reuse) CA, server certificate and bundle in ``folder``. Idempotent.
 
     ``program`` is how the user ran airtrust (``.venv/bin/airtrust`` when it is
-    not on PATH), so the printed next steps run as they are copied.
+    not on PATH), so the printed next steps run as they are copied. ``shell`` also
+    gets the manual steps as an executable script; a folder there is refused before
+    ``folder`` is filled, so a refused ``--shell`` leaves nothing half-done.
     """
+    if shell is not None and shell.is_dir():
+        raise OutputIsFolder(f"--shell {shell} is a folder", hint="give a file path for the script")
     domain = names.normalise_dns_name(domain)
     profile = profile or load_profile()
     report = QuickstartReport(str(folder), domain)
@@ -181,6 +186,11 @@ def quickstart(
         ),
         Step(f"{program} verify --ca {folder / BUNDLE} https://{domain}", When.LATER),
     ]
+    if shell is not None:
+        script = OutputSet(force=True)
+        script.add(shell, shell_script(report.next_steps, profile).encode())
+        script.commit()
+        shell.chmod(0o755)
     return report
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from airtrust.errors import OutputExistsError, OutputNotAFolder
+from airtrust.errors import InputError, OutputExistsError, OutputNotAFolder
 from airtrust.files import OutputSet
 from airtrust.pki.tlssecret import TLS_TYPE
 from airtrust.plan.desired import findings
 from airtrust.plan.helm import helm_steps, nested_values
-from airtrust.plan.inject import INJECT_TLS_SECRET, webhook_hosts, webhook_url
+from airtrust.plan.inject import INJECT_NAME, INJECT_TLS_SECRET, webhook_hosts, webhook_url
 from airtrust.plan.manifests import (
     controller_manifests,
     inject_disruption_budget,
@@ -32,20 +32,23 @@ from airtrust.plan.manifests import (
     secret_manifest,
     webhook_configuration,
 )
-from airtrust.plan.model import Desired, JsonObj
+from airtrust.plan.model import Desired, FailurePolicy, JsonObj
 from airtrust.plan.node_agent import node_agent_objects
 from airtrust.plan.node_trust import Registry, Runtime
 from airtrust.plan.oidc import apiserver_flags, kubeconfig_user
 from airtrust.plan.source import Source, SourceKind
 from airtrust.plan.topology import SyncScope
+from airtrust.profiles import Profile
 from airtrust.usecases.apply import desired_objects, gather_facts, offline_facts
 from airtrust.usecases.session import Session
 
 __all__ = [
     "InClusterRender",
+    "InjectService",
     "Rendered",
     "controller_objects",
     "inject_objects",
+    "inject_service",
     "node_agent_render",
     "render",
     "write_in_cluster",
@@ -239,11 +242,59 @@ def controller_objects(
     return InClusterRender(docs, requires)
 
 
+@dataclass(frozen=True)
+class InjectService:
+    """Where ``render --inject --service`` puts the webhook's server, and its CA source."""
+
+    namespace: str
+    name: str
+    image: str
+    source: Source
+    #: the source is the CA secret ``airtrust apply`` keeps (and rotates) there
+    kept_by_apply: bool
+
+
+def inject_service(
+    service: str, *, image: str | None, source: str | None, profile: Profile
+) -> InjectService:
+    """``--service NS/NAME``, ``--image`` and ``--source`` checked, and the source defaulted.
+
+    By default the source is the CA secret apply writes in NS (``inject_namespace:
+    NS``): a rotation rewrites it, and the webhook follows (its bundles and its
+    caBundle). The webhook's pods mount the source, so it must be in NS, and the
+    Service is the one render writes, so its name is fixed. Everything is checked
+    before the CA is read or a file written."""
+    ns, _, name = service.partition("/")
+    if not ns or not name:
+        raise InputError(
+            f"--service {service} is not NS/NAME", hint="e.g. airtrust-system/airtrust-inject"
+        )
+    if name != INJECT_NAME:
+        raise InputError(
+            f"--service {service}: the Service render writes is named {INJECT_NAME}",
+            hint=f"use --service {ns}/{INJECT_NAME}",
+        )
+    if not image:
+        raise InputError(
+            "--inject --service needs --image (the webhook's Deployment runs it)",
+            hint="e.g. --image reg.local/airtrust:0.1",
+        )
+    ca_secret = profile.ca_secret
+    text = source or f"secret/{ns}/{ca_secret.name}:{ca_secret.key}"
+    parsed = Source.parse(text, ca_secret.key)
+    if parsed.namespace != ns:
+        raise InputError(
+            f"--source {text} is not in {ns}, where the webhook's pods mount it",
+            hint=f"e.g. --source secret/{ns}/local-ca",
+        )
+    return InjectService(ns, name, image, parsed, kept_by_apply=source is None)
+
+
 def inject_objects(
     *,
     ca_pem: bytes,
     namespace_selector: str,
-    failure_policy: str,
+    failure_policy: FailurePolicy,
     timeout_seconds: int,
     url: str | None = None,
     service: tuple[str, str] | None = None,
@@ -295,7 +346,8 @@ def inject_objects(
         webhook_configuration(
             ca_bundle=ca_pem,
             namespace_selector=namespace_selector,
-            failure_policy=failure_policy,
+            # The plain value: a manifest is data (yaml.safe_dump refuses enum members).
+            failure_policy=str(failure_policy),
             timeout_seconds=timeout_seconds,
             url=url,
             service=service,

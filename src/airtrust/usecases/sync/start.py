@@ -21,6 +21,7 @@ from airtrust.kube.api import KubeAPI
 from airtrust.plan.source import Source
 from airtrust.plan.topology import Role, SyncScope, is_openshift
 from airtrust.profiles import load_profile
+from airtrust.usecases.choices import OpenShiftChoice, RoleChoice
 from airtrust.usecases.sync.health import serve_metrics
 from airtrust.usecases.sync.lease import LeaderElector
 from airtrust.usecases.sync.loop import SyncController
@@ -45,9 +46,9 @@ class SyncOptions:
     resync: float = 30.0
     once: bool = False
     config: Path | None = None
-    roles: Sequence[str] = ()
+    roles: Sequence[RoleChoice] = ()
     platform_version: str | None = None
-    openshift: str = "auto"
+    openshift: OpenShiftChoice = OpenShiftChoice.AUTO
 
 
 def _controller(options: SyncOptions) -> SyncController:
@@ -62,7 +63,8 @@ def _controller(options: SyncOptions) -> SyncController:
     else:
         roles = tuple(Role(r) for r in options.roles) or (Role.CLUSTER,)
         version = options.platform_version or profile.default_version
-        scope = SyncScope(roles, version, options.openshift)
+        # SyncScope holds airtrust.yaml's plain value (it becomes container args).
+        scope = SyncScope(roles, version, str(options.openshift))
     scope = scope.with_options(namespaces=tuple(options.namespaces), selector=options.selector)
     api = (
         KubeAPI.in_cluster()

@@ -1,4 +1,5 @@
-"""The folders airtrust reads and writes, and the steps that fill them.
+"""The folders airtrust reads and writes, and the steps that fill them
+(``ca create``, ``cert issue``, and quickstart's first half).
 
 Two layouts are part of the interface:
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -27,7 +29,7 @@ from airtrust.errors import InputError
 from airtrust.files import OutputSet, read_input
 from airtrust.pki import authority, keys, names
 from airtrust.pki.authority import Authority, chain_pem
-from airtrust.pki.bundle import certificate_to_pem, read_certificates
+from airtrust.pki.bundle import certificate_to_pem, fingerprint, read_certificates
 from airtrust.pki.verify import verify_server
 
 __all__ = [
@@ -40,9 +42,13 @@ __all__ = [
     "Authority",
     "CAResult",
     "ServerResult",
+    "WrittenCA",
+    "WrittenServer",
     "chain_pem",
     "create_ca",
+    "create_ca_folder",
     "issue_server_files",
+    "issue_to_folder",
     "load_authority",
 ]
 
@@ -173,3 +179,84 @@ def issue_server_files(
     outputs.add(out / cert_name, chain_pem((issued.certificate, *ca.intermediates())))
     outputs.add(out / key_name, keys.key_to_pem(key), secret=True)
     return ServerResult(issued.certificate, outputs, issued.warnings)
+
+
+# --- the commands: stage, then write all files or none ---------------------------------
+
+
+@dataclass(frozen=True)
+class WrittenCA:
+    """What ``ca create`` made and wrote."""
+
+    certificate: x509.Certificate
+    files: list[Path]
+    warnings: tuple[str, ...]
+    key_encrypted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.certificate.subject.rfc4514_string(),
+            "sha256": fingerprint(self.certificate),
+            "not_after": self.certificate.not_valid_after_utc.isoformat(),
+            "files": [str(p) for p in self.files],
+            "key_encrypted": self.key_encrypted,
+        }
+
+
+def create_ca_folder(
+    out: Path,
+    spec: authority.CASpec,
+    key_type: keys.KeyType,
+    *,
+    now: dt.datetime,
+    parent: Path | None = None,
+    parent_passphrase: bytes | None = None,
+    passphrase: bytes | None = None,
+    force: bool = False,
+) -> WrittenCA:
+    """``ca create``: a root, or with ``parent`` (a CA folder) an intermediate, written
+    to ``out``. The parent is loaded (and its key checked) before a key is generated."""
+    parent_ca = None if parent is None else load_authority(parent, passphrase=parent_passphrase)
+    result = create_ca(
+        out, spec, key_type, now=now, parent=parent_ca, passphrase=passphrase, force=force
+    )
+    written = result.outputs.commit()
+    return WrittenCA(result.authority.certificate, written, result.warnings, passphrase is not None)
+
+
+@dataclass(frozen=True)
+class WrittenServer:
+    """What ``cert issue`` issued and wrote, and for which names."""
+
+    certificate: x509.Certificate
+    names: list[str]
+    files: list[Path]
+    warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.certificate.subject.rfc4514_string(),
+            "names": list(self.names),
+            "sha256": fingerprint(self.certificate),
+            "not_after": self.certificate.not_valid_after_utc.isoformat(),
+            "files": [str(p) for p in self.files],
+        }
+
+
+def issue_to_folder(
+    ca_folder: Path,
+    spec: authority.ServerSpec,
+    key_type: keys.KeyType,
+    *,
+    out: Path,
+    now: dt.datetime,
+    passphrase: bytes | None = None,
+    force: bool = False,
+) -> WrittenServer:
+    """``cert issue``: a server certificate from the CA in ``ca_folder``, verified for
+    every name it carries, written to ``out`` as ``tls.crt`` (with chain) and ``tls.key``."""
+    ca = load_authority(ca_folder, passphrase=passphrase)
+    result = issue_server_files(ca, spec, key_type, out=out, now=now, force=force)
+    written = result.outputs.commit()
+    names = [*spec.all_dns(), *map(str, spec.ips)]
+    return WrittenServer(result.certificate, names, written, result.warnings)

@@ -1,4 +1,7 @@
-"""The airtrust controller image's one layer and config, from a base with Python (pure).
+"""The airtrust image's one layer and config, from a base with Python (pure).
+
+One image runs every in-cluster part (``sync``, ``inject serve``, the node agent),
+so it is named for what it is, airtrust's own image, not for one of them.
 
 airtrust is pure Python plus wheels with compiled parts (cryptography, pydantic,
 ISA-L, zstd), so the layer holds the packages pip installed for the *base's*
@@ -22,10 +25,10 @@ __all__ = [
     "LIB",
     "MIN_PYTHON",
     "USER",
-    "controller_config",
-    "controller_entries",
     "find_python",
     "launcher",
+    "own_image_config",
+    "own_image_entries",
     "pip_platforms",
 ]
 
@@ -85,7 +88,7 @@ def launcher(python: str) -> bytes:
     ).encode()
 
 
-def controller_entries(files: Mapping[str, tuple[int, bytes]], python: str) -> list[Entry]:
+def own_image_entries(files: Mapping[str, tuple[int, bytes]], python: str) -> list[Entry]:
     """The layer: the installed packages (relative path -> (mode, bytes)) under /opt/airtrust/lib
     and the launcher; directories made explicit, everything root-owned and dated 0."""
     entries = [Entry(LAUNCHER, "file", 0o755, content=launcher(python))]
@@ -99,7 +102,7 @@ def controller_entries(files: Mapping[str, tuple[int, bytes]], python: str) -> l
     return sorted(entries, key=lambda e: e.path)
 
 
-def controller_config(config: Mapping[str, Any], *, labels: Mapping[str, str]) -> dict[str, Any]:
+def own_image_config(config: Mapping[str, Any], *, labels: Mapping[str, str]) -> dict[str, Any]:
     """The base's config with airtrust's entrypoint (``airtrust sync``), user and labels."""
     out = dict(config)
     inner = dict(out.get("config") or {})
