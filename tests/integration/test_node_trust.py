@@ -347,12 +347,17 @@ def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_thenpulls(
             )
 
         def done() -> bool:
-            running = agent_pod()
-            phase = (running or {}).get("status", {}).get("phase")  # type: ignore[attr-defined]
-            return phase == "Running" and annotated()
+            """Running, and Ready: its readiness probe (node sync's /readyz) says the last
+            sync pass succeeded, not merely that the process started."""
+            status = (agent_pod() or {}).get("status", {})
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions", [])  # type: ignore[attr-defined]
+            )
+            return status.get("phase") == "Running" and ready and annotated()  # type: ignore[attr-defined]
 
         try:
-            wait_for("the agent running, its files written and the node annotated", done, 180)
+            wait_for("the agent Ready, its files written and the node annotated", done, 180)
         except BaseException:
             print(node.cluster.kubectl("-n", "airtrust-nodes", "describe", "pods", check=False))
             print(node.logs("airtrust-nodes", "daemonset/airtrust-node"))
@@ -385,15 +390,15 @@ def test_the_rendered_agent_runs_on_a_gpu_tainted_node_and_containerd_thenpulls(
     assert not ca_file.exists() and not record.exists()
 
 
-def test_doctor_and_rotate_finish_judge_what_each_agent_node_holds(
-    node: Node, tmp_path: Path
-) -> None:
+def test_doctor_and_rotate_judge_what_each_agent_node_holds(node: Node, tmp_path: Path) -> None:
     """The agent's pass (node sync, run from here for the node) annotates the Node with
-    what its runtime holds. doctor's node-registry check compares it with the bundle
-    airtrust distributes; after rotate start the node still holds the old CA alone, so
-    doctor fails naming it and rotate finish is refused naming it, until the agent's
-    next pass puts old + new on the node. The registry name is one no test pulls from:
-    these files touch no other test's pulls."""
+    what its runtime holds and for which registries. doctor's node-registry check
+    compares it with the bundle airtrust distributes and the registries airtrust.yaml
+    names. rotate start distributes old + new, then waits for the node: no agent pass
+    comes, so it refuses naming the node with nothing re-issued, and rotate finish is
+    refused too; after the agent's next pass puts old + new on the node, the same rotate
+    start continues and finish goes through. The registry name is one no test pulls
+    from: these files touch no other test's pulls."""
     from tests.integration.node import HOST
 
     certs_d = node.folder / "node" / "certs.d"
@@ -402,45 +407,61 @@ def test_doctor_and_rotate_finish_judge_what_each_agent_node_holds(
     old, new = tmp_path / "old", tmp_path / "new"
     for folder, name in ((old, "Node Rotation Old CA"), (new, "Node Rotation New CA")):
         assert run_cli("ca", "create", "--out", folder, "--name", name).code == 0
-    config = tmp_path / "airtrust.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "domain": HOST,
-                "version": "2.20",
-                "ca": {"bundle": [str(old / "ca.crt")]},
-                "kubeconfig": str(node.cluster.kubeconfig),
-                "clusters": [{"context": "admin", "registries": [registry]}],
-                "node_trust": {
-                    "runtime": "containerd",
-                    "certs_dir": str(certs_d),
-                    "source": "secret/runai/runai-ca-cert",
-                },
-            }
+
+    def write_config(path: Path, *registries: str) -> Path:
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "domain": HOST,
+                    "version": "2.20",
+                    "ca": {"bundle": [str(old / "ca.crt")]},
+                    "kubeconfig": str(node.cluster.kubeconfig),
+                    "clusters": [{"context": "admin", "registries": list(registries)}],
+                    "node_trust": {
+                        "runtime": "containerd",
+                        "certs_dir": str(certs_d),
+                        "source": "secret/runai/runai-ca-cert",
+                    },
+                }
+            )
         )
-    )
+        return path
+
+    config = write_config(tmp_path / "airtrust.yaml", registry)
     sync = [
         "node", "sync", "--source", "secret/runai/runai-ca-cert", "--registry", registry,
         "--node", "airtrust-node", "--root", "/", "--certs-dir", certs_d, "--once",
         "--kubeconfig", node.cluster.kubeconfig, "--context", "admin",
     ]  # fmt: skip
 
-    def node_checks() -> list[dict[str, str]]:
-        result = run_cli("doctor", "-c", config, "-o", "json")
+    def node_checks(path: Path = config) -> list[dict[str, str]]:
+        result = run_cli("doctor", "-c", path, "-o", "json")
         assert "Traceback" not in result.err, result.err
-        checks = [c for c in json.loads(result.out)["checks"] if c["name"] == "node-registry"]
-        assert [c["target"] for c in checks] == [f"Node airtrust-node registry {registry}"]
-        return checks
+        return [c for c in json.loads(result.out)["checks"] if c["name"] == "node-registry"]
 
     try:
         applied = run_cli("apply", "-c", config)
         assert applied.code == 0, applied.err
         synced = run_cli(*sync)
         assert synced.code == 0, synced.err
+        annotations = node.cluster.get("node", "airtrust-node")["metadata"]["annotations"]
+        assert annotations["airtrust.io/registry-ca-registries"] == registry
         (check,) = node_checks()
+        assert check["target"] == f"Node airtrust-node registry {registry}"
         assert check["status"] == "ok", check
-        started = run_cli("rotate", "start", "--new-ca", new, "-c", config, "-o", "json")
-        assert started.code == 0, started.err
+        # A registry added to airtrust.yaml, the agent not told: doctor names it.
+        more = write_config(tmp_path / "more.yaml", registry, "added.test:5000")
+        added, kept = node_checks(more)
+        assert added["target"] == "Node airtrust-node registry added.test:5000"
+        assert added["status"] == "fail" and "does not write the CA for" in added["evidence"]
+        assert "airtrust render --node-trust" in added["fix"], added
+        assert kept["status"] == "ok", kept
+        start = ["rotate", "start", "--new-ca", new, "-c", config]
+        waited = run_cli(*start, "--node-timeout", "3")
+        assert waited.code == 1, waited.out + waited.err
+        assert "re-issued nothing" in waited.err, waited.err
+        assert "node(s) airtrust-node do not hold old + new CA" in waited.err, waited.err
+        assert len(waited.err.strip().splitlines()) == 1, waited.err
         (check,) = node_checks()
         assert check["status"] == "fail", check
         assert "node airtrust-node holds bundle sha256" in check["evidence"], check
@@ -459,6 +480,9 @@ def test_doctor_and_rotate_finish_judge_what_each_agent_node_holds(
         assert "Total found: 2" in held.stdout, held.stdout
         (check,) = node_checks()
         assert check["status"] == "ok", check
+        started = run_cli(*start, "--node-timeout", "3", "-o", "json")  # it continues
+        assert started.code == 0, started.err
+        assert json.loads(started.out)["phase"] == "started"
         finished = run_cli("rotate", "finish", "-c", config)
         assert finished.code == 0, finished.err
     finally:

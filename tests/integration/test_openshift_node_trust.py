@@ -118,3 +118,67 @@ def test_the_proxy_trusted_ca_only_when_asked_with_the_warning(
     assert data["ca-bundle.crt"].strip() == (pki / "ca-bundle.pem").read_text().strip()
     proxy = _get(cluster, "proxies.config.openshift.io", "cluster")
     assert proxy["spec"]["trustedCA"] == {"name": "user-ca-bundle"}
+
+
+def _checks(config: Path) -> list[dict[str, str]]:
+    result = run_cli("doctor", "-c", config, "-o", "json")
+    assert "Traceback" not in result.err, result.err
+    return [c for c in json.loads(result.out)["checks"] if c["name"] == "node-registry"]
+
+
+def _set_key(cluster: KubeCluster, name: str, key: str, pem: str) -> None:
+    """One of airtrust's keys changed as if airtrust had written it (its field manager):
+    what a node would be given after a stale apply, with no ownership conflict."""
+    data = {**_get(cluster, "configmap", "-n", NS, name)["data"], key: pem}
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": NS}, "data": data}  # fmt: skip
+    cluster.kubectl("apply", "--server-side", "--field-manager=airtrust", "--force-conflicts",
+                    "-f", "-", stdin=json.dumps(manifest).encode())  # fmt: skip
+
+
+def test_doctor_and_rotation_judge_the_configmap_the_nodes_are_given(
+    cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
+    """No agent runs on OpenShift: doctor's node-registry check judges each registry's key
+    in the ConfigMap image.config.openshift.io/cluster names (a Node without airtrust's
+    annotation is not failed), rotate start finds old + new there, and rotate finish is
+    refused while a key lacks the new CA."""
+    _openshift(cluster, image_spec={"additionalTrustedCA": {"name": "corp-registries"}})
+    cluster.kubectl("-n", NS, "create", "configmap", "corp-registries")
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-0"}}
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(node).encode())
+    config = _config(tmp_path, pki, cluster)
+    assert run_cli("apply", "-c", config).code == 0
+    checks = _checks(config)
+    assert [(c["target"], c["status"]) for c in checks] == [
+        ("ConfigMap openshift-config/corp-registries registry mirror.local", "ok"),
+        ("ConfigMap openshift-config/corp-registries registry reg.local:5000", "ok"),
+    ]
+    other = tmp_path / "other"
+    assert run_cli("ca", "create", "--out", other, "--name", "Someone Else").code == 0
+    _set_key(cluster, "corp-registries", "mirror.local", (other / "ca.crt").read_text())
+    mirror, _ = _checks(config)
+    assert mirror["status"] == "fail" and "key mirror.local holds bundle" in mirror["evidence"]
+    assert mirror["fix"].startswith("airtrust apply") and "node install" not in mirror["fix"]
+    new = tmp_path / "new"
+    assert run_cli("ca", "create", "--out", new, "--name", "OpenShift Next CA").code == 0
+    try:
+        started = run_cli("rotate", "start", "--new-ca", new, "-c", config, "--node-timeout", "5")
+        assert started.code == 0, started.out + started.err
+        data = _get(cluster, "configmap", "-n", NS, "corp-registries")["data"]
+        new_pem = (new / "ca.crt").read_text().strip()
+        olds = (pki / "ca-bundle.pem").read_text().count("BEGIN CERTIFICATE")
+        assert all(new_pem in v and v.count("BEGIN") == olds + 1 for v in data.values())
+        # A key back to the old CA alone: the nodes would refuse the new certificate.
+        _set_key(cluster, "corp-registries", "mirror.local", (pki / "ca-bundle.pem").read_text())
+        refused = run_cli("rotate", "finish", "-c", config)
+        assert refused.code == 1, refused.out + refused.err
+        assert "the nodes are not given the new CA (mirror.local: ConfigMap" in refused.err
+        again = run_cli("rotate", "start", "--new-ca", new, "-c", config, "--node-timeout", "5")
+        assert again.code == 0, again.out + again.err  # continues: apply writes the key again
+        finished = run_cli("rotate", "finish", "-c", config)
+        assert finished.code == 0, finished.out + finished.err
+        data = _get(cluster, "configmap", "-n", NS, "corp-registries")["data"]
+        assert all(data[k].strip() == new_pem for k in data)
+    finally:
+        cluster.kubectl("-n", "runai", "delete", "configmap", "airtrust-rotation", check=False)

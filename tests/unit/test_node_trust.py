@@ -115,16 +115,28 @@ def test_another_servers_file_gets_a_host_table_after_its_own() -> None:
 
 
 def test_containerd_config_path_by_version() -> None:
+    v1 = '[plugins.cri.registry]\n  config_path = "/v1"\n'
     v2 = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/x:/y"\n'
     v3 = 'version = 3\n[plugins."io.containerd.cri.v1.images".registry]\n  config_path = "/z"\n'
+    assert containerd_certs_dir(v1, "c.toml") == "/v1"
     assert containerd_certs_dir(v2, "c.toml") == "/x"
     assert containerd_certs_dir(v3, "c.toml") == "/z"
-    with pytest.raises(NodeTrustError) as missing:
-        containerd_certs_dir("version = 3\n", "/etc/containerd/config.toml")
-    assert 'plugins."io.containerd.cri.v1.images".registry' in missing.value.hint
-    with pytest.raises(NodeTrustError) as old:
-        containerd_certs_dir("version = 2\n", "/etc/containerd/config.toml")
-    assert 'plugins."io.containerd.grpc.v1.cri".registry' in old.value.hint
+    # containerd 2.x reads its default config_path when the file sets none.
+    assert containerd_certs_dir("version = 3\n", "c.toml") == "/etc/containerd/certs.d"
+    for text, section in (
+        ("version = 2\n", '[plugins."io.containerd.grpc.v1.cri".registry]'),
+        ("", "[plugins.cri.registry]"),
+    ):
+        with pytest.raises(NodeTrustError) as missing:
+            containerd_certs_dir(text, "/etc/containerd/config.toml")
+        assert section in missing.value.hint
+        # The lines to paste: two real lines, valid TOML, the section and the key.
+        (lines,) = missing.value.__notes__
+        assert lines.splitlines()[0] == section
+        pasted = tomllib.loads(text + "\n" + lines)
+        registry = pasted["plugins"][section[9:-10].strip('"')]["registry"]
+        assert containerd_certs_dir(text + "\n" + lines, "c.toml") == "/etc/containerd/certs.d"
+        assert registry == {"config_path": "/etc/containerd/certs.d"}
 
 
 def test_k3s_before_containerd_and_nothing_is_an_error() -> None:
@@ -179,9 +191,40 @@ def _settings(**node_trust: object) -> Any:
     return parse_config(text, source="airtrust.yaml", base=Path("/cfg"))
 
 
-def _node(name: str, digest: str | None) -> dict[str, object]:
-    annotations = {} if digest is None else {"airtrust.io/registry-ca-sha256": digest}
+ALL = "mirror.local,reg.local:5000"
+
+
+def _node(name: str, digest: str | None, registries: str = ALL) -> dict[str, object]:
+    annotations = {} if digest is None else {
+        "airtrust.io/registry-ca-sha256": digest, "airtrust.io/registry-ca-registries": registries
+    }  # fmt: skip
     return {"metadata": {"name": name, "annotations": annotations}}
+
+
+class _Api:
+    """The reads agent_nodes makes of a cluster that is not OpenShift."""
+
+    def __init__(self, nodes: list[dict[str, object]]) -> None:
+        self.nodes = nodes
+        self.calls = 0
+
+    def api_groups(self) -> set[str]:
+        return {"apps"}
+
+    def list_objects(self, api_version: str, plural: str) -> list[dict[str, object]]:
+        self.calls += 1
+        assert (api_version, plural) == ("v1", "nodes")
+        return self.nodes
+
+
+def _session(api: object, now: dt.datetime, **node_trust: object) -> Any:
+    from types import SimpleNamespace
+
+    from airtrust.profiles import load_profile
+
+    return SimpleNamespace(
+        config=_settings(**node_trust), apis={"gpu": api}, now=now, profile=load_profile()
+    )
 
 
 def test_the_agent_and_doctor_share_one_digest() -> None:
@@ -213,35 +256,24 @@ def test_doctor_judges_each_node_and_registry_by_its_annotation() -> None:
     none = judge_node("gpu", _node("n3", None), settings, "a" * 64, "--ca ca.pem")
     assert "node n3 has no airtrust.io/registry-ca-sha256" in none[0].evidence
     assert "pulls from mirror.local" in none[0].evidence
+    # A registry added to airtrust.yaml, the agent not rendered again: that one fails.
+    short = judge_node("gpu", _node("n4", "a" * 64, "reg.local:5000"), settings, "a" * 64, "")
+    assert [c.status for c in short] == [Status.FAIL, Status.OK]
+    assert "n4's agent does not write the CA for mirror.local" in short[0].evidence
+    assert "airtrust render --node-trust -c airtrust.yaml" in short[0].fix
 
 
 def test_doctor_reads_only_clusters_with_node_trust() -> None:
-    import datetime as dt
-    from types import SimpleNamespace
-
     from airtrust.pki.bundle import parse_bundle
     from airtrust.plan.node_trust import registry_ca_digest
     from airtrust.usecases.doctor.node_registry import check_node_registry
 
-    class Api:
-        calls = 0
-
-        def list_objects(self, api_version: str, plural: str) -> list[dict[str, object]]:
-            Api.calls += 1
-            assert (api_version, plural) == ("v1", "nodes")
-            return [_node("b", digest), _node("a", "0" * 64)]
-
-    from airtrust.pki import keys
-    from airtrust.pki.authority import CASpec, create_root
-    from airtrust.pki.bundle import certificate_to_pem
-
     now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
-    root = create_root(
-        CASpec("Node Registry Test CA"), keys.generate_key(keys.KeyType.EC_P256), now=now
-    )
-    bundle = parse_bundle([("ca", certificate_to_pem(root))], now=now)
+    bundle = parse_bundle([("ca", _ca_pem("Node Registry Test CA", now))], now=now)
     digest = registry_ca_digest(bundle.to_pem())
-    session: Any = SimpleNamespace(config=_settings(), bundle=bundle, apis={"gpu": Api()})
+    api = _Api([_node("b", digest), _node("a", "0" * 64)])
+    session = _session(api, now)
+    session.bundle = bundle
     checks = check_node_registry(session)
     assert [(c.target, str(c.status)) for c in checks] == [
         ("Node a registry mirror.local", "fail"),
@@ -249,13 +281,14 @@ def test_doctor_reads_only_clusters_with_node_trust() -> None:
         ("Node b registry mirror.local", "ok"),
         ("Node b registry reg.local:5000", "ok"),
     ]
-    session = SimpleNamespace(config=_settings(enabled=False), bundle=bundle, apis={"gpu": Api()})
-    before = Api.calls
-    assert check_node_registry(session) == []
-    assert Api.calls == before
+    off = _session(api, now, enabled=False)
+    off.bundle = bundle
+    before = api.calls
+    assert check_node_registry(off) == []
+    assert api.calls == before
 
 
-# --- rotate finish: every agent's node holds the new CA --------------------------------
+# --- rotate start and finish: every agent's node holds old + new, then the new CA -------
 
 
 def _ca_pem(name: str, now: dt.datetime) -> bytes:
@@ -267,36 +300,96 @@ def _ca_pem(name: str, now: dt.datetime) -> bytes:
     return certificate_to_pem(create_root(CASpec(name), key, now=now))
 
 
-def test_rotate_finish_names_the_agent_nodes_without_the_new_ca() -> None:
-    from types import SimpleNamespace
-
+def _rotation(now: dt.datetime) -> tuple[Any, str, str, str]:
+    """A started rotation and the digests of old + new, the new alone, the old alone."""
     from airtrust.plan.node_trust import registry_ca_digest
     from airtrust.plan.rotation import Phase, RotationState
-    from airtrust.usecases.rotation.rotate import nodes_without_new_ca
 
-    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     state = RotationState(Phase.STARTED, _ca_pem("Old", now), _ca_pem("New", now), "t0")
     both = registry_ca_digest(state.bundle(now).to_pem())
     new = registry_ca_digest(state.new_bundle(now).to_pem())
-    # the old CA alone, as an agent that missed the rotation reports it
     old = registry_ca_digest(
         RotationState(Phase.STARTED, b"", state.old_pem, "t0").new_bundle(now).to_pem()
     )
+    return state, both, new, old
+
+
+def test_rotate_finish_names_the_agent_nodes_without_the_new_ca() -> None:
+    from airtrust.usecases.rotation.rotate import nodes_without_new_ca
+
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    state, both, new, old = _rotation(now)
     nodes = [
         _node("gpu-b", old), _node("gpu-a", old), _node("cpu", both),
-        _node("fresh", new), _node("no-agent", None),
+        _node("fresh", new), _node("no-agent", None), _node("short", new, "reg.local:5000"),
     ]  # fmt: skip
+    (said,) = nodes_without_new_ca(_session(_Api(nodes), now), state)
+    assert said.startswith(
+        "context 'gpu': node(s) gpu-a, gpu-b, no-agent, short do not hold the new CA"
+    )
+    assert "no-agent: no airtrust.io/registry-ca-sha256 annotation" in said
+    assert "short: its agent does not cover mirror.local" in said
+    assert "cpu" not in said and "fresh" not in said
+    assert nodes_without_new_ca(_session(_Api(nodes), now, configured=False), state) == []
 
-    class Api:
-        def list_objects(self, api_version: str, plural: str) -> list[dict[str, object]]:
-            return nodes
 
-    session: Any = SimpleNamespace(config=_settings(), apis={"gpu": Api()}, now=now)
-    (said,) = nodes_without_new_ca(session, state)
-    assert said.startswith("context 'gpu': node(s) gpu-a, gpu-b do not hold the new CA")
-    assert "no-agent" not in said and "cpu" not in said and "fresh" not in said
-    off: Any = SimpleNamespace(config=_settings(configured=False), apis={"gpu": Api()}, now=now)
-    assert nodes_without_new_ca(off, state) == []
+def test_rotate_start_waits_for_old_and_new_on_every_node_then_refuses() -> None:
+    """Nodes catch up while rotate start polls: it returns once every node holds old +
+    new; a node that never does is named after the deadline, and nothing is re-issued."""
+    from airtrust.errors import CheckFailed
+    from airtrust.usecases.rotation.rotate import wait_for_nodes
+
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    state, both, new, old = _rotation(now)
+    api = _Api([_node("a", old), _node("b", None)])
+    polls: list[float] = []
+
+    def agents_pass(seconds: float) -> None:  # the agents' next pass, while start waits
+        polls.append(seconds)
+        api.nodes = [_node("a", both), _node("b", both)]
+
+    wait_for_nodes(_session(api, now), state, timeout=60, sleep=agents_pass)
+    assert len(polls) == 1
+    api.nodes = [_node("a", both), _node("late", new)]  # the new CA alone is not enough
+    with pytest.raises(CheckFailed) as refused:
+        wait_for_nodes(_session(api, now), state, timeout=0, sleep=agents_pass)
+    line = refused.value.one_line()
+    assert "re-issued nothing" in line and "node(s) late do not hold old + new CA" in line
+    assert "context 'gpu'" in line and "rerun the same rotate start" in line
+    assert refused.value.reference == "rotation-nodes-lag"
+    off = _session(_Api([_node("a", None)]), now, configured=False)
+    wait_for_nodes(off, state, timeout=0, sleep=agents_pass)  # no node trust: no wait
+
+
+def test_openshift_registry_cas_are_judged_per_registry_key() -> None:
+    from airtrust.plan.node_trust import registry_ca_digest
+    from airtrust.plan.openshift_trust import openshift_lacks
+
+    regs = [Registry("reg.local", 5000), Registry("mirror.local")]
+    digest = registry_ca_digest(pem(1))
+    held = {"reg.local..5000": pem(1).decode(), "mirror.local": pem(2).decode()}
+    lacks = openshift_lacks("corp", held, regs, [digest])
+    assert list(lacks) == [Registry("mirror.local")]
+    assert lacks[Registry("mirror.local")].startswith(
+        "ConfigMap openshift-config/corp key mirror.local holds bundle sha256"
+    )
+    assert "has no key reg.local..5000" in openshift_lacks("corp", {}, regs, [digest])[REG]
+    assert "names no additionalTrustedCA" in openshift_lacks(None, {}, regs, [digest])[REG]
+
+
+def test_only_an_x509_refusal_points_at_node_install() -> None:
+    from airtrust.usecases.doctor.model import Status
+    from airtrust.usecases.doctor.node_registry import _pull_fix
+
+    settings = _settings(source="secret/ns/ca").node_trust_for("gpu")
+    x509 = "failed to pull: tls: failed to verify certificate: x509: certificate signed by "
+    fix = _pull_fix(Status.FAIL, x509 + "unknown authority", "n1", settings, "", "k", "p")
+    assert "airtrust node install" in fix
+    for said in ("401 Unauthorized", "reg.local:5000/x:1: not found"):
+        fix = _pull_fix(Status.FAIL, said, "n1", settings, "", "kubectl -n ns", "pod-1")
+        assert "not a trust failure" in fix and "node install" not in fix, said
+        assert "kubectl -n ns describe pod pod-1" in fix
+    assert _pull_fix(Status.OK, "pulled", "n1", settings, "", "k", "p") == ""
 
 
 def test_one_host_with_and_without_a_port_is_two_registries_for_k3s() -> None:
@@ -307,3 +400,51 @@ def test_one_host_with_and_without_a_port_is_two_registries_for_k3s() -> None:
     )
     doc = yaml.safe_load(files[-1].content)
     assert sorted(doc["configs"]) == ["reg.local", "reg.local:5000"]
+
+
+def test_node_install_dry_run_writes_nothing_and_says_what_it_would(tmp_path: Any) -> None:
+    from tests.conftest import run_cli
+
+    root = tmp_path / "root"
+    (root / "etc" / "docker").mkdir(parents=True)
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(_ca_pem("Dry Run CA", dt.datetime.now(dt.UTC)))
+    args = ["node", "install", "--root", root, "--registry", "reg.local:5000", "--ca", ca]
+    table = run_cli(*args, "--dry-run")
+    assert table.code == 0, table.err
+    assert "would write" in table.out and "/etc/docker/certs.d/reg.local:5000/ca.crt" in table.out
+    assert "1 write(s) (dry run)" in table.out
+    data = json.loads(run_cli(*args, "--dry-run", "-o", "json").out)
+    assert data["dry_run"] is True and data["writes"] == 1
+    assert [c["action"] for c in data["changes"]] == ["write"]
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+def test_the_agent_is_ready_only_while_its_last_good_pass_is_recent() -> None:
+    import time
+    import urllib.error
+    import urllib.request
+
+    from airtrust.usecases.node_trust import NodeAgent
+
+    agent = NodeAgent(Any, Any, "n1", Any, [])  # type: ignore[arg-type]
+    server = agent.serve_health(0, 60)
+    url = f"http://127.0.0.1:{server.server_address[1]}/readyz"
+
+    def status() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.read().decode()
+
+    try:
+        assert status() == (503, "no sync pass has succeeded yet\n")
+        agent.last_good = time.monotonic()
+        assert status() == (200, "ok\n")
+        agent.last_good = time.monotonic() - 61
+        code, said = status()
+        assert code == 503 and "more than 60 s" in said
+    finally:
+        server.shutdown()
+        server.server_close()

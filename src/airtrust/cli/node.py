@@ -1,6 +1,7 @@
 """``node install``: a node's container runtime trusts the local registry (flags only)."""
 
 import enum
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,7 +10,13 @@ import typer
 from airtrust.cli.output import Format, emit, print_lines, rows_table
 from airtrust.cli.params import KubeconfigOpt, OutputOpt
 
-__all__ = ["RuntimeChoice", "node_app", "node_install_cmd", "node_sync_cmd", "register"]
+__all__ = [
+    "RuntimeChoice",
+    "node_app",
+    "node_install_cmd",
+    "node_sync_cmd",
+    "register",
+]
 
 node_app = typer.Typer(
     help="Make nodes' container runtimes trust the local registry.", no_args_is_help=True
@@ -71,7 +78,7 @@ def node_install_cmd(
 ) -> None:
     """Write the runtime's own trust files for each registry (idempotent)."""
     from airtrust.cli.params import read_bundle
-    from airtrust.errors import InputError
+    from airtrust.errors import InputError, NodeTrustError
     from airtrust.plan.node_trust import Runtime, parse_registry
     from airtrust.usecases.node_trust import install
     from airtrust.usecases.node_trust import remove as take_back
@@ -90,16 +97,23 @@ def node_install_cmd(
         if not ca:
             raise InputError("node install needs --ca", hint="--ca the local CA bundle (PEM)")
         bundle = read_bundle(ca)
-        report = install(
-            root,
-            registries,
-            bundle.to_pem(),
-            runtime=chosen,
-            certs_dir=certs_dir,
-            containerd_config=containerd_config,
-            dry_run=dry_run,
-            state_file=state,
-        )
+        try:
+            report = install(
+                root,
+                registries,
+                bundle.to_pem(),
+                runtime=chosen,
+                certs_dir=certs_dir,
+                containerd_config=containerd_config,
+                dry_run=dry_run,
+                state_file=state,
+            )
+        except NodeTrustError as exc:
+            # Lines to paste (containerd's config_path) go to stdout as they are; the
+            # error itself stays one line on stderr.
+            for note in getattr(exc, "__notes__", ()):
+                sys.stdout.write(f"{note}\n")
+            raise
     data = report.to_dict()
 
     def table(console: Any) -> None:
@@ -144,6 +158,16 @@ def node_sync_cmd(
     interval: Annotated[
         float, typer.Option("--interval", help="Seconds between passes.", min=1)
     ] = 30.0,
+    health_port: Annotated[
+        int,
+        typer.Option(
+            "--health-port",
+            min=0,
+            max=65535,
+            help="Answer GET /readyz here: 200 while the last good pass is at most three "
+            "intervals old (0: no endpoint).",
+        ),
+    ] = 0,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
     in_cluster: Annotated[
         bool, typer.Option("--in-cluster", help="Use the pod's account.")
@@ -172,16 +196,19 @@ def node_sync_cmd(
         kubeconfig=kubeconfig,
         context=context,
     )
-    try:
+    with agent:
         if once:
             report = agent.sync_once()
             info(f"node {node}: {report.writes} write(s) ({report.runtime})")
             return
         signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
         info(f"node agent on {node}: following {agent.source}, registries {', '.join(registry)}")
-        agent.run(interval)
-    finally:
-        agent.api.close()
+        health = agent.serve_health(health_port, 3 * interval + 30) if health_port else None
+        try:
+            agent.run(interval)
+        finally:
+            if health is not None:
+                health.shutdown()
 
 
 def register(app: typer.Typer) -> None:

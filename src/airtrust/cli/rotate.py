@@ -24,13 +24,23 @@ def rotate_start_cmd(
     keep_tls: Annotated[
         bool, typer.Option("--keep-tls", help="Do not re-issue TLS certificates now.")
     ] = False,
+    node_timeout: Annotated[
+        float,
+        typer.Option(
+            "--node-timeout",
+            min=0,
+            help="Seconds to wait for every node (node_trust) to hold old + new CA before "
+            "anything is re-issued.",
+        ),
+    ] = 300.0,
     output: OutputOpt = Format.TABLE,
 ) -> None:
-    """Phase 1: distribute old + new CA everywhere, then re-issue TLS under the new CA."""
+    """Phase 1: distribute old + new CA everywhere (nodes included), then re-issue TLS
+    under the new CA."""
     from airtrust.usecases.rotation import start
 
     with open_config(config, kubeconfig) as session:
-        state = start(session, new_ca, keep_tls=keep_tls)
+        state = start(session, new_ca, keep_tls=keep_tls, node_timeout=node_timeout)
     _show_state(
         state.summary(),
         output,

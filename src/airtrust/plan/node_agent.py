@@ -20,11 +20,21 @@ from airtrust.plan.model import JsonObj
 from airtrust.plan.node_trust import DEFAULT_CERTS_DIRS, Registry, Runtime
 from airtrust.plan.source import Source
 
-__all__ = ["AGENT_NAME", "HOST_ROOT", "PULL_PROBE", "node_agent_objects", "pull_probe_pod"]
+__all__ = [
+    "AGENT_NAME",
+    "HEALTH_PORT",
+    "HOST_ROOT",
+    "PULL_PROBE",
+    "node_agent_objects",
+    "pull_probe_pod",
+]
 
 AGENT_NAME = "airtrust-node"
 HOST_ROOT = "/host"
 PULL_PROBE = "airtrust-pull-probe"
+#: where ``node sync`` answers ``GET /readyz`` (the readiness probe): 200 while its last
+#: good pass is recent, so Ready means "syncing", not merely "started"
+HEALTH_PORT = 8086
 
 
 def node_agent_objects(
@@ -58,6 +68,7 @@ def node_agent_objects(
     args = [
         "node", "sync", "--in-cluster", "--source", str(source), "--root", HOST_ROOT,
         "--runtime", str(runtime), "--certs-dir", folder, "--interval", str(interval),
+        "--health-port", str(HEALTH_PORT),
     ]  # fmt: skip
     for registry in dict.fromkeys(registries):  # each once, in the order given
         args += ["--registry", str(registry)]
@@ -124,6 +135,14 @@ def node_agent_objects(
                             "resources": {
                                 "requests": {"cpu": "5m", "memory": "48Mi"},
                                 "limits": {"memory": "128Mi"},
+                            },
+                            "ports": [
+                                {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}
+                            ],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": "health"},
+                                "periodSeconds": 10,
+                                "failureThreshold": 1,
                             },
                             "volumeMounts": [
                                 {"name": "runtime-trust", "mountPath": f"{HOST_ROOT}{folder}"}

@@ -20,7 +20,7 @@ import ipaddress
 import json
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -32,8 +32,10 @@ from airtrust.errors import NodeTrustError
 __all__ = [
     "CA_ANNOTATION",
     "CA_FILE",
+    "CONTAINERD2_DEFAULT_CONFIG_PATH",
     "CONTAINERD_CONFIG",
     "DEFAULT_CERTS_DIRS",
+    "REGISTRIES_ANNOTATION",
     "FileChange",
     "Registry",
     "Runtime",
@@ -42,7 +44,10 @@ __all__ = [
     "detect_runtime",
     "k3s_registries_yaml",
     "node_files",
+    "node_lacks",
     "parse_registry",
+    "registries_held",
+    "registries_value",
     "registry_ca_digest",
 ]
 
@@ -50,6 +55,9 @@ CA_FILE = "airtrust-ca.crt"
 #: on the Node: the sha256 of the bundle its runtime trusts, so doctor and
 #: ``rotate finish`` can read what each node holds without exec
 CA_ANNOTATION = "airtrust.io/registry-ca-sha256"
+#: on the Node: the registries (``host[:port]``, sorted, comma-separated) the agent gave
+#: that bundle to, so a registry added to airtrust.yaml but not to the agent is seen
+REGISTRIES_ANNOTATION = "airtrust.io/registry-ca-registries"
 
 
 def registry_ca_digest(bundle_pem: bytes) -> str:
@@ -57,6 +65,34 @@ def registry_ca_digest(bundle_pem: bytes) -> str:
     which sorts and dedupes, so the same CAs give the same digest whoever computes it):
     the one function the agent, doctor and ``rotate finish`` share."""
     return hashlib.sha256(bundle_pem).hexdigest()
+
+
+def registries_value(registries: Sequence[Registry]) -> str:
+    """What the agent writes into :data:`REGISTRIES_ANNOTATION`."""
+    return ",".join(sorted({str(r) for r in registries}))
+
+
+def registries_held(annotations: Mapping[str, str]) -> frozenset[str]:
+    """The registries a node's agent says it covers (none when it says nothing)."""
+    value = annotations.get(REGISTRIES_ANNOTATION) or ""
+    return frozenset(r for r in value.split(",") if r)
+
+
+def node_lacks(
+    annotations: Mapping[str, str], digests: Collection[str], registries: Sequence[Registry]
+) -> str | None:
+    """Why a node's runtime does not hold one of ``digests`` (bundle digests, see
+    :func:`registry_ca_digest`) for every one of ``registries``, as its agent reports it;
+    None when it does. A node without the annotation holds nothing airtrust gave it."""
+    held = annotations.get(CA_ANNOTATION)
+    if held is None:
+        return f"no {CA_ANNOTATION} annotation (no airtrust agent ran there)"
+    if held not in digests:
+        return f"holds bundle sha256 {held[:12]}…"
+    missing = sorted({str(r) for r in registries} - registries_held(annotations))
+    if missing:
+        return f"its agent does not cover {', '.join(missing)} ({REGISTRIES_ANNOTATION})"
+    return None
 
 
 class Runtime(enum.StrEnum):
@@ -172,9 +208,19 @@ def detect_runtime(exists: Callable[[str], bool]) -> Runtime:
 # --- containerd ---------------------------------------------------------------------------
 
 
+#: containerd 2.x's CRI images plugin reads this ``config_path`` when its config sets
+#: none (``containerd config default`` prints it); 1.x reads no hosts.toml then
+CONTAINERD2_DEFAULT_CONFIG_PATH = "/etc/containerd/certs.d:/etc/docker/certs.d"
+
+
 def containerd_certs_dir(config_text: str, config_path: str) -> str:
     """Where containerd reads ``hosts.toml`` (its ``config_path``), or an error with the
-    exact lines to add: airtrust never edits containerd's config nor restarts it."""
+    exact lines to add: airtrust never edits containerd's config nor restarts it.
+
+    The section follows the config's ``version``: 1 (``[plugins.cri]``, containerd 1.x's
+    default when no version is given), 2 (``plugins."io.containerd.grpc.v1.cri"``) and 3
+    (containerd 2.x, ``plugins."io.containerd.cri.v1.images"``, whose default
+    ``config_path`` applies when the file sets none)."""
     try:
         config = tomllib.loads(config_text)
     except tomllib.TOMLDecodeError as exc:
@@ -185,23 +231,30 @@ def containerd_certs_dir(config_text: str, config_path: str) -> str:
         ) from None
     version = int(config.get("version", 1))
     plugins = config.get("plugins") or {}
-    if version >= 3:
-        section = 'plugins."io.containerd.cri.v1.images".registry'
-        registry = (plugins.get("io.containerd.cri.v1.images") or {}).get("registry") or {}
-    else:
-        section = 'plugins."io.containerd.grpc.v1.cri".registry'
-        registry = (plugins.get("io.containerd.grpc.v1.cri") or {}).get("registry") or {}
+    plugin = {3: "io.containerd.cri.v1.images", 2: "io.containerd.grpc.v1.cri"}.get(
+        min(version, 3), "cri"
+    )
+    section = f"plugins.{plugin}.registry" if plugin == "cri" else f'plugins."{plugin}".registry'
+    registry = (plugins.get(plugin) or {}).get("registry") or {}
     path = registry.get("config_path")
+    if path is None and version >= 3:
+        path = CONTAINERD2_DEFAULT_CONFIG_PATH
     if isinstance(path, str) and path:
         # containerd takes a list separated by ':'; the first is where files go.
         return path.split(":")[0]
-    raise NodeTrustError(
+    header = f"[{section}]"
+    key = f'config_path = "{DEFAULT_CERTS_DIRS[Runtime.CONTAINERD]}"'
+    error = NodeTrustError(
         f"{config_path} (containerd, config version {version}) sets no registry config_path, "
         "so containerd reads no hosts.toml",
-        hint=f"add these lines, then restart containerd once: [{section}] config_path = "
-        f'"{DEFAULT_CERTS_DIRS[Runtime.CONTAINERD]}"',
+        hint=f"add these two lines to {config_path} (node install prints them as they are "
+        f"pasted), then restart containerd once: {header} / {key}",
         reference="containerd-no-config-path",
     )
+    # The lines as TOML, one per line (a PEP 678 note): node install prints them on
+    # stdout, since the error itself is one line on stderr.
+    error.add_note(f"{header}\n  {key}")
+    raise error
 
 
 def containerd_hosts_toml(existing: str | None, registry: Registry, ca_file: str) -> str:

@@ -13,10 +13,10 @@ changing it rolls every node.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from airtrust.plan.node_trust import Registry
+from airtrust.plan.node_trust import Registry, registry_ca_digest
 
 __all__ = [
     "CONFIG_API",
@@ -26,6 +26,7 @@ __all__ = [
     "PROXY_WARNING",
     "REGISTRY_CA_CONFIGMAP",
     "image_config",
+    "openshift_lacks",
     "proxy_ca_configmap",
     "proxy_config",
     "registry_ca_configmap",
@@ -88,3 +89,28 @@ def proxy_config() -> Any:
         "metadata": {"name": "cluster"},
         "spec": {"trustedCA": {"name": PROXY_CA_CONFIGMAP}},
     }
+
+
+def openshift_lacks(
+    configmap: str | None,
+    data: Mapping[str, str],
+    registries: Sequence[Registry],
+    digests: Collection[str],
+) -> dict[Registry, str]:
+    """Per registry the nodes do not get one of ``digests`` (bundle digests, as the node
+    agent reports them) for, why: the Image config names no ConfigMap, the ConfigMap has
+    no key for the registry, or its key holds another bundle. What the Machine Config
+    Operator then writes to every node is what these say."""
+    out: dict[Registry, str] = {}
+    for registry in sorted(set(registries), key=str):
+        key = registry.openshift_key
+        if configmap is None:
+            out[registry] = "image.config.openshift.io/cluster names no additionalTrustedCA"
+        elif key not in data:
+            out[registry] = f"ConfigMap {CONFIG_NAMESPACE}/{configmap} has no key {key}"
+        elif (held := registry_ca_digest(data[key].encode())) not in digests:
+            out[registry] = (
+                f"ConfigMap {CONFIG_NAMESPACE}/{configmap} key {key} holds bundle sha256 "
+                f"{held[:12]}…"
+            )
+    return out

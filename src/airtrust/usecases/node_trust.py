@@ -16,8 +16,10 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,15 +31,19 @@ from airtrust.kube.source import read_source
 from airtrust.plan.node_trust import (
     CA_ANNOTATION,
     CONTAINERD_CONFIG,
+    REGISTRIES_ANNOTATION,
     FileChange,
     Registry,
     Runtime,
     containerd_certs_dir,
     detect_runtime,
     node_files,
+    registries_value,
     registry_ca_digest,
 )
+from airtrust.plan.openshift_trust import CONFIG_API, CONFIG_NAMESPACE, trusted_ca_name
 from airtrust.plan.source import Source
+from airtrust.plan.topology import cluster_entry, is_openshift
 
 if TYPE_CHECKING:
     from airtrust.config import NodeTrustSettings
@@ -52,6 +58,7 @@ __all__ = [
     "NodeAgent",
     "NodeChange",
     "NodeTrustReport",
+    "OpenShiftCAs",
     "agent_nodes",
     "install",
     "open_agent",
@@ -279,7 +286,9 @@ def _prune(folder: Path, root: Path) -> None:
 @dataclass
 class NodeAgent:
     """``node sync``: the node's runtime follows the CA source (old + new during a
-    rotation), rewritten on change, and the node says what it holds."""
+    rotation), rewritten on change, and the node says what it holds and for which
+    registries. :meth:`serve_health` answers the readiness probe from the time of the
+    last good pass, so Ready tells a working agent from one that merely started."""
 
     api: KubeAPI
     source: Source
@@ -292,6 +301,14 @@ class NodeAgent:
     state_file: str | None = None
     clock: Callable[[], dt.datetime] = utc_now
     stop: threading.Event = field(default_factory=threading.Event)
+    #: ``time.monotonic()`` of the last good pass (None before the first)
+    last_good: float | None = None
+
+    def __enter__(self) -> NodeAgent:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.api.close()
 
     def sync_once(self) -> NodeTrustReport:
         bundle = read_source(self.api, self.source, self.clock())
@@ -305,10 +322,16 @@ class NodeAgent:
             containerd_config=self.containerd_config,
             state_file=self.state_file,
         )
-        self._annotate(registry_ca_digest(pem))
+        self._annotate(
+            {
+                CA_ANNOTATION: registry_ca_digest(pem),
+                REGISTRIES_ANNOTATION: registries_value(self.registries),
+            }
+        )
+        self.last_good = time.monotonic()
         return report
 
-    def _annotate(self, digest: str) -> None:
+    def _annotate(self, wanted: dict[str, str]) -> None:
         live = self.api.get("v1", "nodes", None, self.node)
         if live is None:
             raise NodeTrustError(
@@ -317,14 +340,51 @@ class NodeAgent:
                 reference="no-node",
             )
         annotations = (live.get("metadata") or {}).get("annotations")
-        if (annotations or {}).get(CA_ANNOTATION) == digest:
+        changed = {k: v for k, v in wanted.items() if (annotations or {}).get(k) != v}
+        if not changed:
             return
         if annotations is None:
-            ops = [{"op": "add", "path": "/metadata/annotations", "value": {CA_ANNOTATION: digest}}]
+            ops = [{"op": "add", "path": "/metadata/annotations", "value": changed}]
         else:
-            key = CA_ANNOTATION.replace("~", "~0").replace("/", "~1")
-            ops = [{"op": "add", "path": f"/metadata/annotations/{key}", "value": digest}]
+            ops = [
+                {"op": "add", "path": f"/metadata/annotations/{_pointer(k)}", "value": v}
+                for k, v in sorted(changed.items())
+            ]
         self.api.json_patch("v1", "nodes", None, self.node, ops)
+
+    def stale(self, max_age: float) -> str | None:
+        """Why the agent is not ready: no good pass yet, or the last one older than
+        ``max_age`` seconds; None when it is fresh."""
+        if self.last_good is None:
+            return "no sync pass has succeeded yet"
+        age = time.monotonic() - self.last_good
+        if age > max_age:
+            return f"the last good sync pass was {age:.0f} s ago (more than {max_age:.0f} s)"
+        return None
+
+    def serve_health(self, port: int, max_age: float) -> ThreadingHTTPServer:
+        """``GET /readyz`` on ``port``: 200 while the last good pass is at most
+        ``max_age`` seconds old, else 503 with the reason (in a thread of its own; the
+        caller shuts the server down)."""
+        agent = self
+
+        class Health(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                why = agent.stale(max_age) if self.path == "/readyz" else "not found"
+                code = 200 if why is None else (404 if why == "not found" else 503)
+                body = (why or "ok").encode() + b"\n"
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:  # a probe every 10 s: no log line
+                return
+
+        server = ThreadingHTTPServer(("", port), Health)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
 
     def run(self, interval: float) -> None:
         """Until stopped: a bad source or an unwritable file is logged and retried, the
@@ -337,6 +397,11 @@ class NodeAgent:
             except AirtrustError as exc:
                 log.error("node %s: %s", self.node, exc.one_line())
             self.stop.wait(interval)
+
+
+def _pointer(key: str) -> str:
+    """An annotation key as a JSON pointer segment (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def open_agent(
@@ -378,31 +443,54 @@ def open_agent(
 
 
 @dataclass(frozen=True)
+class OpenShiftCAs:
+    """On OpenShift no agent runs: the Machine Config Operator gives the nodes the
+    ConfigMap ``image.config.openshift.io/cluster`` names (``configmap``, None when it
+    names none), whose ``data`` holds a CA bundle per registry key (``host..port``)."""
+
+    configmap: str | None
+    data: dict[str, str]
+
+
+@dataclass(frozen=True)
 class AgentNodes:
     """One context whose nodes airtrust makes trust the registries: its settings and its
-    Nodes (by name), or why they could not be listed."""
+    Nodes (by name), or why they could not be listed. On OpenShift (``openshift`` set)
+    the nodes are not listed: what they are given is that ConfigMap."""
 
     context: str
     settings: NodeTrustSettings
     nodes: list[JsonObj]
     unreadable: str = ""
+    openshift: OpenShiftCAs | None = None
+
+    @staticmethod
+    def annotations(node: JsonObj) -> dict[str, str]:
+        raw = (node.get("metadata") or {}).get("annotations") or {}
+        return {str(k): str(v) for k, v in raw.items()}
 
     @staticmethod
     def held(node: JsonObj) -> str | None:
         """The digest of the bundle the node's agent reports its runtime holds."""
-        value = ((node.get("metadata") or {}).get("annotations") or {}).get(CA_ANNOTATION)
-        return None if value is None else str(value)
+        return AgentNodes.annotations(node).get(CA_ANNOTATION)
 
 
 def agent_nodes(session: Session) -> list[AgentNodes]:
     """Per context with node trust enabled (``registries:`` and ``node_trust:``), its
-    Nodes: what doctor's node-registry check and ``rotate finish`` both judge."""
+    Nodes, or on OpenShift (decided once per context, as apply decides it) the registry
+    CAs ConfigMap: what doctor's node-registry check and ``rotate start``/``finish`` all
+    judge."""
     out = []
     for context, api in sorted(session.apis.items()):
         settings = session.config.node_trust_for(context)
         if not settings.enabled:
             continue
+        entry = cluster_entry(session.config, context)
         try:
+            setting = entry.openshift if entry is not None else "auto"
+            if is_openshift(setting, session.profile, api.api_groups):
+                out.append(AgentNodes(context, settings, [], openshift=_openshift_cas(api)))
+                continue
             nodes = list(api.list_objects("v1", "nodes"))
         except AirtrustError as exc:
             out.append(AgentNodes(context, settings, [], exc.message))
@@ -410,3 +498,10 @@ def agent_nodes(session: Session) -> list[AgentNodes]:
         nodes.sort(key=lambda n: str(n["metadata"]["name"]))
         out.append(AgentNodes(context, settings, nodes))
     return out
+
+
+def _openshift_cas(api: KubeAPI) -> OpenShiftCAs:
+    name = trusted_ca_name(api.get(CONFIG_API, "images", None, "cluster"))
+    live = api.get("v1", "configmaps", CONFIG_NAMESPACE, name) if name else None
+    data = {str(k): str(v) for k, v in ((live or {}).get("data") or {}).items()}
+    return OpenShiftCAs(name, data)

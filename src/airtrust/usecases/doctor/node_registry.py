@@ -28,11 +28,19 @@ from airtrust.config import NodeTrustSettings
 from airtrust.errors import AirtrustError, NodeTrustError
 from airtrust.kube.api import JsonObj, KubeAPI
 from airtrust.plan.node_agent import AGENT_NAME, PULL_PROBE, pull_probe_pod
-from airtrust.plan.node_trust import CA_ANNOTATION, Registry, parse_registry, registry_ca_digest
+from airtrust.plan.node_trust import (
+    CA_ANNOTATION,
+    REGISTRIES_ANNOTATION,
+    Registry,
+    parse_registry,
+    registries_held,
+    registry_ca_digest,
+)
+from airtrust.plan.openshift_trust import CONFIG_NAMESPACE, openshift_lacks
 from airtrust.plan.topology import CLUSTER
 from airtrust.registry.reference import parse_reference
 from airtrust.usecases.doctor.model import Check, Status
-from airtrust.usecases.node_trust import AgentNodes, agent_nodes
+from airtrust.usecases.node_trust import AgentNodes, OpenShiftCAs, agent_nodes
 from airtrust.usecases.session import Session
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "PULL_TIMEOUT",
     "check_node_registry",
     "judge_node",
+    "judge_openshift",
     "judge_pull",
     "probe_node_pulls",
 ]
@@ -60,6 +69,8 @@ def check_node_registry(session: Session) -> list[Check]:
             out.append(
                 Check(NAME, each.context, "nodes", Status.SKIP, f"not listable: {each.unreadable}")
             )
+        if each.openshift is not None:
+            out += judge_openshift(each.context, each.openshift, each.settings, expected)
         for node in each.nodes:
             out += judge_node(each.context, node, each.settings, expected, bundle)
     return out
@@ -68,37 +79,81 @@ def check_node_registry(session: Session) -> list[Check]:
 def judge_node(
     context: str, node: JsonObj, settings: NodeTrustSettings, expected: str, bundle: str
 ) -> list[Check]:
-    """One check per registry the node must trust: what its annotation says it holds
-    against ``expected`` (the digest of the bundle airtrust distributes)."""
+    """One check per registry the node must trust: what its annotations say it holds
+    against ``expected`` (the digest of the bundle airtrust distributes), and whether its
+    agent covers that registry at all (a registry added to airtrust.yaml, the DaemonSet
+    not rendered again)."""
     name = str(node["metadata"]["name"])
-    held = AgentNodes.held(node)
-    if held == expected:
-        status, fix = Status.OK, ""
-        said = f"node {name} holds the current bundle (sha256 {expected[:12]}…)"
-    elif held is None:
-        status, fix = Status.FAIL, _fix(name, settings, bundle)
-        said = (
-            f"node {name} has no {CA_ANNOTATION} annotation: no airtrust agent gave its "
-            "runtime the CA, so pulls from {registry} may fail with x509: certificate "
-            "signed by unknown authority"
-        )
-    else:
-        status, fix = Status.FAIL, _fix(name, settings, bundle)
-        said = (
-            f"node {name} holds bundle sha256 {held[:12]}…, not the current bundle's "
-            f"{expected[:12]}… (an old CA, or its agent has not caught up)"
-        )
+    annotations = AgentNodes.annotations(node)
+    held = annotations.get(CA_ANNOTATION)
+    covered = registries_held(annotations)
+    out = []
+    for registry in _sorted(settings.registries):
+        if held is None:
+            status, fix = Status.FAIL, _fix(name, settings, bundle)
+            said = (
+                f"node {name} has no {CA_ANNOTATION} annotation: no airtrust agent gave its "
+                f"runtime the CA, so pulls from {registry} may fail with x509: certificate "
+                "signed by unknown authority"
+            )
+        elif held != expected:
+            status, fix = Status.FAIL, _fix(name, settings, bundle)
+            said = (
+                f"node {name} holds bundle sha256 {held[:12]}…, not the current bundle's "
+                f"{expected[:12]}… (an old CA, or its agent has not caught up)"
+            )
+        elif str(registry) not in covered:
+            status, fix = Status.FAIL, _uncovered_fix(name, settings, bundle)
+            said = (
+                f"node {name}'s agent does not write the CA for {registry} "
+                f"({REGISTRIES_ANNOTATION}: {', '.join(sorted(covered)) or 'none'}): "
+                "airtrust.yaml names the registry, the agent was not rendered again"
+            )
+        else:
+            status, fix = Status.OK, ""
+            said = f"node {name} holds the current bundle (sha256 {expected[:12]}…)"
+        out.append(Check(NAME, context, f"Node {name} registry {registry}", status, said, fix))
+    return out
+
+
+def judge_openshift(
+    context: str, cas: OpenShiftCAs, settings: NodeTrustSettings, expected: str
+) -> list[Check]:
+    """OpenShift: no agent runs there; the nodes get what the ConfigMap
+    ``image.config.openshift.io/cluster`` names holds under each registry's key (the
+    Machine Config Operator writes it to every node), so that is what is judged."""
+    lacks = openshift_lacks(cas.configmap, cas.data, settings.registries, [expected])
+    where = (
+        f"ConfigMap {CONFIG_NAMESPACE}/{cas.configmap}"
+        if cas.configmap
+        else "Image config.openshift.io/cluster"
+    )
+    fix = (
+        f"airtrust apply (writes the registry CAs into {CONFIG_NAMESPACE} and points "
+        f"image.config.openshift.io/cluster additionalTrustedCA at them; context '{context}')"
+    )
     return [
         Check(
             NAME,
             context,
-            f"Node {name} registry {registry}",
-            status,
-            said.replace("{registry}", str(registry)),
-            fix,
+            f"{where} registry {registry}",
+            Status.FAIL if registry in lacks else Status.OK,
+            lacks.get(registry)
+            or f"key {registry.openshift_key} holds the current bundle (sha256 {expected[:12]}…)",
+            fix if registry in lacks else "",
         )
         for registry in _sorted(settings.registries)
     ]
+
+
+def _uncovered_fix(node: str, settings: NodeTrustSettings, bundle: str) -> str:
+    """The agent's registries come from its arguments: render it again from airtrust.yaml
+    (every registry named there), or write the files on the node by hand."""
+    install = _fix(node, settings, bundle).rsplit("; or ", 1)[-1]
+    return (
+        "airtrust render --node-trust -c airtrust.yaml --image IMAGE --out DIR, then kubectl "
+        f"apply -k DIR (the agent's --registry list); or {install}"
+    )
 
 
 def _fix(node: str, settings: NodeTrustSettings, bundle: str) -> str:
@@ -176,10 +231,23 @@ def probe_node_pulls(session: Session, *, timeout: float = PULL_TIMEOUT) -> list
                     )
                 )
         try:
-            nodes = [n for n in api.list_objects("v1", "nodes") if _ready(n)]
+            listed = list(api.list_objects("v1", "nodes"))
         except AirtrustError as exc:
             out.append(Check(PULL_NAME, context, "nodes", Status.SKIP, exc.message))
             continue
+        nodes = [n for n in listed if _ready(n)]
+        for down in sorted(str(n["metadata"]["name"]) for n in listed if not _ready(n)):
+            out.append(
+                Check(
+                    PULL_NAME,
+                    context,
+                    f"Node {down}",
+                    Status.WARN,
+                    f"node {down} is not Ready: its kubelet cannot be asked to pull, so its "
+                    "runtime's trust is not known",
+                    f"kubectl --context {context} describe node {down}",
+                )
+            )
         pods: list[tuple[str, Registry, str, str]] = []  # node, registry, image, pod name
         for node in sorted(str(n["metadata"]["name"]) for n in nodes):
             for registry, image in sorted(images.items(), key=lambda item: str(item[0])):
@@ -207,9 +275,11 @@ def probe_node_pulls(session: Session, *, timeout: float = PULL_TIMEOUT) -> list
                 name,
                 (Status.FAIL, f"the kubelet did not pull nor refuse {image} in {timeout:.0f} s"),
             )
-            fix = "" if status is Status.OK else _fix(node, settings, bundle)
-            if status is not Status.OK and name not in decided:
-                fix = f"kubectl -n {ns} describe pod {name} (run doctor --probe again); " + fix
+            if name in decided:
+                fix = _pull_fix(status, said, node, settings, bundle, f"kubectl -n {ns}", name)
+            else:  # undecided: the pod's own events may say more than the timeout
+                fix = f"kubectl -n {ns} describe pod {name} (run doctor --probe again); "
+                fix += _fix(node, settings, bundle)
             out.append(
                 Check(
                     PULL_NAME,
@@ -221,6 +291,31 @@ def probe_node_pulls(session: Session, *, timeout: float = PULL_TIMEOUT) -> list
                 )
             )
     return out
+
+
+#: the runtime's words when it does not trust the registry's certificate
+X509_TEXT = "x509:"
+
+
+def _pull_fix(
+    status: Status,
+    said: str,
+    node: str,
+    settings: NodeTrustSettings,
+    bundle: str,
+    kubectl: str,
+    pod: str,
+) -> str:
+    """Only a refused certificate is the node's trust to fix; a 401, a missing image or a
+    timeout is the registry's or the image name's, and says so."""
+    if status is Status.OK:
+        return ""
+    if X509_TEXT in said:
+        return _fix(node, settings, bundle)
+    return (
+        "not a trust failure: check the image reference, the registry's credentials "
+        f"(imagePullSecrets) and that it serves the image ({kubectl} describe pod {pod})"
+    )
 
 
 def _pull_all(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from airtrust.errors import CheckFailed, InputError
@@ -11,7 +13,8 @@ from airtrust.pki.bundle import Bundle, build_bundle, fingerprint, read_certific
 from airtrust.pki.tlssecret import TLSMaterial
 from airtrust.plan.manifests import namespace_manifest, rotation_configmap
 from airtrust.plan.node_agent import AGENT_NAME
-from airtrust.plan.node_trust import CA_ANNOTATION, registry_ca_digest
+from airtrust.plan.node_trust import node_lacks, registry_ca_digest
+from airtrust.plan.openshift_trust import CONFIG_NAMESPACE, openshift_lacks
 from airtrust.plan.rotation import Phase, RotationState, TLSState
 from airtrust.plan.topology import rotation_location
 from airtrust.probe import ConnectTo, probe_endpoint
@@ -19,7 +22,23 @@ from airtrust.usecases import apply
 from airtrust.usecases.node_trust import AgentNodes, agent_nodes
 from airtrust.usecases.session import Session, follow, live_control_plane_tls, read_rotation
 
-__all__ = ["finish", "nodes_without_new_ca", "save_state", "start"]
+__all__ = [
+    "NODE_TIMEOUT",
+    "finish",
+    "nodes_lacking",
+    "nodes_without_new_ca",
+    "save_state",
+    "start",
+    "wait_for_nodes",
+]
+
+log = logging.getLogger(__name__)
+
+#: How long ``rotate start`` waits for every node to hold old + new: agents pass every
+#: 30 s by default, so a few passes' worth (a missed pass, a restarted pod).
+NODE_TIMEOUT = 300.0
+#: Seconds between two looks at the nodes while waiting.
+NODE_POLL = 2.0
 
 
 def save_state(session: Session, state: RotationState) -> None:
@@ -64,8 +83,15 @@ def _stamp(session: Session) -> str:
     return session.now.isoformat(timespec="seconds")
 
 
-def start(session: Session, new_ca: Path, *, keep_tls: bool = False) -> RotationState:
-    from airtrust.workspace import chain_pem, load_authority
+def start(
+    session: Session,
+    new_ca: Path,
+    *,
+    keep_tls: bool = False,
+    node_timeout: float = NODE_TIMEOUT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RotationState:
+    from airtrust.usecases.workspace import chain_pem, load_authority
 
     existing = read_rotation(session)
     authority = None if keep_tls else load_authority(new_ca)
@@ -98,7 +124,10 @@ def start(session: Session, new_ca: Path, *, keep_tls: bool = False) -> Rotation
             save_state(session, state)
         session = follow(session, state)
     _apply(session)
-    # 2. only now serve certificates from the new CA: everyone already trusts it.
+    # 2. every node's runtime holds old + new (the agents follow the CA secret just
+    # written): a registry certificate from the new CA must never meet a node without it.
+    wait_for_nodes(session, state, timeout=node_timeout, sleep=sleep)
+    # 3. only now serve certificates from the new CA: everyone already trusts it.
     config = session.config
     if authority is not None and config.control_plane is not None and config.tls is not None:
         from airtrust.pki import authority as pki_authority
@@ -127,35 +156,78 @@ def start(session: Session, new_ca: Path, *, keep_tls: bool = False) -> Rotation
     return state
 
 
-def nodes_without_new_ca(session: Session, state: RotationState) -> list[str]:
-    """Per context with node trust enabled, the nodes whose agent reports a bundle
-    without the new CA. Finishing drops the old CA from every bundle and the registry
-    serves a certificate from the new one: a node whose runtime does not trust it yet
-    would refuse every pull (x509). A node reports the rotation's old + new bundle, or
-    the new alone (digests from the agent's own function); a node without the
-    annotation runs no agent and is trusted by other means, so it is not judged."""
-    held_new = {
-        registry_ca_digest(state.bundle(session.now).to_pem()),
-        registry_ca_digest(state.new_bundle(session.now).to_pem()),
-    }
+def nodes_lacking(session: Session, digests: Collection[str], what: str) -> list[str]:
+    """Per context with node trust enabled, the nodes whose agent does not report one of
+    ``digests`` for every registry (digests from the agent's own function), one phrase
+    per context; on OpenShift the registry CAs ConfigMap the Machine Config Operator
+    gives the nodes, judged the same way. A node without the annotation has no agent,
+    so nothing airtrust gave it: it lacks ``what`` too."""
     out = []
     for each in agent_nodes(session):
         if each.unreadable:
             out.append(f"context '{each.context}': nodes not readable ({each.unreadable})")
             continue
-        lacking = [
-            str(n["metadata"]["name"])
+        registries = each.settings.registries
+        if each.openshift is not None:
+            cas = each.openshift
+            lacks = openshift_lacks(cas.configmap, cas.data, registries, digests)
+            if lacks:
+                out.append(
+                    f"context '{each.context}': the nodes are not given {what} "
+                    f"({'; '.join(f'{r}: {why}' for r, why in lacks.items())}; airtrust apply "
+                    f"writes {CONFIG_NAMESPACE} and image.config.openshift.io/cluster)"
+                )
+            continue
+        lacking = {
+            str(n["metadata"]["name"]): why
             for n in each.nodes
-            if (held := AgentNodes.held(n)) is not None and held not in held_new
-        ]
+            if (why := node_lacks(AgentNodes.annotations(n), digests, registries)) is not None
+        }
         if lacking:
+            reasons = "; ".join(f"{name}: {why}" for name, why in lacking.items())
             out.append(
-                f"context '{each.context}': node(s) {', '.join(lacking)} do not hold the new "
-                f"CA yet ({CA_ANNOTATION}; their runtime would refuse the registry's new "
-                f"certificate; check: kubectl get pods -A -l app.kubernetes.io/name="
-                f"{AGENT_NAME} -o wide)"
+                f"context '{each.context}': node(s) {', '.join(lacking)} do not hold {what} "
+                f"yet ({reasons}; their runtime would refuse the registry's new certificate; "
+                f"check: kubectl get pods -A -l app.kubernetes.io/name={AGENT_NAME} -o wide)"
             )
     return out
+
+
+def wait_for_nodes(
+    session: Session,
+    state: RotationState,
+    *,
+    timeout: float = NODE_TIMEOUT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Until every node holds the rotation's old + new bundle, or refuse after
+    ``timeout`` seconds naming the nodes that lag: nothing is re-issued then, and the
+    same ``rotate start`` continues once they caught up."""
+    both = {registry_ca_digest(state.bundle(session.now).to_pem())}
+    deadline = time.monotonic() + timeout
+    while lagging := nodes_lacking(session, both, "old + new CA"):
+        if time.monotonic() >= deadline:
+            raise CheckFailed(
+                f"rotate start waited {timeout:.0f} s and re-issued nothing: " + "; ".join(lagging),
+                hint="the bundles already carry old + new: let the node agents catch up "
+                "(or run airtrust node install on those nodes), then rerun the same rotate "
+                "start (it continues; --node-timeout waits longer)",
+                reference="rotation-nodes-lag",
+            )
+        log.info("waiting for the nodes: %s", "; ".join(lagging))
+        sleep(NODE_POLL)
+
+
+def nodes_without_new_ca(session: Session, state: RotationState) -> list[str]:
+    """What ``rotate finish`` refuses for: nodes whose runtime would not trust the new CA
+    alone. Finishing drops the old CA from every bundle and the registry serves a
+    certificate from the new one: a node must report the rotation's old + new bundle or
+    the new alone."""
+    held_new = {
+        registry_ca_digest(state.bundle(session.now).to_pem()),
+        registry_ca_digest(state.new_bundle(session.now).to_pem()),
+    }
+    return nodes_lacking(session, held_new, "the new CA")
 
 
 def finish(
