@@ -236,6 +236,65 @@ def test_watch_resumes_from_the_last_version_and_relists_after_410() -> None:
     assert all(w["allowWatchBookmarks"] == "true" for w in watches)
 
 
+def test_metadata_watch_lists_in_pages_and_resumes_from_the_last_page() -> None:
+    """A metadata-only watcher asks for PartialObjectMetadata on the list and the
+    stream, pages the list (one page in memory at a time) and resumes from the
+    resourceVersion the last page gives."""
+    stop = threading.Event()
+    pages: list[str] = []
+    accepts: list[str] = []
+    watched: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        params = dict(request.url.params)
+        accepts.append(request.headers["accept"])
+        if "watch" in params:
+            watched.append(params.get("resourceVersion", ""))
+            stop.set()
+            return httpx2.Response(200, content=b"")
+        pages.append(params.get("continue", ""))
+        assert params["limit"] == "500"
+        if "continue" not in params:
+            return httpx2.Response(200, json={"metadata": {"continue": "p2"}, "items": [{}]})
+        return httpx2.Response(200, json={"metadata": {"resourceVersion": "42"}, "items": [{}]})
+
+    relists: list[int] = []
+    watcher = Watcher(
+        kube(handler),
+        "/api/v1/secrets",
+        lambda kind, obj: relists.append(len(obj.get("items", []))),
+        stop,
+        metadata_only=True,
+    )
+    watcher.run()
+    assert pages == ["", "p2"] and relists == [1, 1] and watched == ["42"]
+    assert watcher.lists == 1
+    assert all("as=PartialObjectMetadata" in a for a in accepts)
+    assert "as=PartialObjectMetadataList" in accepts[0]
+    assert "as=PartialObjectMetadata;" in accepts[-1]
+
+
+def test_parallel_count_runs_every_item_and_raises_the_first_error() -> None:
+    from airtrust.usecases.apply import parallel_count
+
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def record(item: int) -> None:
+        with lock:
+            ran.append(item)
+
+    assert parallel_count(list(range(300)), record, workers=4) == 300
+    assert sorted(ran) == list(range(300))
+
+    def fail(item: int) -> None:
+        if item == 5:
+            raise ApiFailure("boom", hint="none")
+
+    with pytest.raises(ApiFailure, match="boom"):
+        parallel_count(list(range(50)), fail, workers=4)
+
+
 # --- registry: retries and auth ------------------------------------------------------------
 
 

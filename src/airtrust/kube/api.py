@@ -29,12 +29,26 @@ from airtrust.errors import (
     Unreachable,
 )
 
-__all__ = ["FIELD_MANAGER", "PLURALS", "JsonObj", "KubeAPI", "kubeconfig_path"]
+__all__ = [
+    "FIELD_MANAGER",
+    "METADATA_LIST",
+    "METADATA_OBJECT",
+    "PLURALS",
+    "JsonObj",
+    "KubeAPI",
+    "kubeconfig_path",
+]
 
 JsonObj = dict[str, Any]
 
 #: Server-side apply field manager: how the apiserver knows which fields are ours.
 FIELD_MANAGER = "airtrust"
+
+#: Accept headers that ask for metadata alone (as client-go's metadata informers do):
+#: a watcher that only needs to know *that* something changed does not parse every
+#: Secret's data, which is most of the bytes and most of the memory at scale.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+METADATA_OBJECT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 
 def kubeconfig_path(explicit: Path | None) -> Path:
@@ -181,8 +195,9 @@ class KubeAPI:
         content_type: str | None = None,
         params: dict[str, str] | None = None,
         what: str = "",
+        accept: str = "application/json",
     ) -> httpx.Response:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         content = None
         if body is not None:
             content = json.dumps(body, sort_keys=True).encode()
@@ -243,8 +258,12 @@ class KubeAPI:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        metadata_only: bool = False,
     ) -> Iterator[JsonObj]:
+        """Every object, a page of 500 at a time: a caller that consumes the pages as
+        they come holds one page, not the whole collection."""
         params = {"limit": "500"}
+        accept = METADATA_LIST if metadata_only else "application/json"
         if label_selector:
             params["labelSelector"] = label_selector
         if field_selector:
@@ -253,11 +272,15 @@ class KubeAPI:
         while True:
             data = self._check(
                 self.request(
-                    "GET", _path(api_version, plural, namespace), params=params, what=what
+                    "GET",
+                    _path(api_version, plural, namespace),
+                    params=params,
+                    what=what,
+                    accept=accept,
                 ),
                 what,
             )
-            yield from data.get("items", [])
+            yield from data.get("items") or []  # a metadata list of none says null
             token = data.get("metadata", {}).get("continue")
             if not token:
                 return
@@ -266,7 +289,9 @@ class KubeAPI:
     def namespaces(self, label_selector: str | None = None) -> list[str]:
         return sorted(
             n["metadata"]["name"]
-            for n in self.list_objects("v1", "namespaces", label_selector=label_selector)
+            for n in self.list_objects(
+                "v1", "namespaces", label_selector=label_selector, metadata_only=True
+            )
         )
 
     # --- writes -------------------------------------------------------------------------

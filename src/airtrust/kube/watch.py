@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from airtrust.kube.api import KubeAPI
+from airtrust.kube.api import METADATA_LIST, METADATA_OBJECT, KubeAPI
 
 __all__ = ["RELIST", "Watcher"]
 
@@ -42,6 +42,7 @@ class Watcher:
         params: Mapping[str, str] | None = None,
         timeout_seconds: int = 60,
         max_backoff: float = 5.0,
+        metadata_only: bool = False,
     ) -> None:
         self.api = api
         self.path = path
@@ -50,6 +51,9 @@ class Watcher:
         self.params = dict(params or {})
         self.timeout_seconds = timeout_seconds
         self.max_backoff = max_backoff
+        #: objects arrive as PartialObjectMetadata (no data, no spec): for a watcher
+        #: that only needs to know that something changed
+        self.metadata_only = metadata_only
         #: the last resourceVersion seen; None means list first
         self.resource_version: str | None = None
         #: how many times the stream was (re)opened and how many lists were needed
@@ -73,13 +77,27 @@ class Watcher:
                 delay = min(delay * 2, self.max_backoff)
 
     def _list(self) -> None:
-        response = self.api.request("GET", self.path, params=self.params, what=f"list {self.path}")
-        if response.status_code != 200:
-            raise OSError(f"list {self.path}: HTTP {response.status_code}")
-        body = response.json()
-        self.resource_version = body.get("metadata", {}).get("resourceVersion")
+        """List in pages of 500 (one page in memory at a time, as the reflector pages)
+        and hand each page on; the watch resumes from the list's resourceVersion."""
+        params = {**self.params, "limit": "500"}
+        accept = METADATA_LIST if self.metadata_only else "application/json"
+        while True:
+            response = self.api.request(
+                "GET", self.path, params=params, what=f"list {self.path}", accept=accept
+            )
+            if response.status_code == 410:
+                raise _Gone  # the continue token expired mid-list: start over
+            if response.status_code != 200:
+                raise OSError(f"list {self.path}: HTTP {response.status_code}")
+            body = response.json()
+            meta = body.get("metadata", {})
+            self.on_event(RELIST, body)
+            token = meta.get("continue")
+            if not token:
+                self.resource_version = meta.get("resourceVersion")
+                break
+            params["continue"] = token
         self.lists += 1
-        self.on_event(RELIST, body)
 
     def _stream(self) -> None:
         params = {
@@ -91,9 +109,12 @@ class Watcher:
         if self.resource_version:
             params["resourceVersion"] = self.resource_version
         self.streams += 1
+        accept = METADATA_OBJECT if self.metadata_only else "application/json"
         with (
             self.api.client() as http,
-            http.stream("GET", self.path, params=params, timeout=None) as response,
+            http.stream(
+                "GET", self.path, params=params, headers={"Accept": accept}, timeout=None
+            ) as response,
         ):
             if response.status_code == 410:
                 raise _Gone

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -56,6 +57,7 @@ __all__ = [
     "make_plan",
     "offline_facts",
     "parallel",
+    "parallel_count",
     "preflight",
     "run",
     "run_saved",
@@ -74,6 +76,28 @@ def parallel(items: Sequence[T], fn: Callable[[T], R], workers: int = WORKERS) -
         return [fn(i) for i in items]
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
         return list(pool.map(fn, items))
+
+
+def parallel_count(items: Sequence[T], fn: Callable[[T], object], workers: int = WORKERS) -> int:
+    """``fn`` over ``items`` in threads; how many ran. Results are dropped as they
+    come, so thousands of apiserver answers are never held at once; the first error
+    is raised once the items in flight have finished."""
+    if len(items) <= 1:
+        for item in items:
+            fn(item)
+        return len(items)
+    done = 0
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        window: deque[Future[object]] = deque()
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= workers * 4:
+                window.popleft().result()
+                done += 1
+        for future in window:
+            future.result()
+            done += 1
+    return done
 
 
 # --- permissions -----------------------------------------------------------------------
@@ -177,7 +201,7 @@ def _reuse_or_issue(
 
 def _issue(session: Session, hosts: list[str], context: str, spec: ClusterTLSSpec) -> TLSMaterial:
     from airtrust.pki import authority
-    from airtrust.workspace import chain_pem, load_authority
+    from airtrust.usecases.workspace import chain_pem, load_authority
 
     secret = f"context '{context}': secret {spec.ref}"
     if session.config.issue_from is None:

@@ -21,7 +21,7 @@ from airtrust.plan.manifests import secret_manifest
 from airtrust.plan.model import BUNDLE_HASH, Action, Desired
 from airtrust.plan.source import Source
 from airtrust.profiles import Profile
-from airtrust.usecases.apply import parallel
+from airtrust.usecases.apply import parallel_count
 from airtrust.usecases.sync.health import Metrics
 from airtrust.usecases.sync.lease import LeaderElector
 
@@ -58,14 +58,23 @@ class SyncController:
         return bundle
 
     def targets(self) -> list[str]:
-        names = set(self.namespaces)
-        if self.selector:
-            names.update(self.api.namespaces(self.selector))
-        existing = set(self.api.namespaces())
-        return sorted(names & existing)
+        """The namespaces to hold the CA secret: the selected ones and the named ones
+        that exist (each named one read on its own: a cluster of thousands of
+        namespaces is not listed whole to find two)."""
+        names = set(self.api.namespaces(self.selector)) if self.selector else set()
+        for namespace in set(self.namespaces) - names:
+            if self.api.get("v1", "namespaces", None, namespace) is not None:
+                names.add(namespace)
+        return sorted(names)
 
     def reconcile(self, *, write: bool = True) -> int:
-        """One pass; returns the number of objects written."""
+        """One pass; returns the number of objects written.
+
+        Memory stays flat in the number of namespaces: the live Secrets are judged a
+        page at a time and only the names already in sync are kept; the Secrets to
+        write are built one by one as the writers take them, and the apiserver's
+        answers are counted, not kept.
+        """
         now = self.clock()
         bundle = self.read_source(now) or self.last_good
         if bundle is None:
@@ -73,23 +82,20 @@ class SyncController:
         self.last_good = bundle
         self.metrics.expiry_seconds = round((bundle.earliest_expiry() - now).total_seconds(), 3)
         ca = self.profile.ca_secret
-        live = {
-            obj["metadata"]["namespace"]: obj
-            for obj in self.api.list_objects(
-                "v1", "secrets", field_selector=f"metadata.name={ca.name}"
-            )
-        }
-        pending = []
-        for namespace in self.targets():
+        pem = bundle.to_pem()
+        targets = self.targets()
+        wanted = set(targets)
+
+        def desired(namespace: str) -> Desired:
             manifest = secret_manifest(
                 namespace,
                 ca.name,
                 secret_type="Opaque",
-                data={ca.key: bundle.to_pem()},
+                data={ca.key: pem},
                 labels=self.namespaces.get(namespace, {}),
                 annotations={BUNDLE_HASH: bundle.digest},
             )
-            desired = Desired(
+            return Desired(
                 self.api.context,
                 "Secret",
                 namespace,
@@ -98,13 +104,23 @@ class SyncController:
                 manifest=manifest,
                 bundle_key=ca.key,
             )
-            change = diff(desired, live.get(namespace), manager=FIELD_MANAGER)
-            if change.action is not Action.UNCHANGED:
-                pending.append(manifest)
+
+        in_sync: set[str] = set()
+        for live in self.api.list_objects(
+            "v1", "secrets", field_selector=f"metadata.name={ca.name}"
+        ):
+            namespace = live["metadata"]["namespace"]
+            if namespace in wanted:
+                change = diff(desired(namespace), live, manager=FIELD_MANAGER)
+                if change.action is Action.UNCHANGED:
+                    in_sync.add(namespace)
+        pending = [n for n in targets if n not in in_sync]
         writes = 0
         if write and pending:
             # force: the controller owns these objects and restores any edit.
-            writes = len(parallel(pending, lambda m: self.api.apply(m, force=True)))
+            writes = parallel_count(
+                pending, lambda n: self.api.apply(desired(n).manifest or {}, force=True)
+            )
         self.metrics.out_of_sync = 0 if write else len(pending)
         self.metrics.writes += writes
         return writes
@@ -126,7 +142,10 @@ class SyncController:
             ),
         ]
         for path, params in specs:
-            watcher = Watcher(self.api, path, self._changed, self.stop, params=params)
+            # metadata alone: a change is only a reason to reconcile, which reads again
+            watcher = Watcher(
+                self.api, path, self._changed, self.stop, params=params, metadata_only=True
+            )
             thread = threading.Thread(target=watcher.run, daemon=True)
             thread.start()
             yield thread
