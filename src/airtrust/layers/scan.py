@@ -39,6 +39,7 @@ __all__ = [
     "LayerIndex",
     "iter_headers",
     "normalise",
+    "scan_chunks",
     "scan_layer_stream",
     "scan_tar",
     "wanted",
@@ -391,17 +392,25 @@ def scan_layer_stream(chunks: Iterator[bytes], extra: frozenset[str] = frozenset
             yield b"".join(item)
 
     stream = received()
-    first = next(stream, b"")
-    rest = itertools.chain([first], stream)
-    if first[:2] == GZIP_MAGIC:
-        index = scan_tar(_inflating(rest), extra)
-    elif first[:4] == ZSTD_MAGIC:
-        index = scan_tar(_unzstd(rest), extra)
-    else:
-        index = scan_tar(rest, extra)
+    index = scan_chunks(stream, extra)
     for _ in stream:  # drain: the digest is verified when the download ends
         pass
     return index
+
+
+def scan_chunks(chunks: Iterator[bytes], extra: frozenset[str] = frozenset()) -> LayerIndex:
+    """Decompress and parse a layer blob given as chunks, in this thread.
+
+    The caller drains ``chunks`` afterwards if it needs the whole blob read (a tar
+    stream ends at its end-of-archive blocks, before the compressed stream does).
+    """
+    first = next(chunks, b"")
+    rest = itertools.chain([first], chunks)
+    if first[:2] == GZIP_MAGIC:
+        return scan_tar(_inflating(rest), extra)
+    if first[:4] == ZSTD_MAGIC:
+        return scan_tar(_unzstd(rest), extra)
+    return scan_tar(rest, extra)
 
 
 #: Most bytes one decompression step may produce: a megabyte of zeros inflates to a

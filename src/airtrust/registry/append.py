@@ -12,7 +12,8 @@ its own earlier layer instead of stacking another.
 The same layer patches the stores language runtimes carry (layers/runtime.py)
 and the config gets the variables that cover what is installed later. Memory
 does not grow with the image: layers are scanned as they stream (in parallel,
-up to the core count) and copied across registries chunk by chunk.
+in worker processes, one per core, when the image is large: see scanworkers.py)
+and copied across registries chunk by chunk.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from airtrust.pki.bundle import fingerprint
 from airtrust.pki.truststore import DEFAULT_STORE_PASSWORD
 from airtrust.registry.client import Manifest, RegistryClient
 from airtrust.registry.reference import Reference
+from airtrust.registry.scanworkers import WorkerPool, worker_count
 
 __all__ = [
     "ATTESTATION",
@@ -258,23 +260,38 @@ class Patcher:
         """The merged view; ``extra``: more files whose content is wanted. Layers not in
         the cache are read at once, as many as there are cores, each as it streams."""
 
+        cached = {d["digest"]: self.cache.get(d["digest"], extra) for d in layers}
+        missing = list({d["digest"]: d for d in layers if cached[d["digest"]] is None}.values())
+        processes = worker_count(int(d.get("size", 0)) for d in missing)
+        pool = WorkerPool(processes) if processes else None
+
         def index_of(desc: dict[str, Any]) -> LayerIndex:
             digest = desc["digest"]
-            index = self.cache.get(digest, extra)
+            index = cached[digest]
             if index is None:
                 chunks = self.client.stream_blob(repository, digest)
                 meter = self._meter(f"read layer {digest[7:19]}", int(desc.get("size", 0)))
                 if meter is not None:
                     chunks = _metered(chunks, meter)
-                index = scan_layer_stream(chunks, extra)
+                index = pool.scan(chunks, extra) if pool else scan_layer_stream(chunks, extra)
                 self.cache.put(digest, index, extra)
+                cached[digest] = index
             return index
 
-        workers = max(1, min(len(layers), os.cpu_count() or 1))
-        if workers == 1:
-            return RootFS.merge(index_of(d) for d in layers)
-        with ThreadPoolExecutor(workers, thread_name_prefix="scan") as pool:
-            return RootFS.merge(list(pool.map(index_of, layers)))
+        # The largest layers first, so the last one to finish is a small one.
+        order = sorted(missing, key=lambda d: -int(d.get("size", 0)))
+        workers = max(1, min(len(order), os.cpu_count() or 1))
+        try:
+            if workers == 1:
+                for desc in order:
+                    index_of(desc)
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="scan") as threads:
+                    list(threads.map(index_of, order))
+        finally:
+            if pool is not None:
+                pool.close()
+        return RootFS.merge(index_of(d) for d in layers)
 
     def view(self, repository: str, layers: Sequence[dict[str, Any]], env: list[str]) -> RootFS:
         """The merged view with the contents of every file the config's variables name,

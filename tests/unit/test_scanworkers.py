@@ -1,0 +1,95 @@
+"""Layer scanning in worker processes gives what scanning in this process gives.
+
+The workers are real subprocesses (``python -m airtrust.registry.scanworkers``);
+the reference is :func:`airtrust.layers.scan.scan_layer_stream` in this process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from collections.abc import Iterator
+
+import pytest
+
+from airtrust.layers.scan import scan_layer_stream
+from airtrust.registry.scanworkers import THRESHOLD, WorkerPool, worker_count
+
+
+def layer(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.uid = 1000
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("etc/ssl/cert.pem")
+        link.type, link.linkname = tarfile.SYMTYPE, "certs/ca-certificates.crt"
+        tar.addfile(link)
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def chunked(blob: bytes, size: int = 7000) -> Iterator[bytes]:
+    for start in range(0, len(blob), size):
+        yield blob[start : start + size]
+
+
+FILES = {
+    "etc/ssl/certs/ca-certificates.crt": b"-----BEGIN CERTIFICATE-----\nAAAA\n",
+    "usr/lib/python3/dist-packages/certifi/cacert.pem": b"roots\n",
+    "opt/model/weights.bin": bytes(300_000),
+    "app/settings.env": b"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n",
+}
+
+
+def test_a_worker_finds_what_this_process_finds_and_is_reused() -> None:
+    extra = frozenset({"app/settings.env"})
+    blobs = [layer(FILES), layer({"etc/os-release": b"ID=debian\n"})]
+    with WorkerPool(1) as pool:  # one worker: the second layer reuses it
+        got = [pool.scan(chunked(b), extra) for b in blobs]
+    want = [scan_layer_stream(chunked(b), extra) for b in blobs]
+    assert [g.to_json() for g in got] == [w.to_json() for w in want]
+    assert got[0].entries["app/settings.env"].content == FILES["app/settings.env"]
+    assert got[0].entries["etc/ssl/cert.pem"].kind == "symlink"
+
+
+def test_a_damaged_layer_fails_with_the_inflaters_error_and_the_worker_goes_on() -> None:
+    good = layer(FILES)
+    damaged = good[:40] + bytes(len(good) - 80) + good[-40:]
+    with WorkerPool(1) as pool:
+        with pytest.raises(Exception, match=r"[Ii]nvalid deflate"):  # ISA-L's own words
+            pool.scan(chunked(damaged), frozenset())
+        assert "etc/ssl/cert.pem" in pool.scan(chunked(good), frozenset()).entries
+
+
+def test_a_download_that_fails_midway_retires_the_worker() -> None:
+    good = layer(FILES)
+
+    def broken() -> Iterator[bytes]:
+        yield good[:5000]
+        raise ConnectionError("digest mismatch")
+
+    with WorkerPool(1) as pool:
+        first = pool.all[0]
+        with pytest.raises(ConnectionError):
+            pool.scan(broken(), frozenset())
+        assert first not in pool.all and first.proc.poll() is not None
+        assert "etc/ssl/cert.pem" in pool.scan(chunked(good), frozenset()).entries
+
+
+def test_worker_count_follows_size_layers_and_the_override(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AIRTRUST_SCAN_WORKERS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert worker_count([THRESHOLD, THRESHOLD]) == 2
+    assert worker_count([THRESHOLD // 4, THRESHOLD // 4]) == 0  # small: threads
+    assert worker_count([THRESHOLD * 4]) == 0  # one layer: nothing to share
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert worker_count([THRESHOLD, THRESHOLD]) == 0  # one core
+    monkeypatch.setenv("AIRTRUST_SCAN_WORKERS", "3")
+    assert worker_count([1, 1, 1, 1]) == 3
+    monkeypatch.setenv("AIRTRUST_SCAN_WORKERS", "0")
+    assert worker_count([THRESHOLD] * 4) == 0
