@@ -5,15 +5,17 @@ One source of truth: the chart is hand-written templates, and for several value 
 ``--inject --service`` write (and ``plan.node_agent.node_agent_objects``, what
 ``render --node-trust`` writes), compared parsed, object by object, by
 kind/namespace/name. The only differences allowed are the chart's, named in
-:func:`_normalised`: no Namespace objects (Helm's ``-n``/``--create-namespace``
-owns the namespace; an uninstall must never delete it and the CA secrets in it)
-and ``helm.sh/resource-policy: keep`` on a CA source the chart writes.
+:func:`_normalised` and :func:`_by_key`: no Namespace objects (Helm's
+``-n``/``--create-namespace`` owns the namespace; an uninstall must never delete it
+and the CA secrets in it), ``helm.sh/resource-policy: keep`` on a CA source the chart
+writes, and the uninstall hook (a ``pre-delete`` Job and its account
+``airtrust-inject-unregister``), a Helm mechanism render has no use for.
 
 The node part installs the packaged chart from the node's own registry over TLS
 (``oci://``, ``--ca-file`` the registry CA) once for the module, and reuses it:
 pods Ready, each ServiceAccount's permissions by ``kubectl auth can-i --as``, an
 upgrade that changes only what it should, and last an uninstall under
-``failurePolicy: Fail`` after which a pod is admitted at once.
+``failurePolicy: Fail`` during and after which every pod is admitted.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ from typing import Any
 import pytest
 import yaml
 
+from airtrust.config import load_config
 from airtrust.plan.node_agent import node_agent_objects
 from airtrust.plan.node_trust import Registry, Runtime
 from airtrust.plan.source import Source
-from tests.conftest import ROOT, run_cli
+from airtrust.plan.topology import SyncScope
+from airtrust.profiles import load_profile
+from tests.conftest import ROOT, Result, run_cli
 from tests.integration.conftest import CACHE, openssl_server, wait_for
 from tests.integration.node import (
     HOST,
@@ -101,11 +106,16 @@ def _normalised(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The chart's uninstall hook and its account: Helm-only (see the module docstring).
+UNREGISTER = "airtrust-inject-unregister"
+
+
 def _by_key(docs: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
-    """Objects by (kind, namespace, name), render's Namespaces left out (see above)."""
+    """Objects by (kind, namespace, name), render's Namespaces and the chart's uninstall
+    hook left out (see above)."""
     out: dict[Key, dict[str, Any]] = {}
     for d in docs:
-        if d["kind"] == "Namespace":
+        if d["kind"] == "Namespace" or d["metadata"]["name"] == UNREGISTER:
             continue
         key = (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])
         assert key not in out, f"two objects {key}"
@@ -250,6 +260,12 @@ def test_a_configmap_source_the_chart_writes_is_render_with_source(
     raw = _docs(helm("template", "airtrust", CHART, "-n", NS, *args).stdout)
     (source,) = (d for d in raw if d["kind"] == "ConfigMap")
     assert source["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    # ca.source.keep=false: no keep policy, so `helm uninstall` removes the source.
+    raw = _docs(
+        helm("template", "airtrust", CHART, "-n", NS, *args, "--set", "ca.source.keep=false").stdout
+    )
+    (source,) = (d for d in raw if d["kind"] == "ConfigMap")
+    assert "annotations" not in source["metadata"]
 
 
 @pytest.mark.parametrize("runtime", [Runtime.CONTAINERD, Runtime.CRIO])
@@ -295,6 +311,46 @@ def test_every_part_together_is_the_union(local_ca: Path) -> None:
     assert_same(together, union)
 
 
+def test_the_uninstall_hook_deletes_only_the_webhook_configuration(local_ca: Path) -> None:
+    """webhook.enabled adds a pre-delete Job running `airtrust inject unregister` (the
+    chart's image, its own account, the webhook's placement); its ClusterRole is get and
+    delete on that one configuration by name. Without the webhook: none of it."""
+    bundle = (local_ca / "ca-bundle.pem").read_text()
+    gpu = "webhook.tolerations[0].operator=Exists"
+    docs = _docs(
+        helm(
+            "template", "airtrust", CHART, "-n", NS, "--set", "webhook.enabled=true",
+            "--set-string", f"ca.bundle={bundle}", "--set", gpu,
+        ).stdout
+    )  # fmt: skip
+    hook = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    job = hook[("Job", UNREGISTER)]
+    assert job["metadata"]["annotations"] == {
+        "helm.sh/hook": "pre-delete",
+        "helm.sh/hook-weight": "0",
+        "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
+    }
+    spec = job["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == UNREGISTER and spec["tolerations"] == [
+        {"operator": "Exists"}
+    ]
+    (container,) = spec["containers"]
+    assert container["image"] == f"airtrust:{CHART_VERSION}"
+    assert container["args"][:5] == ["inject", "unregister", "--in-cluster", "--name",
+                                     "airtrust-inject"]  # fmt: skip
+    assert hook[("ClusterRole", UNREGISTER)]["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": ["airtrust-inject"],
+            "verbs": ["get", "delete"],
+        }
+    ]
+    assert {"ServiceAccount", "ClusterRoleBinding"} <= {k for k, n in hook if n == UNREGISTER}
+    without = _docs(helm("template", "airtrust", CHART, "-n", NS).stdout)
+    assert not [d for d in without if d["metadata"]["name"] == UNREGISTER]
+
+
 def test_helm_lint_strict_is_clean() -> None:
     """`helm lint --strict` with the defaults and with every part on: no warning, no error."""
     for args in (
@@ -314,7 +370,7 @@ SCHEMA_REFUSALS = [
      'webhook.failurePolicy must be one of the following: "Ignore", "Fail"'),
     (["--set", "controller.replicas=-1"],
      "controller.replicas: Must be greater than or equal to 1"),
-    (["--set", "webhook.replicas=0"], "webhook.replicas: Must be greater than or equal to 1"),
+    (["--set", "webhook.replicas=1"], "webhook.replicas: Must be greater than or equal to 2"),
     (["--set", "webhook.timeoutSeconds=31"],
      "webhook.timeoutSeconds: Must be less than or equal to 30"),
     (["--set", "nodeAgent.runtime=podman"], "nodeAgent.runtime must be one of the following"),
@@ -345,6 +401,8 @@ def test_a_wrong_value_is_refused_by_the_schema_in_helms_words(
 # --- on the node: from the registry over TLS, installed once for the module -----------
 
 RELEASE = "airtrust"
+#: A workload namespace of the config: a CA target through the chart's scope.namespaces.
+WORKLOADS = "chart-team"
 SCOPE_LABEL = "airtrust.io/inject=enabled"
 GPU_TAINT = "nvidia.com/gpu"
 ANY_TAINT = [{"operator": "Exists"}]
@@ -361,6 +419,7 @@ class Release:
     values: Path
     config: Path  # the airtrust.yaml apply, chart values and rotate read
     island: Untrusted  # the registry only the node agent makes the node trust
+    airtrust: Path  # the bundle's own airtrust, installed by its install.sh
     live: bool = False
 
     def helm(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -507,15 +566,25 @@ def release(
 ) -> Iterator[Release]:
     """`airtrust apply` (inject_namespace: the CA secret and the webhook's serving
     certificate), then from the offline bundle alone, as the isolated side's README
-    steps say: its image pushed with `airtrust image push oci:...` and its chart with
-    `helm push`, both to the node's registry over TLS, and the chart installed from
+    steps say: the bundle's airtrust (install.sh), its image pushed with that
+    `airtrust image push oci:...`, the values from that `airtrust chart values`, its
+    chart with `helm push`, both to the node's registry over TLS, and the chart installed from
     oci:// with every part on, the webhook under failurePolicy Fail, the node agent for
     the island registry."""
     folder = tmp_path_factory.mktemp("chart")
     image = node.ref(f"airtrust/airtrust:{CHART_VERSION}")
     layout = offline_bundle / "images" / f"airtrust-{CHART_VERSION}.oci.tar"
-    carried = run_cli(
-        "image", "push", f"oci:{layout}", image, "--registry-ca", node.registry_ca, "-o", "json",
+    # The isolated side's airtrust is the bundle's: install.sh (pip --no-index) into a venv.
+    venv = folder / "venv"
+    installed = subprocess.run(
+        [str(offline_bundle / "install.sh"), str(venv)], capture_output=True, text=True,
+        timeout=600, check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(folder)},
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    airtrust = venv / "bin" / "airtrust"
+    carried = bundled(
+        airtrust, "image", "push", f"oci:{layout}", image, "--registry-ca", node.registry_ca,
+        "-o", "json",
     )  # fmt: skip
     assert carried.code == 0, carried.err
     # skopeo judges: the registry serves the very image the bundle carries.
@@ -541,15 +610,16 @@ def release(
                 "kubeconfig": str(node.cluster.kubeconfig),
                 "control_plane": {"context": "admin"},
                 "clusters": [{"context": "admin", "inject_namespace": NS}],
+                "workloads": {"namespaces": [WORKLOADS]},
             }
         )
     )
-    applied = run_cli("apply", "-c", config)
+    applied = bundled(airtrust, "apply", "-c", config)
     assert applied.code == 0, applied.out + applied.err
     # The node is tainted like a GPU node: the agent tolerates every taint by default,
     # the controller and the webhook through the chart's tolerations values.
     node.cluster.kubectl("taint", "nodes", "--all", f"{GPU_TAINT}=present:NoSchedule")
-    values = values_for(node, config, image, island, folder / "values.yaml")
+    values = values_for(node, config, image, island, folder / "values.yaml", airtrust)
     archive = offline_bundle / f"airtrust-{CHART_VERSION}.tgz"
     with registry_by_name(node, folder) as registry:
         pushed = helm(
@@ -559,7 +629,7 @@ def release(
         assert "Digest: sha256:" in pushed.stdout + pushed.stderr, pushed.stderr
         started = time.monotonic()
         chart = Release(
-            node, folder, f"oci://{registry}/charts/airtrust", values, config, island
+            node, folder, f"oci://{registry}/charts/airtrust", values, config, island, airtrust
         ).installed()
         # containerd decides: the registry it refused before the chart now serves a pod.
         ca_file = node.folder / "node" / "certs.d" / island.name / "airtrust-ca.crt"
@@ -573,13 +643,25 @@ def release(
         yield chart
 
 
-def values_for(node: Node, config: Path, image: str, island: Untrusted, out: Path) -> Path:
-    """`airtrust chart values` from the config (which follows a rotation recorded in the
-    cluster), then what a platform team adds for this node: the runtime's folder, and
-    tolerations for the GPU taint on the controller and the webhook."""
-    made = run_cli(
-        "chart", "values", "-c", config, "--context", "admin", "--image", image, "--webhook",
-        "--failure-policy", "Fail", "--registry", island.name, "--out", out, "--force",
+def bundled(airtrust: Path, *args: str | Path) -> Result:
+    """The bundle's own ``airtrust`` (install.sh's venv), as the isolated side runs it."""
+    proc = subprocess.run(
+        [str(airtrust), *map(str, args)], capture_output=True, text=True, timeout=120,
+        check=False, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def values_for(
+    node: Node, config: Path, image: str, island: Untrusted, out: Path, airtrust: Path
+) -> Path:
+    """`airtrust chart values` (the bundle's) from the config (which follows a rotation
+    recorded in the cluster), then what a platform team adds for this node: the
+    runtime's folder, and tolerations for the GPU taint on the controller and the
+    webhook."""
+    made = bundled(
+        airtrust, "chart", "values", "-c", config, "--context", "admin", "--image", image,
+        "--webhook", "--failure-policy", "Fail", "--registry", island.name, "--out", out, "--force",
     )  # fmt: skip
     assert made.code == 0, made.err
     edited = yaml.safe_load(out.read_text())
@@ -673,10 +755,19 @@ def _scoped_namespace(release: Release, name: str) -> str:
 PERMISSIONS: dict[str, list[tuple[list[str], str]]] = {
     "airtrust-sync": [
         (["list", "namespaces"], "yes"),
-        (["watch", "secrets", "-n", "chart-any"], "yes"),
+        # Only the CA secret, in any target: by name (list/watch carry the name as a
+        # fieldSelector, which the apiserver authorizes against resourceNames).
+        (["watch", "secrets/runai-ca-cert", "-n", "chart-any"], "yes"),
+        (["list", "secrets/runai-ca-cert", "-n", "runai-backend"], "yes"),
+        (["get", "secrets/runai-ca-cert", "-n", "runai"], "yes"),
         (["create", "secrets", "-n", "chart-any"], "yes"),
         (["patch", "secrets", "-n", "runai"], "yes"),
         (["get", "secrets/runai-ca-cert", "-n", NS], "yes"),
+        (["get", "secrets", "-n", "kube-system"], "no"),
+        (["get", "secrets/airtrust-inject-tls", "-n", NS], "no"),
+        (["get", "secrets/runai-backend-tls", "-n", "runai-backend"], "no"),
+        (["list", "secrets", "-A"], "no"),
+        (["watch", "secrets", "-n", "chart-any"], "no"),
         (["update", "leases.coordination.k8s.io/airtrust-sync", "-n", NS], "yes"),
         (["delete", "secrets", "-n", "runai"], "no"),
         (["update", "secrets", "-n", "runai"], "no"),
@@ -694,6 +785,18 @@ PERMISSIONS: dict[str, list[tuple[list[str], str]]] = {
         (["delete", "configmaps", "-n", "chart-any"], "no"),
         (["get", "secrets", "-n", NS], "no"),
         (["list", "secrets", "-n", "chart-any"], "no"),
+        (["*", "*"], "no"),
+    ],
+    UNREGISTER: [
+        (["delete", "mutatingwebhookconfigurations/airtrust-inject"], "yes"),
+        (["get", "mutatingwebhookconfigurations/airtrust-inject"], "yes"),
+        (["delete", "mutatingwebhookconfigurations/someone-else"], "no"),
+        (["delete", "mutatingwebhookconfigurations"], "no"),
+        (["deletecollection", "mutatingwebhookconfigurations"], "no"),
+        (["patch", "mutatingwebhookconfigurations/airtrust-inject"], "no"),
+        (["delete", "validatingwebhookconfigurations/airtrust-inject"], "no"),
+        (["get", "secrets", "-n", NS], "no"),
+        (["delete", "pods", "-n", NS], "no"),
         (["*", "*"], "no"),
     ],
     "airtrust-node": [
@@ -725,6 +828,31 @@ def test_each_service_account_can_do_what_it_needs_and_nothing_more(release: Rel
     assert not wrong, "\n".join(wrong)
 
 
+def test_install_without_the_secrets_apply_writes_stops_and_names_them(
+    node: Node, local_ca: Path, tmp_path: Path
+) -> None:
+    """Against a cluster (`lookup` answers; `--dry-run=server` renders there and creates
+    nothing), in a namespace `airtrust apply` never wrote: helm stops, naming the
+    missing CA source and the command that writes it; with the source made by the chart,
+    the webhook's serving certificate. `helm template` (no cluster) is not guarded."""
+    bundle = (local_ca / "ca-bundle.pem").read_text()
+    values = ["--set", "webhook.enabled=true", "--set-string", f"ca.bundle={bundle}"]
+    install = ["install", "guarded", CHART, "-n", "chart-guard", "--dry-run=server",
+               "--kubeconfig", node.cluster.kubeconfig, *values]  # fmt: skip
+    env = helm_env(tmp_path)
+    proc = helm(*install, check=False, env=env)
+    assert proc.returncode != 0, proc.stdout
+    assert (
+        "the CA source secret chart-guard/runai-ca-cert does not exist: run `airtrust apply"
+        " -c airtrust.yaml` with inject_namespace: chart-guard"
+    ) in proc.stderr, proc.stderr
+    proc = helm(*install, "--set", "ca.source.create=true", check=False, env=env)
+    assert proc.returncode != 0, proc.stdout
+    assert "secret chart-guard/airtrust-inject-tls does not exist" in proc.stderr, proc.stderr
+    assert "with inject_namespace: chart-guard" in proc.stderr
+    assert helm("template", "guarded", CHART, "-n", "chart-guard", *values).returncode == 0
+
+
 def test_an_upgrade_with_one_changed_value_changes_only_its_object(release: Release) -> None:
     """`helm upgrade --reuse-values --set controller.replicas=1`: of every live object of
     the release only the controller's Deployment differs, and only in spec.replicas;
@@ -753,38 +881,132 @@ def test_an_upgrade_with_one_changed_value_changes_only_its_object(release: Rele
         )  # fmt: skip
 
 
-def test_uninstall_under_fail_admits_the_next_pod_and_keeps_the_ca_secrets(
+@dataclass
+class _Uninstalling:
+    """What was seen while `helm uninstall` ran: pods created in scope (admitted, or
+    refused with kubectl's text) and snapshots (webhook pods going?, configuration
+    still there?), each listed pods first, so "going and still there" is a real order."""
+
+    admitted: list[str]
+    refused: list[str]
+    snapshots: list[tuple[bool, bool]]
+
+
+def _uninstall_under_load(release: Release, ns: str) -> _Uninstalling:
+    seen = _Uninstalling([], [], [])
+    done = threading.Event()
+    deadline = time.monotonic() + 300
+
+    def create() -> None:
+        n = 0
+        while not done.is_set() and time.monotonic() < deadline:
+            name = f"during-{n}"
+            n += 1
+            proc = release.kubectl(
+                "create", "-f", "-", stdin=json.dumps(held(name, ns)).encode(), check=False
+            )
+            if proc.returncode == 0:
+                seen.admitted.append(name)
+            else:
+                seen.refused.append(f"{name}: {proc.stderr.decode().strip()}")
+            done.wait(0.2)
+
+    def snapshot() -> None:
+        while not done.is_set() and time.monotonic() < deadline:
+            pods = release.kubectl(
+                "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=airtrust-inject",
+                "-o", "json", check=False,
+            )  # fmt: skip
+            config = release.kubectl(
+                "get", "mutatingwebhookconfiguration", "airtrust-inject", "--ignore-not-found",
+                "-o", "name", check=False,
+            )  # fmt: skip
+            if pods.returncode == 0 and config.returncode == 0:
+                serving = [
+                    p
+                    for p in json.loads(pods.stdout)["items"]
+                    if not p["metadata"].get("deletionTimestamp")
+                ]
+                seen.snapshots.append((len(serving) < 2, bool(config.stdout.strip())))
+            done.wait(0.1)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (create, snapshot)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(
+            "both loops to have run once before helm starts",
+            lambda: bool(seen.snapshots) and bool(seen.admitted or seen.refused),
+            timeout=30,
+        )
+        proc = release.helm("uninstall", RELEASE, "-n", NS, "--timeout", "240s", check=False)
+        release.live = False
+        if proc.returncode != 0:
+            logs = release.kubectl("logs", "-n", NS, f"job/{UNREGISTER}", check=False)
+            pytest.fail(f"helm uninstall failed: {proc.stderr}\nhook: {logs.stdout.decode()}")
+        wait_for(
+            "the webhook's pods to be gone, not only terminating",
+            lambda: (
+                not release.node.cluster.get(
+                    "pods", "-n", NS, "-l", "app.kubernetes.io/name=airtrust-inject"
+                )["items"]
+            ),
+            timeout=180,
+        )
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    return seen
+
+
+def test_uninstall_under_fail_admits_every_pod_and_keeps_the_ca_secrets(
     release: Release,
 ) -> None:
-    """`helm uninstall` with the webhook under failurePolicy Fail: helm deletes the
-    MutatingWebhookConfiguration first (its UninstallOrder), so a pod created in scope
-    right after, while the webhook's pods may still be terminating or gone, is admitted
-    (uninjected). The CA secrets the chart does not own stay: the source apply keeps and
-    the webhook's serving certificate."""
+    """`helm uninstall` with the webhook under failurePolicy Fail, while pods are created
+    in scope in a loop: none is refused (kubectl would say `failed calling webhook`),
+    because the pre-delete hook (`airtrust inject unregister`) deletes the
+    MutatingWebhookConfiguration before helm deletes anything; helm's own UninstallOrder
+    would delete it last, after the Deployment. Snapshots, pods listed before the
+    configuration, never show a webhook pod going while the configuration is still
+    there. A pod created after is admitted uninjected; the CA secrets the chart does not
+    own stay (the source apply keeps, the webhook's serving certificate); unregister
+    again finds nothing and is fine."""
     release.installed()
     config = release.node.cluster.get("mutatingwebhookconfiguration", "airtrust-inject")
     assert config["webhooks"][0]["failurePolicy"] == "Fail"
     ns = _scoped_namespace(release, "chart-after")
-    release.helm("uninstall", RELEASE, "-n", NS)
-    release.live = False
+    wait_for("the namespace's bundle ConfigMap", lambda: release.node.cluster.exists(
+        "configmap", "airtrust-ca-bundle", ns), timeout=60)  # fmt: skip
+    started = time.monotonic()
+    seen = _uninstall_under_load(release, ns)
+    going = [registered for pods_going, registered in seen.snapshots if pods_going]
+    print(
+        f"\nuninstall under load in {time.monotonic() - started:.1f} s: {len(seen.admitted)} pods"
+        f" admitted, {len(seen.refused)} refused; {len(seen.snapshots)} snapshots,"
+        f" {len(going)} with webhook pods going"
+    )
+    assert not seen.refused, "\n".join(seen.refused)
+    assert len(seen.admitted) >= 3, seen.admitted
+    assert going, "no snapshot saw the webhook's pods go"
+    assert not any(going), "a webhook pod went while its configuration was registered"
+    assert seen.snapshots[0] == (False, True), seen.snapshots[0]
     created = release.kubectl(
         "create", "-f", "-", stdin=json.dumps(held("right-after", ns)).encode(), check=False
     )
     assert created.returncode == 0, created.stderr.decode()
-    webhook_pods = release.node.cluster.get(
-        "pods", "-n", NS, "-l", "app.kubernetes.io/name=airtrust-inject"
-    )["items"]
-    print(f"\npod admitted right after uninstall; webhook pods still listed: {len(webhook_pods)}")
     stored = release.node.cluster.get("pod", "-n", ns, "right-after")
     assert "airtrust.io/injected" not in (stored["metadata"].get("annotations") or {})
     assert not release.node.cluster.exists("mutatingwebhookconfiguration", "airtrust-inject")
+    assert not release.node.cluster.exists("job", UNREGISTER, NS)  # hook-succeeded
     for secret in ("runai-ca-cert", "airtrust-inject-tls"):
         assert release.node.cluster.exists("secret", secret, NS), secret
-    wait_for("every pod of the release to go", lambda: not _pods(release), timeout=120)
-    later = release.kubectl(
-        "create", "-f", "-", stdin=json.dumps(held("later", ns)).encode(), check=False
-    )
-    assert later.returncode == 0, later.stderr.decode()
+    again = run_cli(
+        "inject", "unregister", "--name", "airtrust-inject", "--kubeconfig",
+        release.node.cluster.kubeconfig, "--context", "admin",
+    )  # fmt: skip
+    assert again.code == 0, again.err
+    assert "mutatingwebhookconfiguration airtrust-inject was not there" in again.out
 
 
 def _secret_pem(release: Release, ns: str, name: str, key: str = "runai-ca.pem") -> str | None:
@@ -794,12 +1016,14 @@ def _secret_pem(release: Release, ns: str, name: str, key: str = "runai-ca.pem")
     return base64.b64decode(json.loads(found.stdout)["data"][key]).decode()
 
 
-def test_the_controller_holds_one_lease_and_converges_a_deleted_ca_secret(
+def test_the_controller_holds_one_lease_and_converges_every_deleted_ca_secret(
     release: Release,
 ) -> None:
     """Two controller replicas, one holder in the Lease (read from the Lease object, not
-    airtrust's metric); a CA target deleted by hand comes back from the controller with
-    exactly the source's PEM."""
+    airtrust's metric); every CA target of the config (both roles: runai and
+    runai-backend, and the workload namespace in scope.namespaces), deleted by hand,
+    comes back from the controller with exactly the source's PEM. The controller reads
+    only that secret by name (its RBAC), so this is also its RBAC's proof."""
     release.installed()
     controllers = [
         p["metadata"]["name"]
@@ -818,12 +1042,20 @@ def test_the_controller_holds_one_lease_and_converges_a_deleted_ca_secret(
     assert len(holders()) == 1, (_lease(release), controllers)
     source = _secret_pem(release, NS, "runai-ca-cert")
     assert source and "BEGIN CERTIFICATE" in source
-    release.kubectl("delete", "secret", "-n", "runai", "runai-ca-cert")
-    wait_for(
-        "the controller to write runai/runai-ca-cert again",
-        lambda: _secret_pem(release, "runai", "runai-ca-cert") == source,
-        timeout=60,
-    )
+    profile = load_profile()
+    scope = SyncScope.from_config(load_config(release.config), profile, "admin")
+    targets = sorted(scope.targets(profile, openshift=False))
+    values = yaml.safe_load(release.values.read_text())
+    assert {"runai", "runai-backend", *values["scope"]["namespaces"]} <= set(targets), targets
+    assert WORKLOADS in values["scope"]["namespaces"], values["scope"]
+    for ns in targets:
+        release.kubectl("delete", "secret", "-n", ns, "runai-ca-cert")
+
+    def restored() -> list[str]:
+        return [ns for ns in targets if _secret_pem(release, ns, "runai-ca-cert") != source]
+
+    wait_for(f"the controller to write runai-ca-cert again in {targets}", lambda: not restored(),
+             timeout=60)  # fmt: skip
 
 
 def _lease(release: Release) -> dict[str, Any]:
@@ -894,7 +1126,9 @@ def test_helm_upgrade_after_rotate_start_carries_the_new_ca_to_every_part(
     started = run_cli("rotate", "start", "-c", release.config, "--new-ca", new_ca)
     assert started.code == 0, started.out + started.err
     image = f"{release.values_image()}"
-    both = values_for(release.node, release.config, image, island, tmp_path / "both.yaml")
+    both = values_for(
+        release.node, release.config, image, island, tmp_path / "both.yaml", release.airtrust
+    )
     assert _certificates(yaml.safe_load(both.read_text())["ca"]["bundle"]) == 2
     _upgrade(release, both)
     try:
@@ -915,7 +1149,9 @@ def test_helm_upgrade_after_rotate_start_carries_the_new_ca_to_every_part(
         finished = run_cli("rotate", "finish", "-c", release.config,
                            "--connect-to", f"{HOST}:443:127.0.0.1:{server.port}")  # fmt: skip
     assert finished.code == 0, finished.out + finished.err
-    alone = values_for(release.node, release.config, image, island, tmp_path / "new.yaml")
+    alone = values_for(
+        release.node, release.config, image, island, tmp_path / "new.yaml", release.airtrust
+    )
     assert _certificates(yaml.safe_load(alone.read_text())["ca"]["bundle"]) == 1
     _upgrade(release, alone)
     try:

@@ -55,6 +55,8 @@ def test_the_charts_defaults_follow_the_profile_and_the_builders() -> None:
     helpers = (CHART / "templates" / "_helpers.tpl").read_text()
     selector = re.search(r'define "airtrust.projectSelector" -}}\n(.+)\n', helpers)
     assert selector and selector.group(1) == profile.project_namespace_selector
+    ca_secret = re.search(r'define "airtrust.caSecret" -}}\n(.+)\n', helpers)
+    assert ca_secret and ca_secret.group(1) == profile.ca_secret.name
     agent = (CHART / "templates" / "node-agent.yaml").read_text()
     table = agent.split("$dirs := dict", 1)[1].split("}}")[0]
     dirs = dict(re.findall(r'"(\w+)" "(/[^"]+)"', table))
@@ -66,6 +68,17 @@ def test_the_charts_defaults_follow_the_profile_and_the_builders() -> None:
     resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert values["controller"]["resources"] == resources  # type: ignore[index]
     assert values["webhook"]["resources"] == resources  # type: ignore[index]
+    # The controller reads no Secret but the profile's CA secret (and its source).
+    (role,) = (d for d in built if d["kind"] == "ClusterRole")
+    reads = [r for r in role["rules"] if "secrets" in r["resources"] and "get" in r["verbs"]]
+    assert reads == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [profile.ca_secret.name],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
 
 
 def test_the_schema_is_json_and_closes_every_section() -> None:

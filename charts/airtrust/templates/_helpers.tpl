@@ -14,6 +14,11 @@ object, and doctor finds the parts by those labels.
 runai/queue
 {{- end }}
 
+{{/* The CA secret the controller writes in every target (runai.toml [ca_secret]). */}}
+{{- define "airtrust.caSecret" -}}
+runai-ca-cert
+{{- end }}
+
 {{- define "airtrust.source" -}}
 {{ .Values.ca.source.kind }}/{{ .Release.Namespace }}/{{ .Values.ca.source.name }}:{{ .Values.ca.source.key }}
 {{- end }}
@@ -89,5 +94,30 @@ nodeSelector:
 {{- define "airtrust.checks" -}}
 {{- if and .Values.scope.runaiProjects .Values.scope.selector }}
 {{- fail "scope.selector and scope.runaiProjects exclude each other: pick one" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fail the install when a secret the pods mount is missing, naming it and the command that
+makes it: without it the pods never start (and under failurePolicy Fail the webhook's
+configuration would be registered with no pod to answer). Only when the cluster
+answered: `lookup` is empty under `helm template`, `helm lint` and a client dry run,
+so kube-system (always there) tells a real cluster from none.
+Call with (dict "root" . "tls" BOOL): tls also requires the webhook's serving secret.
+*/}}
+{{- define "airtrust.requireSecrets" -}}
+{{- $root := .root }}
+{{- $ns := $root.Release.Namespace }}
+{{- if (lookup "v1" "Namespace" "" "kube-system") }}
+{{- $source := $root.Values.ca.source }}
+{{- if not $source.create }}
+{{- $kind := ternary "Secret" "ConfigMap" (eq $source.kind "secret") }}
+{{- if not (lookup "v1" $kind $ns $source.name) }}
+{{- fail (printf "the CA source %s %s/%s does not exist: run `airtrust apply -c airtrust.yaml` with inject_namespace: %s in the cluster's entry (it writes the CA source and the webhook's serving certificate), or set ca.source.create=true" ($kind | lower) $ns $source.name $ns) }}
+{{- end }}
+{{- end }}
+{{- if and .tls (not (lookup "v1" "Secret" $ns "airtrust-inject-tls")) }}
+{{- fail (printf "the webhook's serving certificate secret %s/airtrust-inject-tls does not exist: run `airtrust apply -c airtrust.yaml` with inject_namespace: %s in the cluster's entry, or `airtrust cert issue` and `kubectl -n %s create secret tls airtrust-inject-tls` (see `airtrust render --inject --service`)" $ns $ns $ns) }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -8,7 +8,7 @@ import typer
 if TYPE_CHECKING:
     from airtrust.pki.bundle import Bundle
 
-__all__ = ["inject_app", "register", "serve_cmd"]
+__all__ = ["inject_app", "register", "serve_cmd", "unregister_cmd"]
 
 inject_app = typer.Typer(
     help="Make pods trust the CA at admission (a mutating webhook).", no_args_is_help=True
@@ -16,6 +16,10 @@ inject_app = typer.Typer(
 #: plan.inject.DEFAULT_SCOPE, for the help text (importing plan would slow every start).
 DEFAULT_SELECTOR = "airtrust.io/inject=enabled"
 HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: How both commands reach the cluster.
+Kubeconfig = Annotated[Path | None, typer.Option("--kubeconfig", help="kubeconfig file.")]
+Context = Annotated[str, typer.Option("--context", help="Kube context.")]
+InCluster = Annotated[bool, typer.Option("--in-cluster", help="Use the pod's account.")]
 
 
 def namespace_selector(selector: str | None, projects: bool) -> str:
@@ -61,22 +65,17 @@ def serve_cmd(
     interval: Annotated[
         float, typer.Option("--interval", help="Seconds between bundle passes.")
     ] = 30.0,
-    kubeconfig: Annotated[
-        Path | None, typer.Option("--kubeconfig", help="kubeconfig file.")
-    ] = None,
-    context: Annotated[str, typer.Option("--context", help="Kube context.")] = "",
-    in_cluster: Annotated[
-        bool, typer.Option("--in-cluster", help="Use the pod's account.")
-    ] = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = "",
+    in_cluster: InCluster = False,
 ) -> None:
     """Serve the mutating admission webhook (HTTPS, uvicorn) and keep the merged bundle
     in every namespace in scope. The certificate files are reloaded when they change."""
     from airtrust.cli.output import log_to_stderr
     from airtrust.cli.params import local_ca_files, read_bundle
-    from airtrust.files import read_input
     from airtrust.plan.inject import InjectSettings
-    from airtrust.usecases.inject.bundles import BundleDistributor
     from airtrust.usecases.inject.serve import serve
+    from airtrust.usecases.inject.start import bundle_distributor
 
     files = local_ca_files(ca or [], config, what="inject serve")
     log_to_stderr()
@@ -87,17 +86,19 @@ def serve_cmd(
 
     local()  # a bad bundle is an error now, not a warning in the log later
     settings = InjectSettings(configmap=configmap)
-    distributor = None
-    if distribute:
-        from airtrust.kube.api import KubeAPI
-
-        base = read_input(str(base_bundle))
-        api = (
-            KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
+    distributor = (
+        bundle_distributor(
+            selector=namespace_selector(selector, projects),
+            settings=settings,
+            base_bundle=base_bundle,
+            local=local,
+            in_cluster=in_cluster,
+            context=context,
+            kubeconfig=kubeconfig,
         )
-        distributor = BundleDistributor(
-            api, namespace_selector(selector, projects), settings, base, local
-        )
+        if distribute
+        else None
+    )
     serve(
         listen=listen,
         cert=cert,
@@ -106,6 +107,32 @@ def serve_cmd(
         distributor=distributor,
         interval=interval,
     )
+
+
+@inject_app.command("unregister")
+def unregister_cmd(
+    name: Annotated[
+        str, typer.Option("--name", help="The MutatingWebhookConfiguration to delete.")
+    ] = "airtrust-inject",
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait until it is gone.")
+    ] = 60.0,
+    kubeconfig: Kubeconfig = None,
+    context: Context = "",
+    in_cluster: InCluster = False,
+) -> None:
+    """Delete the webhook's configuration and wait until it is gone (absent already is
+    fine): the chart's pre-delete hook, so that `helm uninstall` never leaves a
+    failurePolicy Fail configuration pointing at pods it deleted."""
+    from airtrust.cli.output import log_to_stderr
+    from airtrust.usecases.inject.start import connect
+    from airtrust.usecases.inject.unregister import unregister
+
+    log_to_stderr()
+    api = connect(in_cluster=in_cluster, context=context, kubeconfig=kubeconfig)
+    existed = unregister(api, name, timeout=timeout)
+    state = "deleted" if existed else "was not there"
+    typer.echo(f"mutatingwebhookconfiguration {name} {state}")
 
 
 def register(app: typer.Typer) -> None:

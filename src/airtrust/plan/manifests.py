@@ -277,8 +277,12 @@ def controller_manifests(
     source: Source,
     scope: SyncScope,
     replicas: int = 2,
+    ca_secret: str | None = None,
 ) -> list[JsonObj]:
-    """Deployment, ServiceAccount and least-privilege RBAC to run ``airtrust sync`` in-cluster."""
+    """Deployment, ServiceAccount and least-privilege RBAC to run ``airtrust sync`` in-cluster.
+
+    ``ca_secret`` is the name of the CA secret the controller writes in every target
+    (the profile's, by default): the only Secret it may read outside its source."""
     name = CONTROLLER_NAME
     labels = managed_labels({"app.kubernetes.io/name": name})
     meta = {"name": name, "namespace": namespace, "labels": labels}
@@ -299,14 +303,23 @@ def controller_manifests(
         "resourceNames": [source.name],
         "verbs": ["get", "list", "watch"],
     }
+    if ca_secret is None:
+        from airtrust.profiles import load_profile
+
+        ca_secret = load_profile().ca_secret.name
     rules = [
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-        # Targets are any namespace the selector matches; writes are by server-side apply.
+        # Targets are any namespace the selector matches, but only the CA secret in each:
+        # the controller lists and watches with fieldSelector metadata.name=<it>, which the
+        # apiserver authorizes against resourceNames. No other Secret is readable.
         {
             "apiGroups": [""],
             "resources": ["secrets"],
-            "verbs": ["get", "list", "watch", "create", "patch"],
+            "resourceNames": [ca_secret],
+            "verbs": ["get", "list", "watch"],
         },
+        # Writes are by server-side apply.
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]},
     ]
     return [
         *_cluster_account(name, namespace, labels, rules),
