@@ -61,7 +61,6 @@ def test_only_the_runtimes_folder_is_mounted_from_the_host() -> None:
     [
         (Runtime.CRIO, "/etc/containers/certs.d"),
         (Runtime.DOCKER, "/etc/docker/certs.d"),
-        (Runtime.K3S, "/etc/rancher/k3s"),
     ],
 )
 def test_each_runtime_mounts_its_own_folder(runtime: Runtime, folder: str) -> None:
@@ -69,6 +68,38 @@ def test_each_runtime_mounts_its_own_folder(runtime: Runtime, folder: str) -> No
     assert [v["hostPath"]["path"] for v in spec["volumes"]] == [folder]
     args = spec["containers"][0]["args"]
     assert args[args.index("--runtime") + 1] == str(runtime)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "kubeconfig", "generated"),
+    [
+        (Runtime.K3S, "/etc/rancher/k3s/k3s.yaml", "/var/lib/rancher/k3s/agent/etc/containerd"),
+        (Runtime.RKE2, "/etc/rancher/rke2/rke2.yaml", "/var/lib/rancher/rke2/agent/etc/containerd"),
+    ],
+)
+def test_k3s_and_rke2_mount_registries_yaml_alone_never_the_kubeconfigs_folder(
+    runtime: Runtime, kubeconfig: str, generated: str
+) -> None:
+    """A server keeps its cluster-admin kubeconfig beside registries.yaml: the pod gets
+    that one file (FileOrCreate), airtrust's folder for the CA files and record, and
+    read-only what the service renders on start (to see whether it loaded the file)."""
+    spec = objects(runtime=runtime)["DaemonSet"]["spec"]["template"]["spec"]
+    folder = kubeconfig.rsplit("/", 1)[0]
+    volumes = {v["name"]: v["hostPath"] for v in spec["volumes"]}
+    assert volumes == {
+        "registries-yaml": {"path": f"{folder}/registries.yaml", "type": "FileOrCreate"},
+        "airtrust-ca": {"path": "/var/lib/airtrust/registry-ca", "type": "DirectoryOrCreate"},
+        "runtime-config": {"path": generated, "type": "DirectoryOrCreate"},
+    }
+    for host in volumes.values():  # no host path reaches the kubeconfig
+        assert not (kubeconfig + "/").startswith(host["path"].rstrip("/") + "/"), host
+    (container,) = spec["containers"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert {n: (m["mountPath"], m.get("readOnly", False)) for n, m in mounts.items()} == {
+        n: (f"/host{h['path']}", n == "runtime-config") for n, h in volumes.items()
+    }
+    args = container["args"]
+    assert args[args.index("--certs-dir") + 1] == folder  # where registries.yaml is
 
 
 def test_a_given_certs_dir_is_the_one_host_path() -> None:

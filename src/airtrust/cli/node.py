@@ -152,7 +152,8 @@ def node_sync_cmd(
         typer.Option(
             "--state",
             help="Where airtrust keeps its record (a node path; default: in --certs-dir, "
-            "the one folder the agent's pod mounts).",
+            "the one folder the agent's pod mounts; k3s/rke2: "
+            "/var/lib/airtrust/registry-ca/node-trust.json).",
         ),
     ] = None,
     interval: Annotated[
@@ -176,7 +177,8 @@ def node_sync_cmd(
     context: Annotated[str, typer.Option("--context", help="Kube context.")] = "",
 ) -> None:
     """The node agent: the runtime follows the CA source; the node is annotated with the
-    sha256 of the bundle it trusts (airtrust.io/registry-ca-sha256)."""
+    sha256 of the bundle it trusts (airtrust.io/registry-ca-sha256), or on k3s/rke2 with
+    the restart it waits for (airtrust.io/registry-ca-pending-restart)."""
     import signal
 
     from airtrust.cli.output import info, log_to_stderr
@@ -200,6 +202,8 @@ def node_sync_cmd(
         if once:
             report = agent.sync_once()
             info(f"node {node}: {report.writes} write(s) ({report.runtime})")
+            if report.pending_restart:
+                info(f"node {node}: not trusted until {report.pending_restart}")
             return
         signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
         info(f"node agent on {node}: following {agent.source}, registries {', '.join(registry)}")

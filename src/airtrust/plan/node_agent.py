@@ -5,6 +5,13 @@ It must run on every node the registry serves, GPU nodes first (they carry
 ``system-node-critical``. It writes files as root into one host folder, the
 runtime's per-registry one, and nothing else: no ``privileged``, every capability
 dropped (root owns that folder, so writing needs none), a read-only root filesystem.
+
+k3s and RKE2 keep ``registries.yaml`` in ``/etc/rancher/<runtime>``, beside
+``k3s.yaml``/``rke2.yaml``, the cluster-admin kubeconfig of a server: that folder is
+never mounted. The agent gets ``registries.yaml`` alone (a file hostPath,
+``FileOrCreate``; the folder must exist), airtrust's folder ``K3S_CA_DIR`` for the CA
+files, its record and backups, and read-only the containerd folder k3s/RKE2 render on
+start, from which it judges whether the running service has loaded the file.
 Its account reads exactly the CA secret (a Role with ``resourceNames``, in the
 secret's namespace, where the agent runs too) and may get and patch Nodes (for the
 annotation saying what each holds); RBAC cannot narrow a Node to "its own".
@@ -17,7 +24,15 @@ from collections.abc import Sequence
 from airtrust.errors import NodeTrustError
 from airtrust.plan.manifests import managed_labels
 from airtrust.plan.model import JsonObj
-from airtrust.plan.node_trust import DEFAULT_CERTS_DIRS, Registry, Runtime
+from airtrust.plan.node_trust import (
+    DEFAULT_CERTS_DIRS,
+    K3S_CA_DIR,
+    K3S_GENERATED,
+    K3S_LIKE,
+    REGISTRIES_FILE,
+    Registry,
+    Runtime,
+)
 from airtrust.plan.source import Source
 
 __all__ = [
@@ -49,7 +64,9 @@ def node_agent_objects(
     """ServiceAccount, RBAC and DaemonSet, in the source's namespace. Only
     ``certs_dir`` (the runtime's default when not given) is mounted from the host, at
     the same path under ``/host``, so ``node sync --root /host`` writes where the
-    runtime reads; the agent keeps its record in that folder too."""
+    runtime reads; the agent keeps its record in that folder too. For k3s/RKE2
+    ``certs_dir`` is the folder of ``registries.yaml``, and only that file of it is
+    mounted (:func:`_host_paths`)."""
     namespace = source.namespace
     folder = (certs_dir or DEFAULT_CERTS_DIRS[runtime]).rstrip("/")
     if not folder.startswith("/") or ".." in folder.split("/"):
@@ -65,6 +82,7 @@ def node_agent_objects(
             reference="no-registry",
         )
     labels = managed_labels({"app.kubernetes.io/name": AGENT_NAME})
+    mounts = _host_paths(runtime, folder)
     args = [
         "node", "sync", "--in-cluster", "--source", str(source), "--root", HOST_ROOT,
         "--runtime", str(runtime), "--certs-dir", folder, "--interval", str(interval),
@@ -145,21 +163,37 @@ def node_agent_objects(
                                 "failureThreshold": 1,
                             },
                             "volumeMounts": [
-                                {"name": "runtime-trust", "mountPath": f"{HOST_ROOT}{folder}"}
+                                {
+                                    "name": name,
+                                    "mountPath": f"{HOST_ROOT}{path}",
+                                    **({"readOnly": True} if read_only else {}),
+                                }
+                                for name, path, _, read_only in mounts
                             ],
                         }
                     ],
                     "volumes": [
-                        {
-                            "name": "runtime-trust",
-                            "hostPath": {"path": folder, "type": "DirectoryOrCreate"},
-                        }
+                        {"name": name, "hostPath": {"path": path, "type": kind}}
+                        for name, path, kind, _ in mounts
                     ],
                 },
             },
         },
     }
     return [*account, daemonset]
+
+
+def _host_paths(runtime: Runtime, folder: str) -> list[tuple[str, str, str, bool]]:
+    """The host paths the agent mounts: (volume name, node path, hostPath type, read
+    only). k3s/RKE2: ``registries.yaml`` alone (never its folder, see the module
+    docstring), airtrust's folder, and what the service renders on start, read only."""
+    if runtime not in K3S_LIKE:
+        return [("runtime-trust", folder, "DirectoryOrCreate", False)]
+    return [
+        ("registries-yaml", f"{folder}/{REGISTRIES_FILE}", "FileOrCreate", False),
+        ("airtrust-ca", K3S_CA_DIR, "DirectoryOrCreate", False),
+        ("runtime-config", K3S_GENERATED[runtime], "DirectoryOrCreate", True),
+    ]
 
 
 def _binding(kind: str, meta: JsonObj, namespace: str) -> JsonObj:

@@ -10,6 +10,11 @@ bug caught here, not a broken node.
 
 Paths are the node's own (absolute, as the runtime reads them); the use case puts
 them under the root it was given (``/`` on a node, ``/host`` in the agent's pod).
+
+k3s and RKE2 read ``registries.yaml`` only when they start, so for them a file written
+is not yet a CA trusted: :func:`k3s_not_loaded` judges from what they render into
+containerd's folder on start whether the running service has loaded it, and until
+then the node agent says :data:`PENDING_ANNOTATION` instead of :data:`CA_ANNOTATION`.
 """
 
 from __future__ import annotations
@@ -30,22 +35,34 @@ import yaml
 from airtrust.errors import NodeTrustError
 
 __all__ = [
+    "BACKUP_SUFFIX",
     "CA_ANNOTATION",
     "CA_FILE",
     "CONTAINERD2_DEFAULT_CONFIG_PATH",
     "CONTAINERD_CONFIG",
     "DEFAULT_CERTS_DIRS",
+    "K3S_CA_DIR",
+    "K3S_GENERATED",
+    "K3S_LIKE",
+    "K3S_RECORD",
+    "PENDING_ANNOTATION",
     "REGISTRIES_ANNOTATION",
+    "REGISTRIES_FILE",
     "FileChange",
     "Registry",
     "Runtime",
     "containerd_certs_dir",
     "containerd_hosts_toml",
     "detect_runtime",
+    "k3s_ca_files",
+    "k3s_not_loaded",
     "k3s_registries_yaml",
+    "k3s_restart_command",
     "node_files",
     "node_lacks",
     "parse_registry",
+    "pending_restart_command",
+    "pending_restart_value",
     "registries_held",
     "registries_value",
     "registry_ca_digest",
@@ -58,6 +75,13 @@ CA_ANNOTATION = "airtrust.io/registry-ca-sha256"
 #: on the Node: the registries (``host[:port]``, sorted, comma-separated) the agent gave
 #: that bundle to, so a registry added to airtrust.yaml but not to the agent is seen
 REGISTRIES_ANNOTATION = "airtrust.io/registry-ca-registries"
+#: on the Node, k3s/RKE2 only: the bundle is on disk but the running service has not
+#: loaded registries.yaml yet (it reads it only at start); the value starts with the
+#: restart command (:func:`pending_restart_value`). While it is set the node does NOT
+#: hold the bundle: the agent leaves :data:`CA_ANNOTATION` alone until it is loaded.
+PENDING_ANNOTATION = "airtrust.io/registry-ca-pending-restart"
+#: a file someone else wrote, as it was before airtrust first edited it
+BACKUP_SUFFIX = ".airtrust-backup"
 
 
 def registry_ca_digest(bundle_pem: bytes) -> str:
@@ -84,6 +108,9 @@ def node_lacks(
     """Why a node's runtime does not hold one of ``digests`` (bundle digests, see
     :func:`registry_ca_digest`) for every one of ``registries``, as its agent reports it;
     None when it does. A node without the annotation holds nothing airtrust gave it."""
+    pending = annotations.get(PENDING_ANNOTATION)
+    if pending:
+        return f"its runtime has not loaded the bundle yet ({PENDING_ANNOTATION}: {pending})"
     held = annotations.get(CA_ANNOTATION)
     if held is None:
         return f"no {CA_ANNOTATION} annotation (no airtrust agent ran there)"
@@ -377,6 +404,116 @@ def _same_but_ca(before: dict[str, Any], after: dict[str, Any], url: str) -> Non
 
 # --- k3s / RKE2 ---------------------------------------------------------------------------
 
+K3S_LIKE = frozenset({Runtime.K3S, Runtime.RKE2})
+REGISTRIES_FILE = "registries.yaml"
+#: k3s/RKE2: airtrust's own folder on the node, for the CA files ``registries.yaml``
+#: names and (as the node agent) its record and backups. Not ``/etc/rancher/<runtime>``:
+#: that folder also holds ``k3s.yaml``/``rke2.yaml`` (the cluster-admin kubeconfig) on a
+#: server, so the agent's pod mounts only ``registries.yaml`` from it, and this folder
+#: beside ``node install``'s record (``/var/lib/airtrust``) instead of a folder inside
+#: it, which k3s's uninstall script would delete with everything in it.
+K3S_CA_DIR = "/var/lib/airtrust/registry-ca"
+#: the node agent's record (``node install`` on a host root keeps its usual one)
+K3S_RECORD = f"{K3S_CA_DIR}/node-trust.json"
+#: what k3s/RKE2 render on every start from registries.yaml (``<data-dir>/agent/etc/
+#: containerd``; k3s pkg/agent/config ``Containerd.Config`` and ``Containerd.Registry``):
+#: ``config.toml``, and since k3s 1.26.13/1.27.10/1.28.6/1.29.1 ``certs.d/<host>/
+#: hosts.toml`` with ``ca = [...]`` for a registry with TLS settings
+K3S_GENERATED: Mapping[Runtime, str] = {
+    Runtime.K3S: "/var/lib/rancher/k3s/agent/etc/containerd",
+    Runtime.RKE2: "/var/lib/rancher/rke2/agent/etc/containerd",
+}
+_SERVICES: Mapping[Runtime, tuple[str, str]] = {
+    Runtime.K3S: ("k3s", "k3s-agent"),
+    Runtime.RKE2: ("rke2-server", "rke2-agent"),
+}
+
+
+def k3s_ca_files(registries: Sequence[Registry]) -> dict[Registry, str]:
+    """The CA file ``registries.yaml`` names per registry, in :data:`K3S_CA_DIR`."""
+    return {r: f"{K3S_CA_DIR}/{str(r).replace(':', '_')}-ca.crt" for r in registries}
+
+
+def k3s_restart_command(runtime: Runtime, *, server: bool) -> str:
+    """The one command that makes k3s/RKE2 load registries.yaml on this node: the server's
+    service on a server (a control-plane node), the agent's elsewhere."""
+    services = _SERVICES[runtime]
+    return f"systemctl restart {services[0] if server else services[1]}"
+
+
+def pending_restart_value(command: str, registries: Sequence[Registry], digest: str) -> str:
+    """What the agent writes into :data:`PENDING_ANNOTATION`: the command first (doctor's
+    fix, :func:`pending_restart_command`), then what it waits for."""
+    names = ", ".join(sorted({str(r) for r in registries}))
+    return f"{command} (to load registries.yaml for {names}; bundle sha256 {digest[:12]}…)"
+
+
+def pending_restart_command(value: str) -> str:
+    """The restart command a :data:`PENDING_ANNOTATION` value starts with."""
+    return value.split(" (", 1)[0]
+
+
+def k3s_not_loaded(
+    runtime: Runtime, registries: Sequence[Registry], read: Callable[[str], bytes | None]
+) -> list[Registry]:
+    """The registries whose CA file (:func:`k3s_ca_files`) the running k3s/RKE2 has not
+    loaded, judged from what it rendered into :data:`K3S_GENERATED` when it last
+    started: the ``hosts.toml`` of the registry's ``certs.d`` folder (``host:port``, or
+    ``host_port_`` as Windows names it) naming the file in a ``ca`` at the top or in a
+    ``[host."…"]`` table, or (k3s before certs.d) ``config.toml``'s
+    ``registry.configs."<host>".tls.ca_file``. ``read`` gives a node path's bytes.
+
+    Only the file's name matters: containerd reads the CA file itself on each pull, so a
+    new bundle in the same file (a rotation) needs no restart once the name is loaded."""
+    generated = K3S_GENERATED[runtime]
+    config = _toml_or_empty(read(f"{generated}/config.toml"))
+    out = []
+    for registry, ca_file in k3s_ca_files(registries).items():
+        name = str(registry)
+        folders = [name]
+        if registry.port:
+            folders.append(f"{name.rsplit(':', 1)[0]}_{registry.port}_")
+        docs = [_toml_or_empty(read(f"{generated}/certs.d/{f}/hosts.toml")) for f in folders]
+        named = [c for doc in docs for c in _hosts_cas(doc)] + _config_cas(config, name)
+        if ca_file not in named:
+            out.append(registry)
+    return out
+
+
+def _toml_or_empty(raw: bytes | None) -> dict[str, Any]:
+    """A file k3s renders; absent or half-written (it is rewritten on start) is nothing."""
+    if raw is None:
+        return {}
+    try:
+        return tomllib.loads(raw.decode(errors="replace"))
+    except tomllib.TOMLDecodeError:
+        return {}
+
+
+def _cas(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _hosts_cas(doc: Mapping[str, Any]) -> list[str]:
+    hosts = doc.get("host")
+    tables = list(hosts.values()) if isinstance(hosts, dict) else []
+    return _cas(doc.get("ca")) + [
+        c for t in tables if isinstance(t, dict) for c in _cas(t.get("ca"))
+    ]
+
+
+def _config_cas(config: Mapping[str, Any], host: str) -> list[str]:
+    plugins = config.get("plugins")
+    out: list[str] = []
+    for plugin in plugins.values() if isinstance(plugins, dict) else []:
+        try:
+            out += _cas(plugin["registry"]["configs"][host]["tls"]["ca_file"])
+        except (KeyError, TypeError):
+            continue
+    return out
+
 
 def k3s_registries_yaml(existing: str | None, cas: Mapping[Registry, str]) -> str:
     """``registries.yaml`` with ``configs."<host:port>".tls.ca_file`` set for each registry;
@@ -418,6 +555,12 @@ class FileChange:
     path: str
     content: bytes
     why: str
+    #: where the file as someone else wrote it is kept before airtrust first edits it
+    #: (None: beside it, with :data:`BACKUP_SUFFIX`)
+    backup: str | None = None
+    #: the node agent's pod mounts this file on its own (a file hostPath): there it can
+    #: only be rewritten in place, a rename would leave the container the old inode
+    mounted_alone: bool = False
 
 
 def node_files(
@@ -466,15 +609,28 @@ def node_files(
             merged = _merged_pem(read(path), written.get(path), bundle_pem)
             out.append(FileChange(path, merged, f"{runtime} trusts these CAs for {registry}"))
         return out, None
-    cas = {r: str(base / "airtrust" / f"{str(r).replace(':', '_')}-ca.crt") for r in registries}
+    cas = k3s_ca_files(registries)
     for registry, path in sorted(cas.items(), key=lambda item: str(item[0])):
         out.append(FileChange(path, bundle_pem, f"the CA {registry} is trusted with"))
-    config = str(base / "registries.yaml")
+    # Last: registries.yaml names the CA files, which must be there first.
+    config = str(base / REGISTRIES_FILE)
     current = read(config)
     text = k3s_registries_yaml(current.decode() if current is not None else None, cas)
-    out.append(FileChange(config, text.encode(), f"{runtime}'s tls.ca_file per registry"))
-    service = "k3s (or k3s-agent)" if runtime is Runtime.K3S else "rke2-server (or rke2-agent)"
-    return out, f"restart {service}: it reads registries.yaml only when it starts"
+    out.append(
+        FileChange(
+            config,
+            text.encode(),
+            f"{runtime}'s tls.ca_file per registry",
+            backup=f"{K3S_CA_DIR}/{REGISTRIES_FILE}{BACKUP_SUFFIX}",
+            mounted_alone=True,
+        )
+    )
+    server = k3s_restart_command(runtime, server=True)
+    agent = k3s_restart_command(runtime, server=False).rsplit(" ", 1)[1]
+    return (
+        out,
+        f"{server} (on an agent node: {agent}): {runtime} reads registries.yaml only at start",
+    )
 
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\s*", re.S)

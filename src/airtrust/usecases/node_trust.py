@@ -6,21 +6,30 @@ airtrust wrote (``/var/lib/airtrust/node-trust.json`` under the root), so a re-r
 writes nothing, ``--remove`` takes back exactly that (a file airtrust created is
 deleted, a file it edited gets its backup back) and a CA airtrust put into a shared
 ``ca.crt`` before is not mistaken for someone else's after a rotation.
+
+The node agent (:class:`NodeAgent`) runs the same install in its pod, where k3s/RKE2's
+``registries.yaml`` is a single-file bind mount, which no rename can replace (in the
+pod it is a mount point; on the host a new inode the pod would never see), so there
+that file is rewritten in place, after the CA files it names. Since
+k3s/RKE2 read it only at start, the agent then annotates the node as waiting for a
+restart, not as holding the bundle, until the running service has loaded it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from airtrust.clock import utc_now
@@ -29,15 +38,23 @@ from airtrust.files import OutputSet
 from airtrust.kube.api import JsonObj, KubeAPI
 from airtrust.kube.source import read_source
 from airtrust.plan.node_trust import (
+    BACKUP_SUFFIX,
     CA_ANNOTATION,
     CONTAINERD_CONFIG,
+    K3S_CA_DIR,
+    K3S_LIKE,
+    K3S_RECORD,
+    PENDING_ANNOTATION,
     REGISTRIES_ANNOTATION,
     FileChange,
     Registry,
     Runtime,
     containerd_certs_dir,
     detect_runtime,
+    k3s_not_loaded,
+    k3s_restart_command,
     node_files,
+    pending_restart_value,
     registries_value,
     registry_ca_digest,
 )
@@ -60,13 +77,15 @@ __all__ = [
     "NodeTrustReport",
     "OpenShiftCAs",
     "agent_nodes",
+    "agent_record",
     "install",
     "open_agent",
     "remove",
 ]
 
 STATE = "/var/lib/airtrust/node-trust.json"
-BACKUP_SUFFIX = ".airtrust-backup"
+#: a node is a k3s/RKE2 server when it carries this label (k3s sets it on servers)
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,8 @@ class NodeTrustReport:
     dry_run: bool
     changes: list[NodeChange] = field(default_factory=list)
     restart: str | None = None
+    #: the node agent, k3s/RKE2: the restart it waits for (what PENDING_ANNOTATION says)
+    pending_restart: str | None = None
 
     @property
     def writes(self) -> int:
@@ -181,9 +202,12 @@ def install(
     containerd_config: str | None = None,
     dry_run: bool = False,
     state_file: str | None = None,
+    in_place: bool = False,
 ) -> NodeTrustReport:
     """``state_file`` is where the record lives (a node path): the agent's pod mounts only
-    the runtime's folder, so it keeps the record there."""
+    the runtime's folder, so it keeps the record there. ``in_place`` (the agent): a file
+    its pod mounts alone (``FileChange.mounted_alone``) is rewritten in place, after
+    everything else is written, and the record last."""
     chosen = resolve_runtime(root, runtime)
     folder = certs_dir_for(root, chosen, certs_dir, containerd_config)
     state_file = state_file or STATE
@@ -204,6 +228,7 @@ def install(
     )
     report = NodeTrustReport(chosen, root, dry_run)
     out = OutputSet(force=True)
+    later: list[FileChange] = []  # in place, once the rest is written
     for change in files:
         current = read(change.path)
         if current == change.content:
@@ -213,18 +238,52 @@ def install(
         entry = dict(state.get(change.path) or {"created": current is None})
         if current is not None and not entry.get("created") and "backup" not in entry:
             # The first time airtrust edits a file someone else wrote: its backup.
-            backup = change.path + BACKUP_SUFFIX
+            backup = change.backup or change.path + BACKUP_SUFFIX
             out.add(_under(root, backup), current)
             entry["backup"] = backup
         entry["sha256"] = _sha(change.content)
         entry["ours"] = _ours(change, bundle_pem)
         state[change.path] = entry
-        out.add(_under(root, change.path), change.content)
+        if in_place and change.mounted_alone:
+            later.append(change)
+        else:
+            out.add(_under(root, change.path), change.content)
     report.restart = restart if report.writes else None
-    if report.writes and not dry_run:
-        out.add(_under(root, state_file), _state_bytes(state))
-        out.commit()
+    if not report.writes or dry_run:
+        return report
+    record = _under(root, state_file)
+    if later:
+        out.commit()  # the CA files and backups first: the file written in place names them
+        for change in later:
+            _write_in_place(_under(root, change.path), change.content)
+        out = OutputSet(force=True)
+    out.add(record, _state_bytes(state))
+    out.commit()
     return report
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Truncate, write and fsync ``path`` itself, keeping its inode and mode: a file
+    bind-mounted on its own (a file hostPath) cannot be replaced by a rename (over a
+    mount point it fails; a new inode the container would not see). Not atomic, which
+    is safe for k3s/RKE2's registries.yaml: they read it only when they start."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, 0)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise NodeTrustError(
+            f"cannot write {path} in place: {exc.strerror}",
+            hint="the agent must run as root with the file mounted read-write "
+            "(render --node-trust); the CA files are written, the next pass retries",
+            reference="node-unwritable",
+        ) from None
 
 
 def _ours(change: FileChange, bundle_pem: bytes) -> str | None:
@@ -279,8 +338,11 @@ def _prune(folder: Path, root: Path) -> None:
     airtrust's; never a runtime's folder, which other tools may expect to exist."""
     if folder == root or not folder.is_dir() or any(folder.iterdir()):
         return
-    if folder.name == "airtrust" or ("." in folder.name or ":" in folder.name):
-        folder.rmdir()
+    if folder.name in ("airtrust", PurePosixPath(K3S_CA_DIR).name) or (
+        "." in folder.name or ":" in folder.name
+    ):
+        with contextlib.suppress(OSError):  # a mount point in the agent's pod stays
+            folder.rmdir()
 
 
 @dataclass
@@ -303,6 +365,8 @@ class NodeAgent:
     stop: threading.Event = field(default_factory=threading.Event)
     #: ``time.monotonic()`` of the last good pass (None before the first)
     last_good: float | None = None
+    #: the pending restart last logged, so it is said once, not every pass
+    _pending_said: str | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> NodeAgent:
         return self
@@ -311,27 +375,53 @@ class NodeAgent:
         self.api.close()
 
     def sync_once(self) -> NodeTrustReport:
+        """One pass: the files as the source says, then the node's annotations. On
+        k3s/RKE2 the node holds the bundle only once the running service has loaded
+        registries.yaml (:func:`k3s_not_loaded`); until then the node says which restart
+        it waits for (PENDING_ANNOTATION) and keeps the digest it had, so doctor and
+        ``rotate finish`` do not count a CA the runtime cannot use yet."""
         bundle = read_source(self.api, self.source, self.clock())
         pem = bundle.to_pem()
+        runtime = resolve_runtime(self.root, self.runtime)
         report = install(
             self.root,
             self.registries,
             pem,
-            runtime=self.runtime,
+            runtime=runtime,
             certs_dir=self.certs_dir,
             containerd_config=self.containerd_config,
             state_file=self.state_file,
+            in_place=True,
         )
-        self._annotate(
-            {
-                CA_ANNOTATION: registry_ca_digest(pem),
+        live = self._node()
+        digest = registry_ca_digest(pem)
+        waiting = (
+            k3s_not_loaded(runtime, self.registries, lambda p: _read(self.root, p))
+            if runtime in K3S_LIKE
+            else []
+        )
+        if waiting:
+            labels = (live.get("metadata") or {}).get("labels") or {}
+            command = k3s_restart_command(runtime, server=CONTROL_PLANE_LABEL in labels)
+            report.pending_restart = pending_restart_value(command, waiting, digest)
+            self._annotate(live, {PENDING_ANNOTATION: report.pending_restart})
+            if report.pending_restart != self._pending_said:
+                log.warning(
+                    "node %s: %s has not loaded registries.yaml for %s, so it does not "
+                    "trust the CA yet; run on the node: %s",
+                    self.node, runtime, ", ".join(sorted(map(str, waiting))), command,
+                )  # fmt: skip
+        else:
+            wanted = {
+                CA_ANNOTATION: digest,
                 REGISTRIES_ANNOTATION: registries_value(self.registries),
             }
-        )
+            self._annotate(live, wanted, drop=(PENDING_ANNOTATION,))
+        self._pending_said = report.pending_restart
         self.last_good = time.monotonic()
         return report
 
-    def _annotate(self, wanted: dict[str, str]) -> None:
+    def _node(self) -> JsonObj:
         live = self.api.get("v1", "nodes", None, self.node)
         if live is None:
             raise NodeTrustError(
@@ -339,9 +429,15 @@ class NodeAgent:
                 hint="pass the pod's node: env NODE_NAME from spec.nodeName",
                 reference="no-node",
             )
+        return live
+
+    def _annotate(self, live: JsonObj, wanted: dict[str, str], drop: Sequence[str] = ()) -> None:
+        """Set ``wanted`` and remove ``drop`` on the node, in one JSON patch, only where
+        they differ from ``live``."""
         annotations = (live.get("metadata") or {}).get("annotations")
         changed = {k: v for k, v in wanted.items() if (annotations or {}).get(k) != v}
-        if not changed:
+        gone = sorted(k for k in drop if k in (annotations or {}))
+        if not changed and not gone:
             return
         if annotations is None:
             ops = [{"op": "add", "path": "/metadata/annotations", "value": changed}]
@@ -350,6 +446,7 @@ class NodeAgent:
                 {"op": "add", "path": f"/metadata/annotations/{_pointer(k)}", "value": v}
                 for k, v in sorted(changed.items())
             ]
+            ops += [{"op": "remove", "path": f"/metadata/annotations/{_pointer(k)}"} for k in gone]
         self.api.json_patch("v1", "nodes", None, self.node, ops)
 
     def stale(self, max_age: float) -> str | None:
@@ -404,6 +501,16 @@ def _pointer(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
+def agent_record(runtime: str | None, certs_dir: str | None, state_file: str | None) -> str | None:
+    """Where the agent keeps its record (a node path): as given, else in a folder its pod
+    mounts: airtrust's own for k3s/RKE2, the runtime's ``certs_dir`` for the others."""
+    if state_file is not None:
+        return state_file
+    if runtime in K3S_LIKE:
+        return K3S_RECORD
+    return f"{certs_dir.rstrip('/')}/.airtrust-node-trust.json" if certs_dir else None
+
+
 def open_agent(
     source: str,
     node: str,
@@ -419,15 +526,14 @@ def open_agent(
     context: str = "",
 ) -> NodeAgent:
     """The agent as ``node sync`` runs it; its record goes beside the runtime's files
-    when only that folder is mounted (``certs_dir``)."""
+    when only that folder is mounted (``certs_dir``), for k3s/RKE2 into airtrust's
+    folder (``K3S_RECORD``), since their folder is not mounted."""
     from airtrust.plan.node_trust import parse_registry
     from airtrust.profiles import load_profile
 
     parsed = [parse_registry(r) for r in registries]
     where = Source.parse(source, load_profile().ca_secret.key)
-    record = state_file or (
-        f"{certs_dir.rstrip('/')}/.airtrust-node-trust.json" if certs_dir else None
-    )
+    record = agent_record(runtime, certs_dir, state_file)
     api = KubeAPI.in_cluster() if in_cluster else KubeAPI.connect(context, kubeconfig=kubeconfig)
     return NodeAgent(
         api,

@@ -11,6 +11,10 @@ agent uses, so a node the agent missed, or one still on the old CA, is named.
 It runs only where ``node_trust`` is enabled in airtrust.yaml and registries are
 named: a cluster whose nodes are trusted by other means has no annotation to read.
 
+On k3s/RKE2 the files are not the trust: the service reads registries.yaml only when it
+starts, so a node whose agent says it waits for a restart (``PENDING_ANNOTATION``) fails
+whatever digest it reports, and the fix is that restart.
+
 With ``--probe`` the runtime itself is asked too (:func:`probe_node_pulls`): a pod
 pinned to each node pulls an image from each registry afresh, and the kubelet's
 events are the evidence (``x509: certificate signed by unknown authority`` on a
@@ -30,9 +34,11 @@ from airtrust.kube.api import JsonObj, KubeAPI
 from airtrust.plan.node_agent import AGENT_NAME, PULL_PROBE, pull_probe_pod
 from airtrust.plan.node_trust import (
     CA_ANNOTATION,
+    PENDING_ANNOTATION,
     REGISTRIES_ANNOTATION,
     Registry,
     parse_registry,
+    pending_restart_command,
     registries_held,
     registry_ca_digest,
 )
@@ -87,9 +93,19 @@ def judge_node(
     annotations = AgentNodes.annotations(node)
     held = annotations.get(CA_ANNOTATION)
     covered = registries_held(annotations)
+    pending = annotations.get(PENDING_ANNOTATION)
     out = []
     for registry in _sorted(settings.registries):
-        if held is None:
+        if pending:
+            status = Status.FAIL
+            fix = f"on node {name}: {pending_restart_command(pending)} (k3s/RKE2 read "
+            fix += "registries.yaml only when they start; the agent then clears the annotation)"
+            said = (
+                f"node {name} has the CA files, but its runtime has not loaded them, so pulls "
+                f"from {registry} may still fail with x509: certificate signed by unknown "
+                f"authority ({PENDING_ANNOTATION}: {pending})"
+            )
+        elif held is None:
             status, fix = Status.FAIL, _fix(name, settings, bundle)
             said = (
                 f"node {name} has no {CA_ANNOTATION} annotation: no airtrust agent gave its "
