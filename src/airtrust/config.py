@@ -76,9 +76,9 @@ def _registries(value: object) -> object:
 
 class NodeTrust(_Model):
     """How nodes' container runtimes trust the registries (``node install``/``node sync``,
-    ``render --node-trust``); ``doctor`` and ``rotate finish`` judge the nodes only when
-    it is enabled, since a cluster whose nodes are trusted by other means has no
-    annotation to read."""
+    ``render --node-trust``); ``doctor``, ``rotate start`` (which waits for every node to
+    hold old + new) and ``rotate finish`` judge the nodes only when it is enabled, since
+    a cluster whose nodes are trusted by other means has no annotation to read."""
 
     enabled: bool = True
     runtime: Runtime = Runtime.CONTAINERD
