@@ -46,12 +46,31 @@ def run_cli(
     return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "cold_layer_cache: the test gets an empty layer cache of its own (it measures "
+        "cold reads: layers decoded, bytes or requests a registry saw, memory)",
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Nothing in a test run reads the machine's layer cache: a warm machine must decode
-    every layer again, as a new one does."""
+    """One layer cache for the whole run, shared by every test: entries are named by
+    layer digest (and scan version), so a base image read by one test is not decoded
+    again by the next. Under pytest-xdist the workers share the run's temporary folder
+    (one level above each worker's own); the cache writes each entry to a temporary
+    file and renames it, so two workers filling one entry leave a whole file.
+
+    The machine's cache (~/.cache/airtrust/layers) is never read: each run decodes
+    every layer once, on a warm machine as on a new one. A test that measures cold
+    reads takes ``@pytest.mark.cold_layer_cache``."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / "shared-layer-cache"
+    folder.mkdir(exist_ok=True)
     old = os.environ.get("AIRTRUST_LAYER_CACHE")
-    os.environ["AIRTRUST_LAYER_CACHE"] = str(tmp_path_factory.mktemp("layer-cache"))
+    os.environ["AIRTRUST_LAYER_CACHE"] = str(folder)
     yield
     if old is None:
         os.environ.pop("AIRTRUST_LAYER_CACHE", None)
@@ -61,11 +80,17 @@ def _session_layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 @pytest.fixture(autouse=True)
 def _layer_cache(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each test gets its own layer cache, unless it is about the cache shared between runs."""
-    if request.node.get_closest_marker("shared_layer_cache") is None:
-        monkeypatch.setenv("AIRTRUST_LAYER_CACHE", str(tmp_path / "layer-cache"))
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """A ``cold_layer_cache`` test gets an empty cache of its own; every other test
+    reads the session's (``shared_layer_cache``, from when a cache per test was the
+    default, now says what every test has)."""
+    if request.node.get_closest_marker("cold_layer_cache") is None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRTRUST_LAYER_CACHE", str(tmp_path_factory.mktemp("cold-layer-cache")))
+        yield
 
 
 @pytest.fixture

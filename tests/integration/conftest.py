@@ -366,11 +366,50 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One apiserver for the tests of a module that isolate themselves by namespace or
     user and change nothing cluster-wide (starting one costs ~5 s; a fresh one per test
-    stays the rule wherever a test needs an empty cluster)."""
+    stays the rule wherever a test needs an empty cluster). A test that makes namespaces
+    takes :func:`tidy_cluster`, which deletes them after it."""
     from tests.integration.kube import started_cluster
 
     with started_cluster(tmp_path_factory.mktemp("shared-cluster")) as c:
         yield c
+
+
+#: Cluster-wide kinds a test on :func:`tidy_cluster` must leave as it found them.
+CLUSTER_WIDE = (
+    "namespaces,clusterroles,clusterrolebindings,mutatingwebhookconfigurations,"
+    "validatingwebhookconfigurations,customresourcedefinitions"
+)
+
+
+@pytest.fixture
+def tidy_cluster(shared_cluster: object) -> Iterator[object]:
+    """The module's :func:`shared_cluster`, left as the test found it: the namespaces the
+    test made (fixed names such as runai included) are deleted and waited for, so the
+    next test, in any order, starts without them. A test may make nothing cluster-wide
+    but namespaces: anything else it left (a ClusterRole, a webhook, a CRD) is removed
+    and fails the test, which then belongs on its own ``cluster``."""
+    from tests.integration.kube import KubeCluster
+
+    assert isinstance(shared_cluster, KubeCluster)
+    cluster = shared_cluster
+
+    def names() -> set[str]:
+        listed = cluster.kubectl("get", CLUSTER_WIDE, "-o", "name").stdout.decode()
+        return set(listed.split())
+
+    before = names()
+    yield cluster
+    made = names() - before
+    namespaces = sorted(n for n in made if n.startswith("namespace/"))
+    others = sorted(made - set(namespaces))
+    if made:
+        cluster.kubectl("delete", "--wait=false", *others, *namespaces)
+    wait_for(
+        f"the test's namespaces deleted: {namespaces}",
+        lambda: not (names() & set(namespaces)),
+        timeout=90,
+    )
+    assert not others, f"changed the shared cluster beyond its namespaces: {others}"
 
 
 @pytest.fixture

@@ -508,6 +508,7 @@ def test_attestations_of_patched_platforms_are_dropped_and_reported(
     }
 
 
+@pytest.mark.cold_layer_cache  # the bars show the base layer read; its runs name a cache each
 def test_progress_bars_on_a_terminal_only(registry: Registry, pki: Path, tmp_path: Path) -> None:
     ref = registry.ref("base/bars:1")
     files: dict[str, bytes | str | tuple[str, str]] = {
@@ -565,6 +566,7 @@ def test_zstd_base_layers_are_read(
     assert chroot(rootfs, *cmd).returncode == 0, chroot(rootfs, *cmd).stderr
 
 
+@pytest.mark.cold_layer_cache  # judged by the registry's access log
 def test_patch_from_one_registry_into_another(
     registry: Registry, pki: Path, tmp_path: Path, go_tlsclient: Path, tls_server: int
 ) -> None:

@@ -28,7 +28,9 @@ from tests.conftest import run_cli
 from tests.integration.aiimage import GZIP, ai_layers, filler_layers, gzip_layer, push_oci
 from tests.integration.registry import Registry, started_registry
 
-pytestmark = pytest.mark.integration
+#: Peak memory is measured reading every layer: each measured run names an empty
+#: cache of its own (patch_measured), and the test reads none of the session's.
+pytestmark = [pytest.mark.integration, pytest.mark.cold_layer_cache]
 BOUND_KIB = 300 * 1024
 #: Uncompressed MiB of the filler layers: the big image's, and a quarter of each.
 BIG_FILLERS = (2048, 128, 128, 128, 128)

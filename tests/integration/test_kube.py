@@ -55,9 +55,9 @@ def versions(cluster: KubeCluster) -> dict[tuple[str, str], str]:
 
 
 def test_apply_creates_what_the_documented_kubectl_commands_create(
-    cluster: KubeCluster, pki: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, pki: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    config = write_config(tmp_path, pki, tidy_cluster.kubeconfig)
     plan = run_cli("plan", "-c", config, "--exit-code", "-o", "json")
     assert plan.code == 4, plan.err
     actions = {
@@ -69,9 +69,9 @@ def test_apply_creates_what_the_documented_kubectl_commands_create(
 
     applied = run_cli("apply", "-c", config, "-o", "json")
     assert applied.code == 0, applied.err
-    live = secrets(cluster)
+    live = secrets(tidy_cluster)
     reference = json.loads(
-        cluster.kubectl(
+        tidy_cluster.kubectl(
             "create",
             "secret",
             "generic",
@@ -91,7 +91,7 @@ def test_apply_creates_what_the_documented_kubectl_commands_create(
     assert labels["run.ai/cluster-wide"] == "true" and labels["run.ai/name"] == "runai-ca-cert"
     assert "run.ai/name" not in live[("runai-backend", "runai-ca-cert")]["metadata"]["labels"]
     tls_reference = json.loads(
-        cluster.kubectl(
+        tidy_cluster.kubectl(
             "create",
             "secret",
             "tls",
@@ -109,33 +109,33 @@ def test_apply_creates_what_the_documented_kubectl_commands_create(
     assert b"PRIVATE KEY" not in key_pem
 
     # Re-apply: nothing is written, no resourceVersion moves, plan is clean.
-    before = versions(cluster)
+    before = versions(tidy_cluster)
     again = run_cli("apply", "-c", config, "-o", "json")
     assert again.code == 0 and json.loads(again.out)["writes"] == 0
-    assert versions(cluster) == before
+    assert versions(tidy_cluster) == before
     assert run_cli("plan", "-c", config, "--exit-code").code == 0
 
 
 def test_older_version_has_no_labels_and_dry_run_stores_nothing(
-    cluster: KubeCluster, pki: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, pki: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, pki, cluster.kubeconfig, version="2.17")
+    config = write_config(tmp_path, pki, tidy_cluster.kubeconfig, version="2.17")
     dry = run_cli("apply", "-c", config, "--dry-run=server", "-o", "json")
     assert dry.code == 0, dry.err
     assert json.loads(dry.out)["dry_run"] is True
-    assert not cluster.exists("namespace", "runai")
+    assert not tidy_cluster.exists("namespace", "runai")
     assert run_cli("apply", "-c", config).code == 0
-    labels = secrets(cluster)[("runai", "runai-ca-cert")]["metadata"]["labels"]
+    labels = secrets(tidy_cluster)[("runai", "runai-ca-cert")]["metadata"]["labels"]
     assert "run.ai/cluster-wide" not in labels
 
 
 @pytest.mark.parametrize("mode", ["secret", "file"])
 def test_foreign_secret_conflict_and_backup(
-    cluster: KubeCluster, pki: Path, tmp_path: Path, mode: str
+    tidy_cluster: KubeCluster, pki: Path, tmp_path: Path, mode: str
 ) -> None:
     other = DATA / "bad-input" / "ok-two-cas.pem"
-    cluster.kubectl("create", "namespace", "runai")
-    cluster.kubectl(
+    tidy_cluster.kubectl("create", "namespace", "runai")
+    tidy_cluster.kubectl(
         "-n",
         "runai",
         "create",
@@ -145,7 +145,10 @@ def test_foreign_secret_conflict_and_backup(
         f"--from-file=runai-ca.pem={other}",
     )
     config = write_config(
-        tmp_path, pki, cluster.kubeconfig, backup={"mode": mode, "dir": str(tmp_path / "backups")}
+        tmp_path,
+        pki,
+        tidy_cluster.kubeconfig,
+        backup={"mode": mode, "dir": str(tmp_path / "backups")},
     )
     plan = run_cli("plan", "-c", config, "-o", "json")
     change = next(
@@ -162,11 +165,11 @@ def test_foreign_secret_conflict_and_backup(
     assert "kubectl-create" in refused.error_lines[0] and "--force-conflicts" in refused.err
     assert "airtrust: warning: backed up the old data" in refused.err
     old = base64.b64encode(other.read_bytes()).decode()
-    assert secrets(cluster)[("runai", "runai-ca-cert")]["data"]["runai-ca.pem"] == old
+    assert secrets(tidy_cluster)[("runai", "runai-ca-cert")]["data"]["runai-ca.pem"] == old
     if mode == "secret":
         backups = [
             s
-            for (ns, name), s in secrets(cluster).items()
+            for (ns, name), s in secrets(tidy_cluster).items()
             if ns == "runai" and name.startswith("runai-ca-cert-backup-")
         ]
         assert len(backups) == 1 and backups[0]["data"]["runai-ca.pem"] == old
@@ -178,7 +181,7 @@ def test_foreign_secret_conflict_and_backup(
     forced = run_cli("apply", "-c", config, "--force-conflicts")
     assert forced.code == 0, forced.err
     bundle = base64.b64encode((pki / "ca-bundle.pem").read_bytes()).decode()
-    assert secrets(cluster)[("runai", "runai-ca-cert")]["data"]["runai-ca.pem"] == bundle
+    assert secrets(tidy_cluster)[("runai", "runai-ca-cert")]["data"]["runai-ca.pem"] == bundle
     assert run_cli("plan", "-c", config, "--exit-code").code == 0
 
 
@@ -231,8 +234,8 @@ def _helm() -> str:
     return str(helm)
 
 
-def test_helm_release_reader_and_run(cluster: KubeCluster, pki: Path, tmp_path: Path) -> None:
-    kube = ["--kubeconfig", str(cluster.kubeconfig), "--kube-context", "admin"]
+def test_helm_release_reader_and_run(tidy_cluster: KubeCluster, pki: Path, tmp_path: Path) -> None:
+    kube = ["--kubeconfig", str(tidy_cluster.kubeconfig), "--kube-context", "admin"]
     subprocess.run(
         [
             _helm(),
@@ -263,7 +266,7 @@ def test_helm_release_reader_and_run(cluster: KubeCluster, pki: Path, tmp_path: 
         check=True,
         capture_output=True,
     )
-    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    config = write_config(tmp_path, pki, tidy_cluster.kubeconfig)
     shown = run_cli("helm", "-c", config, "-o", "json", "--out", tmp_path / "values")
     assert shown.code == 0, shown.err
     releases = {r["release"]: r for r in json.loads(shown.out)["releases"]}
@@ -302,14 +305,14 @@ def test_helm_release_reader_and_run(cluster: KubeCluster, pki: Path, tmp_path: 
     assert ran.code == 0, ran.err
     after = {r["release"]: r for r in json.loads(ran.out)["releases"]}
     assert after["runai-backend"]["enabled"] is True
-    cm = cluster.get("configmap", "runai-backend-values", "-n", "runai-backend")
+    cm = tidy_cluster.get("configmap", "runai-backend-values", "-n", "runai-backend")
     assert cm["data"]["customCA"] == "true"
 
 
 def test_render_applied_by_kubectl_equals_apply(
-    cluster: KubeCluster, pki: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, pki: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    config = write_config(tmp_path, pki, tidy_cluster.kubeconfig)
     rendered = run_cli("render", "-c", config, "--out", tmp_path / "out", "--with-namespaces")
     assert rendered.code == 0, rendered.err
     folder = tmp_path / "out" / "admin"
@@ -330,7 +333,7 @@ def test_render_applied_by_kubectl_equals_apply(
     assert f"--oidc-issuer-url=https://{DOMAIN}/auth/realms/runai" in flags
     assert "--oidc-ca-file=" in flags
     user_kubeconfig = tmp_path / "out" / "oidc" / "kubeconfig-user.yaml"
-    viewed = cluster.kubectl(
+    viewed = tidy_cluster.kubectl(
         "config", "view", "--raw", "-o", "json", kubeconfig=user_kubeconfig
     ).stdout
     provider = json.loads(viewed)["users"][0]["user"]["auth-provider"]["config"]
@@ -338,13 +341,13 @@ def test_render_applied_by_kubectl_equals_apply(
         base64.b64decode(provider["idp-certificate-authority-data"])
         == (pki / "ca-bundle.pem").read_bytes()
     )
-    cluster.kubectl("apply", "--server-side", "--field-manager=airtrust", "-k", folder)
+    tidy_cluster.kubectl("apply", "--server-side", "--field-manager=airtrust", "-k", folder)
     # What kubectl stored from the rendered files is exactly what apply wants.
     plan = run_cli("plan", "-c", config, "--exit-code", "-o", "json")
     assert plan.code == 0, plan.out
-    before = versions(cluster)
+    before = versions(tidy_cluster)
     assert json.loads(run_cli("apply", "-c", config, "-o", "json").out)["writes"] == 0
-    assert versions(cluster) == before
+    assert versions(tidy_cluster) == before
     offline = run_cli(
         "render", "-c", config, "--out", tmp_path / "offline", "--offline", "--with-namespaces"
     )
@@ -354,14 +357,14 @@ def test_render_applied_by_kubectl_equals_apply(
 
 
 def test_render_never_writes_system_namespaces(
-    cluster: KubeCluster, pki: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, pki: Path, tmp_path: Path
 ) -> None:
     """An Argo CD or Flux prune of the rendered app must not be able to delete
     openshift-monitoring or knative-serving (or, by default, any namespace)."""
     config = write_config(
         tmp_path,
         pki,
-        cluster.kubeconfig,
+        tidy_cluster.kubeconfig,
         issue_from=str(pki),
         clusters=[
             {
@@ -482,10 +485,12 @@ def test_control_plane_and_gpu_clusters_on_separate_apiservers(
     }
 
 
-def test_quickstart_with_context_then_plan_is_clean(cluster: KubeCluster, tmp_path: Path) -> None:
+def test_quickstart_with_context_then_plan_is_clean(
+    tidy_cluster: KubeCluster, tmp_path: Path
+) -> None:
     out = tmp_path / "qs"
     args = ["quickstart", "--domain", DOMAIN, "--out", out, "--context", "admin"]
-    args += ["--kubeconfig", cluster.kubeconfig, "-o", "json"]
+    args += ["--kubeconfig", tidy_cluster.kubeconfig, "-o", "json"]
     first = run_cli(*args)
     assert first.code == 0, first.err
     assert (out / "airtrust.yaml").exists()
@@ -548,12 +553,12 @@ def test_unreachable_cluster_exits_3(tmp_path: Path, pki: Path) -> None:
 
 
 def test_cluster_tls_secrets_issued_then_reused(
-    cluster: KubeCluster, pki: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, pki: Path, tmp_path: Path
 ) -> None:
     config = write_config(
         tmp_path,
         pki,
-        cluster.kubeconfig,
+        tidy_cluster.kubeconfig,
         issue_from=str(pki),
         clusters=[
             {
@@ -565,7 +570,7 @@ def test_cluster_tls_secrets_issued_then_reused(
     )
     first = run_cli("apply", "-c", config, "-o", "json")
     assert first.code == 0, first.err
-    live = secrets(cluster)
+    live = secrets(tidy_cluster)
     expected = {
         ("runai", "runai-cluster-domain-tls-secret"): "gpu1.example.test",
         ("runai", "runai-cluster-domain-star-tls-secret"): "*.gpu1.example.test",
@@ -579,14 +584,14 @@ def test_cluster_tls_secrets_issued_then_reused(
         leaf = cx509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
         san = leaf.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
         assert san.get_values_for_type(cx509.DNSName) == [name]
-    before = versions(cluster)
+    before = versions(tidy_cluster)
     again = run_cli("apply", "-c", config, "-o", "json")
     assert json.loads(again.out)["writes"] == 0, again.out
-    assert versions(cluster) == before
+    assert versions(tidy_cluster) == before
     no_ca = write_config(
         tmp_path,
         pki,
-        cluster.kubeconfig,
+        tidy_cluster.kubeconfig,
         clusters=[{"context": "admin", "domain": "gpu2.example.test"}],
     )
     assert_one_line_error(run_cli("plan", "-c", no_ca), 2, "issue_from")
@@ -664,10 +669,12 @@ def _chart_archive(tmp_path: Path, version: str, new_default: bool = False) -> P
     return out / f"runai-cluster-{version}.tgz"
 
 
-def test_helm_run_keeps_every_user_value(cluster: KubeCluster, pki: Path, tmp_path: Path) -> None:
+def test_helm_run_keeps_every_user_value(
+    tidy_cluster: KubeCluster, pki: Path, tmp_path: Path
+) -> None:
     """The release's own values (URL, uid, client secret) survive enabling the custom CA,
     with the same chart version and with a newer chart; helm itself is the judge."""
-    kube = ["--kubeconfig", str(cluster.kubeconfig), "--kube-context", "admin"]
+    kube = ["--kubeconfig", str(tidy_cluster.kubeconfig), "--kube-context", "admin"]
     user = {
         "controlPlane": {"url": "https://cp.example.test", "clientSecret": "s3cr3t-value"},
         "cluster": {"uid": "4f1c-uid", "url": "https://gpu1.example.test"},
@@ -689,7 +696,7 @@ def test_helm_run_keeps_every_user_value(cluster: KubeCluster, pki: Path, tmp_pa
         check=True,
         capture_output=True,
     )
-    config = write_config(tmp_path, pki, cluster.kubeconfig)
+    config = write_config(tmp_path, pki, tidy_cluster.kubeconfig)
     env = {"PATH": f"{CACHE / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
 
     def helm_json(*args: str) -> Any:
@@ -744,7 +751,7 @@ def test_helm_run_keeps_every_user_value(cluster: KubeCluster, pki: Path, tmp_pa
     assert effective["newInThisVersion"] == {"enabled": True}  # the new chart's default
     assert helm_json("list", "-n", "runai")[0]["chart"] == "runai-cluster-2.21.0"
     # Nothing secret was left behind by the saved-values path.
-    assert not list(tmp_path.glob("**/runai-cluster.values.yaml"))
+    assert not list(tmp_path.glob("**/runai-tidy_cluster.values.yaml"))
 
 
 def _runai_objects(cluster: KubeCluster) -> dict[tuple[str, str], tuple[Any, ...]]:
@@ -762,7 +769,7 @@ def _runai_objects(cluster: KubeCluster) -> dict[tuple[str, str], tuple[Any, ...
 
 
 def test_next_steps_run_line_by_line_give_what_apply_gives(
-    cluster: KubeCluster, second_cluster: KubeCluster, tmp_path: Path
+    tidy_cluster: KubeCluster, second_cluster: KubeCluster, tmp_path: Path
 ) -> None:
     folder = tmp_path / "qs"
     shown = run_cli(
@@ -788,7 +795,7 @@ def test_next_steps_run_line_by_line_give_what_apply_gives(
     assert "run.ai/cluster-wide=true" in shown.out and "openshift-monitoring" in shown.out
     env = {
         "PATH": f"{CACHE / 'bin'}:/usr/bin:/bin",
-        "KUBECONFIG": str(cluster.kubeconfig),
+        "KUBECONFIG": str(tidy_cluster.kubeconfig),
         "HOME": str(tmp_path),
     }
     for step in steps:
@@ -799,14 +806,14 @@ def test_next_steps_run_line_by_line_give_what_apply_gives(
             assert ran.returncode == 0, (step["command"], ran.stderr)
     config = write_config(tmp_path, folder, second_cluster.kubeconfig)
     assert run_cli("apply", "-c", config).code == 0
-    by_hand, by_airtrust = _runai_objects(cluster), _runai_objects(second_cluster)
+    by_hand, by_airtrust = _runai_objects(tidy_cluster), _runai_objects(second_cluster)
     assert set(by_hand) == {
         ("runai-backend", "runai-ca-cert"),
         ("runai-backend", "runai-backend-tls"),
         ("runai", "runai-ca-cert"),
     }
     assert by_hand == by_airtrust
-    # The script form does the same on a third, fresh cluster (not OpenShift: the TLS
+    # The script form does the same on a third, fresh tidy_cluster (not OpenShift: the TLS
     # secret is created, openshift-monitoring is not touched).
     with started_cluster(tmp_path / "third") as third:
         script = subprocess.run(

@@ -40,9 +40,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.registry import Registry, openssl_verifies, unpack
 
-#: The session's layer cache (content-addressed by digest): every test here patches or
-#: inspects the same AI image, and none is about what a cold read costs.
-pytestmark = [pytest.mark.integration, pytest.mark.shared_layer_cache]
+pytestmark = pytest.mark.integration
 HOST = TLS_HOST
 GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 PATH = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -32,9 +32,9 @@ def _versions(cluster: KubeCluster) -> dict[str, str]:
 
 
 def test_a_saved_plan_is_applied_exactly_and_refused_once_stale(
-    cluster: KubeCluster, qs: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, qs: Path, tmp_path: Path
 ) -> None:
-    config = _config(tmp_path, qs, cluster.kubeconfig)
+    config = _config(tmp_path, qs, tidy_cluster.kubeconfig)
     saved = tmp_path / "plan.json"
     planned = _ok(run_cli("plan", "-c", config, "--out", saved, "-o", "json"))
     assert json.loads(planned.out)["pending"] > 0
@@ -43,18 +43,18 @@ def test_a_saved_plan_is_applied_exactly_and_refused_once_stale(
     assert f"apply {saved}" in planned.err
     applied = _ok(run_cli("apply", saved, "-o", "json"))
     assert json.loads(applied.out)["writes"] == json.loads(planned.out)["pending"]
-    assert "runai/runai-ca-cert" in _versions(cluster)
+    assert "runai/runai-ca-cert" in _versions(tidy_cluster)
 
     # A second plan, then someone changes a secret it covers: apply FILE refuses.
     again = tmp_path / "again.json"
     _ok(run_cli("plan", "-c", config, "--out", again))
-    cluster.kubectl("-n", "runai", "label", "secret", "runai-ca-cert", "team=someone-else")
-    before = _versions(cluster)
+    tidy_cluster.kubectl("-n", "runai", "label", "secret", "runai-ca-cert", "team=someone-else")
+    before = _versions(tidy_cluster)
     refused = run_cli("apply", again)
     assert_one_line_error(
         refused, 2, "[stale-plan]", "Secret runai/runai-ca-cert", "resourceVersion"
     )
-    assert _versions(cluster) == before  # kubectl: nothing was written
+    assert _versions(tidy_cluster) == before  # kubectl: nothing was written
     # Planned again, it applies (nothing to change: the label is not airtrust's).
     fresh = tmp_path / "fresh.json"
     _ok(run_cli("plan", "-c", config, "--out", fresh))
@@ -62,9 +62,9 @@ def test_a_saved_plan_is_applied_exactly_and_refused_once_stale(
 
 
 def test_a_saved_plan_is_refused_when_the_config_changed(
-    cluster: KubeCluster, qs: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, qs: Path, tmp_path: Path
 ) -> None:
-    config = _config(tmp_path, qs, cluster.kubeconfig)
+    config = _config(tmp_path, qs, tidy_cluster.kubeconfig)
     saved = tmp_path / "plan.json"
     _ok(run_cli("plan", "-c", config, "--out", saved))
     # 2.17 predates the labels 2.18 puts on the CA secret: the objects would differ.
@@ -73,7 +73,7 @@ def test_a_saved_plan_is_refused_when_the_config_changed(
     config.write_text(text.replace("version: '2.20'", "version: '2.17'"))
     refused = run_cli("apply", saved)
     assert_one_line_error(refused, 2, "[stale-plan]", "sent differently")
-    names = [s["metadata"]["name"] for s in cluster.get("secrets", "-A")["items"]]
+    names = [s["metadata"]["name"] for s in tidy_cluster.get("secrets", "-A")["items"]]
     assert "runai-ca-cert" not in names, names
 
 

@@ -132,8 +132,12 @@ def pems(tmp_path: Path) -> tuple[bytes, bytes]:
 
 @pytest.fixture
 def replicas(
-    cluster: KubeCluster, tmp_path: Path, pems: tuple[bytes, bytes]
+    request: pytest.FixtureRequest, tmp_path: Path, pems: tuple[bytes, bytes]
 ) -> Iterator[list[Replica]]:
+    """One replica running on the test's cluster: its own when it asks for one (it
+    stops the apiserver), else the module's shared one, tidied after it."""
+    own = "cluster" in request.fixturenames
+    cluster: KubeCluster = request.getfixturevalue("cluster" if own else "tidy_cluster")
     cluster.kubectl("create", "namespace", "airtrust-system")
     cluster.kubectl("create", "namespace", "runai")
     set_source(cluster, pems[0])
@@ -146,18 +150,18 @@ def replicas(
 
 
 def test_converges_restores_validates_and_reports(
-    cluster: KubeCluster, replicas: list[Replica], pems: tuple[bytes, bytes]
+    tidy_cluster: KubeCluster, replicas: list[Replica], pems: tuple[bytes, bytes]
 ) -> None:
     one, two = pems
-    wait_for("runai gets the bundle", lambda: bundle_in(cluster, "runai") == one)
-    cluster.kubectl("create", "namespace", "team-a")
-    cluster.kubectl("label", "namespace", "team-a", SELECTOR)
+    wait_for("runai gets the bundle", lambda: bundle_in(tidy_cluster, "runai") == one)
+    tidy_cluster.kubectl("create", "namespace", "team-a")
+    tidy_cluster.kubectl("label", "namespace", "team-a", SELECTOR)
     wait_for(
-        "a new labelled namespace gets the secret", lambda: bundle_in(cluster, "team-a") == one
+        "a new labelled namespace gets the secret", lambda: bundle_in(tidy_cluster, "team-a") == one
     )
-    cluster.kubectl("-n", "team-a", "delete", "secret", "runai-ca-cert")
-    wait_for("a deleted secret is restored", lambda: bundle_in(cluster, "team-a") == one)
-    cluster.kubectl(
+    tidy_cluster.kubectl("-n", "team-a", "delete", "secret", "runai-ca-cert")
+    wait_for("a deleted secret is restored", lambda: bundle_in(tidy_cluster, "team-a") == one)
+    tidy_cluster.kubectl(
         "-n",
         "runai",
         "patch",
@@ -167,51 +171,54 @@ def test_converges_restores_validates_and_reports(
         "-p",
         '{"data": {"runai-ca.pem": "' + base64.b64encode(two).decode() + '"}}',
     )
-    wait_for("an edited secret is restored", lambda: bundle_in(cluster, "runai") == one)
-    set_source(cluster, two)
+    wait_for("an edited secret is restored", lambda: bundle_in(tidy_cluster, "runai") == one)
+    set_source(tidy_cluster, two)
     wait_for(
         "a changed source reaches every target",
-        lambda: bundle_in(cluster, "runai") == two and bundle_in(cluster, "team-a") == two,
+        lambda: (
+            bundle_in(tidy_cluster, "runai") == two and bundle_in(tidy_cluster, "team-a") == two
+        ),
     )
-    set_source(cluster, two + (DATA / "bad-input" / "key-in-bundle.pem").read_bytes())
+    set_source(tidy_cluster, two + (DATA / "bad-input" / "key-in-bundle.pem").read_bytes())
     wait_for(
         "an invalid source is reported",
         lambda: replicas[0].metrics().get("airtrust_source_valid") == 0.0,
     )
-    assert bundle_in(cluster, "runai") == two, "the last good bundle must stay"
+    assert bundle_in(tidy_cluster, "runai") == two, "the last good bundle must stay"
     assert "private-key-in-bundle" in replicas[0].log.read_text()
     metrics = replicas[0].metrics()
     assert metrics["airtrust_ca_expiry_seconds"] > 300 * 86400
     assert metrics["airtrust_reconcile_total"] > 3 and metrics["airtrust_leader"] == 1
-    assert lease(cluster)["holderIdentity"] == "replica-a"
+    assert lease(tidy_cluster)["holderIdentity"] == "replica-a"
     health = urllib.request.urlopen(f"http://127.0.0.1:{replicas[0].port}/healthz", timeout=2)
     assert health.status == 200
 
 
 def test_two_replicas_one_leader_and_failover(
-    cluster: KubeCluster, replicas: list[Replica], tmp_path: Path, pems: tuple[bytes, bytes]
+    tidy_cluster: KubeCluster, replicas: list[Replica], tmp_path: Path, pems: tuple[bytes, bytes]
 ) -> None:
     """The Lease has one holder while two replicas run, the holder keeps renewing it,
     and after the holder stops the other replica takes it (one more transition)."""
     wait_for(
-        "replica-a holds the Lease", lambda: lease(cluster).get("holderIdentity") == "replica-a"
+        "replica-a holds the Lease",
+        lambda: lease(tidy_cluster).get("holderIdentity") == "replica-a",
     )
-    first = lease(cluster)
-    second = Replica(cluster, "replica-b", tmp_path / "b.log")
+    first = lease(tidy_cluster)
+    second = Replica(tidy_cluster, "replica-b", tmp_path / "b.log")
     replicas.append(second)
     holders: list[object] = []
 
     def contested() -> bool:
         """Two passes of replica-b's loop (it asked for the Lease at least twice) and a
         renewal by the holder since replica-b started."""
-        now = lease(cluster)
+        now = lease(tidy_cluster)
         holders.append(now.get("holderIdentity"))
         return second.metrics().get("airtrust_reconcile_total", 0) >= 2 and micro_time(
             now["renewTime"]
         ) > micro_time(first["renewTime"])
 
     wait_for("replica-b refused twice while replica-a renews", contested)
-    held = lease(cluster)
+    held = lease(tidy_cluster)
     assert set(holders) == {"replica-a"}, holders
     assert held["acquireTime"] == first["acquireTime"]
     assert held.get("leaseTransitions", 0) == first.get("leaseTransitions", 0)
@@ -222,21 +229,21 @@ def test_two_replicas_one_leader_and_failover(
     holders.clear()
 
     def taken_over() -> bool:
-        holders.append(lease(cluster).get("holderIdentity"))
+        holders.append(lease(tidy_cluster).get("holderIdentity"))
         return holders[-1] == "replica-b"
 
     wait_for("replica-b holds the Lease after replica-a stopped", taken_over)
     assert set(holders) <= {"replica-a", "replica-b"}, holders
-    taken = lease(cluster)
+    taken = lease(tidy_cluster)
     assert taken["leaseTransitions"] == first.get("leaseTransitions", 0) + 1
     assert micro_time(taken["acquireTime"]) > micro_time(held["renewTime"])
     wait_for(
         "replica-b reports itself leader", lambda: second.metrics().get("airtrust_leader") == 1.0
     )
-    cluster.kubectl("create", "namespace", "team-b")
-    cluster.kubectl("label", "namespace", "team-b", SELECTOR)
-    wait_for("the new leader writes", lambda: bundle_in(cluster, "team-b") == pems[0])
-    assert lease(cluster)["holderIdentity"] == "replica-b"
+    tidy_cluster.kubectl("create", "namespace", "team-b")
+    tidy_cluster.kubectl("label", "namespace", "team-b", SELECTOR)
+    wait_for("the new leader writes", lambda: bundle_in(tidy_cluster, "team-b") == pems[0])
+    assert lease(tidy_cluster)["holderIdentity"] == "replica-b"
 
 
 def test_apiserver_restart_under_the_controller(
@@ -332,18 +339,18 @@ def test_render_controller_manifests_are_accepted(
 
 
 def test_sync_follows_the_config_roles_and_version(
-    cluster: KubeCluster, tmp_path: Path, pems: tuple[bytes, bytes]
+    tidy_cluster: KubeCluster, tmp_path: Path, pems: tuple[bytes, bytes]
 ) -> None:
-    """A control-plane-only config keeps runai-backend; an OpenShift cluster config keeps
+    """A control-plane-only config keeps runai-backend; an OpenShift tidy_cluster config keeps
     runai (with the configured version's labels) and openshift-monitoring."""
     for ns in ("airtrust-system", "runai-backend", "runai", "openshift-monitoring"):
-        cluster.kubectl("create", "namespace", ns)
-    set_source(cluster, pems[0])
+        tidy_cluster.kubectl("create", "namespace", ns)
+    set_source(tidy_cluster, pems[0])
     (tmp_path / "ca.pem").write_bytes(pems[0])
     base = {
         "domain": "runai.example.test",
         "ca": {"bundle": [str(tmp_path / "ca.pem")]},
-        "kubeconfig": str(cluster.kubeconfig),
+        "kubeconfig": str(tidy_cluster.kubeconfig),
     }
     control_plane = tmp_path / "cp.yaml"
     control_plane.write_text(yaml.safe_dump({**base, "control_plane": {"context": "admin"}}))
@@ -356,19 +363,20 @@ def test_sync_follows_the_config_roles_and_version(
     source = ["--source", "secret/airtrust-system/local-ca"]
     once = run_cli("sync", "-c", control_plane, *source, "--once")
     assert once.code == 0, once.err
-    assert bundle_in(cluster, "runai-backend") == pems[0]
+    assert bundle_in(tidy_cluster, "runai-backend") == pems[0]
     assert (
-        bundle_in(cluster, "runai") is None and bundle_in(cluster, "openshift-monitoring") is None
+        bundle_in(tidy_cluster, "runai") is None
+        and bundle_in(tidy_cluster, "openshift-monitoring") is None
     )
     once = run_cli("sync", "-c", openshift, *source, "--once")
     assert once.code == 0, once.err
-    assert bundle_in(cluster, "runai") == pems[0]
-    assert bundle_in(cluster, "openshift-monitoring") == pems[0]
-    labels = cluster.get("secret", "runai-ca-cert", "-n", "runai")["metadata"]["labels"]
+    assert bundle_in(tidy_cluster, "runai") == pems[0]
+    assert bundle_in(tidy_cluster, "openshift-monitoring") == pems[0]
+    labels = tidy_cluster.get("secret", "runai-ca-cert", "-n", "runai")["metadata"]["labels"]
     assert labels["run.ai/cluster-wide"] == "true" and labels["run.ai/name"] == "runai-ca-cert"
-    monitoring = cluster.get("secret", "runai-ca-cert", "-n", "openshift-monitoring")
+    monitoring = tidy_cluster.get("secret", "runai-ca-cert", "-n", "openshift-monitoring")
     assert "run.ai/name" not in monitoring["metadata"]["labels"]
-    # The in-cluster controller gets the same scope as arguments.
+    # The in-tidy_cluster controller gets the same scope as arguments.
     out = tmp_path / "controller"
     rendered = run_cli(
         "render",
@@ -386,5 +394,7 @@ def test_sync_follows_the_config_roles_and_version(
     joined = " ".join(args)
     assert "--role cluster" in joined and "--platform-version 2.18" in joined
     assert "--openshift true" in joined
-    bad = run_cli("sync", *source, "--role", "gpu", "--once", "--kubeconfig", cluster.kubeconfig)
+    bad = run_cli(
+        "sync", *source, "--role", "gpu", "--once", "--kubeconfig", tidy_cluster.kubeconfig
+    )
     assert bad.code == 2 and "'--role': 'gpu' is not one of 'control-plane', 'cluster'" in bad.err

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -96,32 +99,32 @@ def test_render_controller_with_a_missing_config_is_an_error(tmp_path: Path) -> 
 
 
 def test_quickstart_shows_the_plan_and_refuses_to_replace_another_ca(
-    cluster: KubeCluster, qs: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, qs: Path, tmp_path: Path
 ) -> None:
-    # The cluster already trusts another CA, put there by hand as the manual page says.
-    cluster.kubectl("create", "namespace", "runai-backend")
-    cluster.kubectl(
+    # The tidy_cluster already trusts another CA, put there by hand as the manual page says.
+    tidy_cluster.kubectl("create", "namespace", "runai-backend")
+    tidy_cluster.kubectl(
         "-n", "runai-backend", "create", "secret", "generic", "runai-ca-cert",
         f"--from-file=runai-ca.pem={qs / 'ca-bundle.pem'}",
     )  # fmt: skip
-    before = _secret_data(cluster, "runai-backend", "runai-ca-cert")
+    before = _secret_data(tidy_cluster, "runai-backend", "runai-ca-cert")
     other = tmp_path / "other"
     args = ["quickstart", "--domain", DOMAIN, "--out", other, "--context", "admin"]
-    args += ["--kubeconfig", cluster.kubeconfig]
+    args += ["--kubeconfig", tidy_cluster.kubeconfig]
     refused = run_cli(*args)
     assert refused.code == 1, refused.out + refused.err
     assert "update" in refused.out and "Secret runai-backend/runai-ca-cert" in refused.out
     assert "runai-ca.pem: certificates" in refused.out  # the plan says what changes, by fingerprint
     assert len(refused.error_lines) == 1 and "[quickstart-would-replace]" in refused.err
     assert "--force" in refused.error_lines[0] and "Traceback" not in refused.err
-    # Nothing was written on the cluster: not the CA secret, not the TLS secret.
-    assert _secret_data(cluster, "runai-backend", "runai-ca-cert") == before
-    assert _secret_data(cluster, "runai-backend", "runai-backend-tls") is None
+    # Nothing was written on the tidy_cluster: not the CA secret, not the TLS secret.
+    assert _secret_data(tidy_cluster, "runai-backend", "runai-ca-cert") == before
+    assert _secret_data(tidy_cluster, "runai-backend", "runai-backend-tls") is None
 
     forced = _ok(run_cli(*args, "--force", "-o", "json"))
     applied = json.loads(forced.out)["apply"]
     assert applied["writes"] >= 2
-    after = _secret_data(cluster, "runai-backend", "runai-ca-cert")
+    after = _secret_data(tidy_cluster, "runai-backend", "runai-ca-cert")
     assert after is not None and after != before
     import base64
 
@@ -129,11 +132,11 @@ def test_quickstart_shows_the_plan_and_refuses_to_replace_another_ca(
     # The data airtrust did not write was backed up first, beside it.
     backups = [
         s["metadata"]["name"]
-        for s in cluster.get("secrets", "-n", "runai-backend")["items"]
+        for s in tidy_cluster.get("secrets", "-n", "runai-backend")["items"]
         if s["metadata"]["name"].startswith("runai-ca-cert-backup")
     ]
-    assert backups, cluster.get("secrets", "-n", "runai-backend")
-    backup = _secret_data(cluster, "runai-backend", backups[0])
+    assert backups, tidy_cluster.get("secrets", "-n", "runai-backend")
+    backup = _secret_data(tidy_cluster, "runai-backend", backups[0])
     assert backup is not None and backup["runai-ca.pem"] == before["runai-ca.pem"]  # type: ignore[index]
     # And the folder's own config agrees now: a rerun changes nothing, without --force.
     again = _ok(run_cli(*args, "-o", "json"))
@@ -144,11 +147,11 @@ def test_quickstart_shows_the_plan_and_refuses_to_replace_another_ca(
 
 
 def test_apply_server_dry_run_says_would_apply_and_writes_nothing(
-    cluster: KubeCluster, qs: Path, tmp_path: Path
+    tidy_cluster: KubeCluster, qs: Path, tmp_path: Path
 ) -> None:
-    config = _config(tmp_path, qs, cluster.kubeconfig)
-    cluster.kubectl("create", "namespace", "runai-backend")
-    cluster.kubectl("create", "namespace", "runai")
+    config = _config(tmp_path, qs, tidy_cluster.kubeconfig)
+    tidy_cluster.kubectl("create", "namespace", "runai-backend")
+    tidy_cluster.kubectl("create", "namespace", "runai")
     shown = _ok(run_cli("apply", "-c", config, "--dry-run=server"))
     assert "would apply" in shown.out and "0 writes (dry run)" in shown.out, shown.out
     assert "applied" not in shown.out and "write(s)" not in shown.out, shown.out
@@ -156,14 +159,14 @@ def test_apply_server_dry_run_says_would_apply_and_writes_nothing(
     assert data["writes"] == 0 and data["would_apply"] > 0
     assert {r["status"] for r in data["results"]} <= {"would apply", "unchanged"}
     # kubectl, not airtrust, says nothing was stored.
-    assert _secret_data(cluster, "runai-backend", "runai-ca-cert") is None
-    assert _secret_data(cluster, "runai", "runai-ca-cert") is None
+    assert _secret_data(tidy_cluster, "runai-backend", "runai-ca-cert") is None
+    assert _secret_data(tidy_cluster, "runai", "runai-ca-cert") is None
     real = _ok(run_cli("apply", "-c", config))
     assert "applied" in real.out and "write(s)" in real.out
-    assert _secret_data(cluster, "runai", "runai-ca-cert") is not None
+    assert _secret_data(tidy_cluster, "runai", "runai-ca-cert") is not None
 
 
-# --- 8: doctor with an unreachable cluster still reports what needs none -----------------
+# --- 8: doctor with an unreachable tidy_cluster still reports what needs none -----------------
 
 
 def test_doctor_with_an_unreachable_cluster_reports_the_rest(qs: Path, tmp_path: Path) -> None:
@@ -306,13 +309,15 @@ def test_doctor_fix_for_a_missing_release_installs_with_a_values_file(
 # --- 12: the --shell script and the printed steps run twice ------------------------------
 
 
-def test_shell_script_runs_twice_against_a_cluster(cluster: KubeCluster, tmp_path: Path) -> None:
+def test_shell_script_runs_twice_against_a_cluster(
+    tidy_cluster: KubeCluster, tmp_path: Path
+) -> None:
     folder = tmp_path / "qs"
     script = tmp_path / "steps.sh"
     _ok(run_cli("quickstart", "--domain", DOMAIN, "--out", folder, "--shell", script))
     env = {
         "PATH": f"{BIN}:/usr/bin:/bin",
-        "KUBECONFIG": str(cluster.kubeconfig),
+        "KUBECONFIG": str(tidy_cluster.kubeconfig),
         "HOME": str(tmp_path),
     }
     for run in (1, 2):
@@ -322,8 +327,8 @@ def test_shell_script_runs_twice_against_a_cluster(cluster: KubeCluster, tmp_pat
         assert ran.returncode == 0, (run, ran.stderr)
         assert "AlreadyExists" not in ran.stderr and "already exists" not in ran.stderr
     for namespace in ("runai-backend", "runai"):
-        assert _secret_data(cluster, namespace, "runai-ca-cert") is not None
-    assert _secret_data(cluster, "runai-backend", "runai-backend-tls") is not None
+        assert _secret_data(tidy_cluster, namespace, "runai-ca-cert") is not None
+    assert _secret_data(tidy_cluster, "runai-backend", "runai-backend-tls") is not None
     # The printed next steps are the same commands: each runs again too.
     listed = json.loads(
         _ok(run_cli("quickstart", "--domain", DOMAIN, "--out", folder, "-o", "json")).out
@@ -403,22 +408,62 @@ def test_printed_verify_step_names_the_program_that_ran(tmp_path: Path) -> None:
 # --- 15: no markup reaches a pipe ---------------------------------------------------------
 
 
+#: rich markup as a pipe would show it verbatim: a closing tag, or an opening style tag.
+MARKUP = re.compile(
+    r"\[/|\[(bold|dim|italic|underline|reverse|red|green|yellow|blue|magenta|cyan|white|link)\b"
+)
+
+
+def _command_paths() -> set[tuple[str, ...]]:
+    """Every command a user can run, read from the CLI's own tree (typer's click
+    Group), so a command added later is in this set without a line changed here."""
+    import click
+
+    with warnings.catch_warnings():  # typer's own use of click's deprecated names
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import typer.main
+
+    from airtrust.cli.main import app
+
+    def walk(command: click.Command, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from walk(sub, (*path, name))
+        else:
+            yield path
+
+    return set(walk(typer.main.get_command(app), ()))
+
+
+def _path_of(args: tuple[str | Path, ...], paths: set[tuple[str, ...]]) -> tuple[str, ...] | None:
+    words = tuple(str(a) for a in args)
+    return next((p for p in paths if words[: len(p)] == p), None)
+
+
 def test_no_command_prints_markup_into_a_pipe(
-    qs: Path, tmp_path: Path, shared_cluster: KubeCluster
+    qs: Path, tmp_path: Path, shared_cluster: KubeCluster, registry: Registry
 ) -> None:
+    """Every command in the CLI's tree runs with its output a pipe (run_cli captures
+    it), with arguments that make it print something a user sees: its result, or its
+    one-line error where it needs what this test does not give it (a node, a running
+    rotation, an OCI layout). None of it carries rich markup."""
     config = _config(tmp_path, qs, shared_cluster.kubeconfig)
-    runs = [
-        ("ca", "create", "--out", tmp_path / "ca"),
-        (
-            "cert",
-            "issue",
-            "--ca-dir",
-            tmp_path / "ca",
-            "--domain",
-            "localhost",
-            "--out",
-            tmp_path / "leaf",
-        ),
+    _ok(run_cli("ca", "create", "--out", tmp_path / "ca"))
+    layer = make_tar(
+        tmp_path / "l.tar",
+        {"etc": "dir", "etc/ssl": "dir", "etc/ssl/certs": "dir",
+         "etc/ssl/certs/ca-certificates.crt": host_bundle()},
+    )  # fmt: skip
+    ref = registry.ref("markup/app:1.0")
+    push_tar(ref, layer)
+    kube = ("--kubeconfig", shared_cluster.kubeconfig)
+    source = "secret/markup-nowhere/local-ca"
+    (tmp_path / "node-root").mkdir()
+    runs: list[tuple[str | Path, ...]] = [
+        ("--version",),
+        ("ca", "create", "--out", tmp_path / "ca2"),
+        ("cert", "issue", "--ca-dir", tmp_path / "ca", "--domain", "localhost",
+         "--out", tmp_path / "leaf"),
         ("verify", "--ca", qs / "ca-bundle.pem", qs / "tls.crt", "--hostname", DOMAIN),
         ("inspect", qs / "tls.crt"),
         ("bundle", "build", qs / "ca-bundle.pem", "--out", tmp_path / "b.pem"),
@@ -428,19 +473,49 @@ def test_no_command_prints_markup_into_a_pipe(
         ("apply", "-c", config, "--dry-run=server"),
         ("render", "-c", config, "--out", tmp_path / "r"),
         ("render", "--controller", "--image", IMAGE, "--out", tmp_path / "rc"),
+        ("render", "--inject", "--url", "https://127.0.0.1:8443/mutate",
+         "--ca", qs / "ca-bundle.pem", "--out", tmp_path / "ri"),
+        ("render", "--node-trust", "--image", IMAGE, "--source", source,
+         "--registry", registry.host, "--out", tmp_path / "rn"),
         ("doctor", "-c", config),
+        ("doctor", "-c", config, "--html", tmp_path / "report.html"),
         ("helm", "-c", config),
+        ("chart", "values", "-c", config, "--offline", "--out", tmp_path / "values.yaml"),
         ("rotate", "status", "-c", config),
-        ("--version",),
-    ]
-    for args in runs:
-        result = run_cli(*args)
-        assert "Traceback" not in result.err, (args, result.err)
-        for stream in (result.out, result.err):
-            assert "[/" not in stream and "[bold]" not in stream and "[green]" not in stream, (
-                args,
-                stream,
-            )
+        # No rotation is recorded, and the new CA folder is missing: one-line errors.
+        ("rotate", "start", "-c", config, "--new-ca", tmp_path / "no-such-ca"),
+        ("rotate", "finish", "-c", config),
+        # The source is missing on the cluster: a one-line error after one pass.
+        ("sync", "--once", "--source", source, "--namespace", "default", *kube),
+        # No such configuration: unregister is done at once ("absent already is fine").
+        ("inject", "unregister", "--name", "markup-absent", *kube),
+        ("inject", "serve", "--listen", "127.0.0.1:1", "--cert", tmp_path / "none.crt",
+         "--key", tmp_path / "none.key", "--ca", qs / "ca-bundle.pem", *kube),
+        ("image", "inspect", ref, "--ca", qs / "ca-bundle.pem"),
+        ("image", "patch", ref, "--ca", qs / "ca-bundle.pem",
+         "--to", registry.ref("markup/app:1.0-airtrust")),
+        ("image", "dockerfile", ref, "--ca", qs / "ca-bundle.pem", "--out", tmp_path / "ctx"),
+        ("image", "push", tmp_path / "no-such-layout.tar", registry.ref("markup/pushed:1")),
+        ("image", "build-controller", "--base", f"oci:{tmp_path / 'no-base.tar'}",
+         "--to", f"oci:{tmp_path / 'out.tar'}", "--wheels", tmp_path / "no-wheels"),
+        ("node", "install", "--registry", registry.host, "--ca", qs / "ca-bundle.pem",
+         "--root", tmp_path / "node-root", "--runtime", "docker", "--dry-run"),
+        ("node", "sync", "--once", "--source", source, "--registry", registry.host,
+         "--node", "markup-node", "--root", tmp_path / "node-root", "--runtime",
+         "containerd", *kube),
+    ]  # fmt: skip
+    paths = _command_paths()
+    covered = {_path_of(args, paths) for args in runs}
+    assert paths <= covered, f"commands run by no line here: {sorted(paths - covered)}"
+    # Independent of each other: a few at a time (each is a Python start-up, a wait on
+    # the apiserver or the registry).
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda args: run_cli(*args), runs))
+    for args, result in zip(runs, results, strict=True):
+        said = result.out + result.err
+        assert said.strip(), (args, "printed nothing")
+        assert "Traceback" not in said, (args, said)
+        assert MARKUP.search(said) is None, (args, said)
     verified = run_cli("verify", "--ca", qs / "ca-bundle.pem", qs / "tls.crt", "--hostname", DOMAIN)
     assert verified.code == 0 and verified.out.startswith("OK "), verified.out
 
