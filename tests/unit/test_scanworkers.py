@@ -1,4 +1,5 @@
-"""Layer scanning in worker processes gives what scanning in this process gives.
+"""Layer scanning in worker processes gives what scanning in this process gives, and
+the jobs of a batch read a shared layer once.
 
 The workers are real subprocesses (``python -m airtrust.registry.scanworkers``);
 the reference is :func:`airtrust.layers.scan.scan_layer_stream` in this process.
@@ -9,11 +10,14 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from airtrust.layers.scan import scan_layer_stream
+from airtrust.layers.scan import LayerIndex, scan_layer_stream
+from airtrust.registry.append import LayerCache
 from airtrust.registry.scanworkers import THRESHOLD, WorkerPool, worker_count
 
 
@@ -93,3 +97,45 @@ def test_worker_count_follows_size_layers_and_the_override(
     assert worker_count([1, 1, 1, 1]) == 3
     monkeypatch.setenv("AIRTRUST_SCAN_WORKERS", "0")
     assert worker_count([THRESHOLD] * 4) == 0
+
+
+def test_jobs_that_need_one_layer_at_once_scan_it_once(tmp_path: Path) -> None:
+    """Two jobs of a batch (two LayerCache objects, one folder) ask for the same layer
+    at the same moment: one scan runs, both get its index, the cache holds it."""
+    started, release = threading.Event(), threading.Event()
+    scans: list[int] = []
+    want = scan_layer_stream(chunked(layer(FILES)), frozenset())
+
+    def scan() -> LayerIndex:
+        scans.append(1)
+        started.set()
+        release.wait(10)
+        return want
+
+    got: list[LayerIndex] = []
+    first = threading.Thread(
+        target=lambda: got.append(LayerCache(tmp_path).once("sha256:ab", frozenset(), scan))
+    )
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(
+        target=lambda: got.append(LayerCache(tmp_path).once("sha256:ab", frozenset(), scan))
+    )
+    second.start()
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert len(scans) == 1 and len(got) == 2
+    assert got[0].to_json() == got[1].to_json() == want.to_json()
+    cached = LayerCache(tmp_path).get("sha256:ab")
+    assert cached is not None and cached.to_json() == want.to_json()
+
+
+def test_a_failed_scan_is_not_cached_and_the_next_job_scans_again(tmp_path: Path) -> None:
+    def broken() -> LayerIndex:
+        raise ConnectionError("registry went away")
+
+    with pytest.raises(ConnectionError):
+        LayerCache(tmp_path).once("sha256:cd", frozenset(), broken)
+    index = LayerCache(tmp_path).once("sha256:cd", frozenset(), LayerIndex)
+    assert index.entries == {}

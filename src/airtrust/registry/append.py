@@ -25,10 +25,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from cryptography import x509
 
@@ -102,10 +102,46 @@ def cache_dir() -> Path:
 
 
 class LayerCache:
-    """Trust-store facts of a layer, by digest: a base read once is never read again."""
+    """Trust-store facts of a layer, by digest: a base read once is never read again.
+
+    Within one process a layer is also read once while it is being read: the jobs
+    of a batch (``image patch --from FILE -j N``) share their bases, and the second
+    job to need a layer waits for the first one's scan instead of downloading it
+    again.
+    """
+
+    _flights: ClassVar[dict[Path, Future[LayerIndex]]] = {}
+    _flights_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or cache_dir()
+
+    def once(
+        self, digest: str, extra: frozenset[str], scan: Callable[[], LayerIndex]
+    ) -> LayerIndex:
+        """The layer's index from the cache, or from ``scan`` run by one caller at a
+        time in this process (the others get its result, or its error)."""
+        path = self._path(digest, extra)
+        with LayerCache._flights_lock:
+            flight = LayerCache._flights.get(path)
+            leader = flight is None
+            if flight is None:
+                flight = LayerCache._flights[path] = Future()
+        if not leader:
+            return flight.result()
+        try:
+            index = self.get(digest, extra)  # another job may have just written it
+            if index is None:
+                index = scan()
+                self.put(digest, index, extra)
+            flight.set_result(index)
+            return index
+        except BaseException as exc:
+            flight.set_exception(exc)
+            raise
+        finally:
+            with LayerCache._flights_lock:
+                del LayerCache._flights[path]
 
     def _path(self, digest: str, extra: frozenset[str]) -> Path:
         name = f"v{SCAN_VERSION}-{digest.replace(':', '-')}"
@@ -269,13 +305,18 @@ class Patcher:
             digest = desc["digest"]
             index = cached[digest]
             if index is None:
-                chunks = self.client.stream_blob(repository, digest)
-                meter = self._meter(f"read layer {digest[7:19]}", int(desc.get("size", 0)))
-                if meter is not None:
-                    chunks = _metered(chunks, meter)
-                index = pool.scan(chunks, extra) if pool else scan_layer_stream(chunks, extra)
-                self.cache.put(digest, index, extra)
-                cached[digest] = index
+
+                def scan() -> LayerIndex:
+                    chunks = self.client.stream_blob(repository, digest)
+                    size = int(desc.get("size", 0))
+                    meter = self._meter(f"read layer {digest[7:19]}", size)
+                    if meter is not None:
+                        chunks = _metered(chunks, meter)
+                    if pool is not None:
+                        return pool.scan(chunks, extra)
+                    return scan_layer_stream(chunks, extra)
+
+                index = cached[digest] = self.cache.once(digest, extra, scan)
             return index
 
         # The largest layers first, so the last one to finish is a small one.
