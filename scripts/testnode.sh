@@ -65,8 +65,20 @@ netns_up() {  # dir
 
 netns_down() {  # dir
   [ -f "$1/netns" ] || return 0
-  local name
+  local name pid
   name=$(cat "$1/netns")
+  # Relays `expose` started and a test never stopped: a listening socket of theirs would
+  # keep the namespace alive after its name is gone. Each one's command line names the
+  # namespace (a pid reused since is left alone).
+  if [ -f "$1/relay-expose.pids" ]; then
+    for pid in $(cat "$1/relay-expose.pids"); do
+      tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q "nsrelay .*/run/netns/$name " \
+        || continue
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do running "$pid" || break; sleep 0.05; done
+    done
+    rm -f "$1/relay-expose.pids"
+  fi
   ip netns del "$name" 2>/dev/null || true
   rm -f "$1/netns"
 }
@@ -87,6 +99,7 @@ expose() {  # dir port...
   python3 "$here/scripts/nsrelay" --listen-netns "/run/netns/$(cat "$d/netns")" \
     "${pairs[@]}" >> "$d/relay-expose.log" 2>&1 &
   local pid=$!
+  echo "$pid" >> "$d/relay-expose.pids"  # for `down`, should the caller not stop it
   for p in "$@"; do
     for _ in $(seq 1 100); do
       nsenter "--net=/run/netns/$(cat "$d/netns")" ss -Hltn "sport = :$p" | grep -q . && break

@@ -13,10 +13,12 @@ name its certificate holds through ``hostAliases``).
 from __future__ import annotations
 
 import contextlib
+import html.parser
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,7 +106,10 @@ class Node:
         """Create ``pod`` and wait until it ends: (phase, its ``main`` container's log, read
         through the kubelet with kubectl logs)."""
         self.cluster.kubectl("create", "-f", "-", stdin=json.dumps(pod).encode())
-        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        return self.ended(pod["metadata"]["namespace"], pod["metadata"]["name"], timeout)
+
+    def ended(self, ns: str, name: str, timeout: float = 180) -> tuple[str, str]:
+        """Wait until the pod ``ns/name`` (created by the caller) ends: as `run_pod`."""
         phase = ""
 
         def ended() -> bool:
@@ -134,9 +139,13 @@ class Node:
 
 
 @contextlib.contextmanager
-def started_node(folder: Path) -> Iterator[Node]:
+def started_node(folder: Path, request: pytest.FixtureRequest | None = None) -> Iterator[Node]:
     """A node cluster for a module; when the module is done it is brought down and must
-    leave nothing behind after the pods it ran (checked here, on this very node)."""
+    leave nothing behind after the pods it ran (checked here, on this very node).
+
+    Two timings go to the test output (`tell`): `up --node` to node Ready, and a first
+    pod (the pause image every sandbox needs anyway) from create to Running with a pod
+    IP: what a user waits for before a new node does any work."""
     pki = folder / "pki"
     result = run_cli("quickstart", "--domain", HOST, "--ip", "127.0.0.1", "--out", pki)
     assert result.code == 0, result.err
@@ -144,11 +153,61 @@ def started_node(folder: Path) -> Iterator[Node]:
     host_rules = _host_iptables()
     started = time.monotonic()
     with started_cluster(d, node=True) as cluster:
-        print(f"\nnode Ready {time.monotonic() - started:.1f} s after `up --node`")
+        ready = time.monotonic() - started
         node = Node(cluster, d, (d / "registry").read_text().strip(), d / "registry-ca.crt", pki)
         netns, cgroup_root = node.netns, (d / "node" / "cgroup-root").read_text().strip()
+        netns_id = _inode(Path("/run/netns") / netns)
+        first = _first_pod(node)
+        tell(
+            request,
+            f"node Ready after {ready:.1f} s (`testcluster up --node`); first pod Running "
+            f"with IP after {first:.1f} s (kubectl create to Running with status.podIP)",
+        )
         yield node
-    _assert_nothing_left(d, netns, cgroup_root, host_rules)
+    _assert_nothing_left(d, netns, netns_id, cgroup_root, host_rules)
+
+
+def tell(request: pytest.FixtureRequest | None, text: str) -> None:
+    """``text`` in the run's output, passing or not: around pytest's capture, to the
+    process's stderr, which xdist workers share with the controller (so CI shows it).
+    Without a request: a plain print (shown with ``-s``)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager") if request else None
+    if capture is None:
+        print(f"\n{text}")
+        return
+    with capture.global_and_fixture_disabled():
+        sys.stderr.write(f"\n{text}\n")
+        sys.stderr.flush()
+
+
+def _first_pod(node: Node) -> float:
+    """Seconds from the first create of a pause pod to Running with ``status.podIP``.
+    Created until admitted: the controller-manager makes the default ServiceAccount a
+    moment after the apiserver is up."""
+    name, manifest = "first-pod", pod("first-pod", "default", node.ref("pause:3.10"))
+    manifest["spec"]["terminationGracePeriodSeconds"] = 0
+    body = json.dumps(manifest).encode()
+    started = time.monotonic()
+
+    def created() -> bool:
+        made = node.cluster.kubectl("create", "-f", "-", stdin=body, check=False)
+        return made.returncode == 0
+
+    wait_for("the first pod admitted (the default ServiceAccount made)", created, timeout=60)
+
+    def running() -> bool:
+        status = node.cluster.get("pod", "-n", "default", name).get("status") or {}
+        return status.get("phase") == "Running" and bool(status.get("podIP"))
+
+    wait_for("the first pod Running with a pod IP", running, timeout=120)
+    took = time.monotonic() - started
+    node.cluster.kubectl("-n", "default", "delete", "pod", name, "--wait=false")
+    return took
+
+
+def _inode(path: Path) -> tuple[int, int]:
+    found = path.stat()  # follows the link: the namespace itself (nsfs), not the name
+    return found.st_dev, found.st_ino
 
 
 def _host_iptables() -> str:
@@ -157,20 +216,65 @@ def _host_iptables() -> str:
     return "\n".join(line for line in proc.stdout.splitlines() if line[:1] not in "#:")
 
 
-def _assert_nothing_left(folder: Path, netns: str, cgroup_root: str, host_rules: str) -> None:
+def _assert_nothing_left(
+    folder: Path, netns: str, netns_id: tuple[int, int], cgroup_root: str, host_rules: str
+) -> None:
     mounts = [m for m in Path("/proc/mounts").read_text().splitlines() if str(folder) in m]
     assert not mounts, f"mounts left by `testcluster down`: {mounts}"
     netns_list = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert netns not in netns_list, f"network namespace {netns} left: {netns_list}"
+    # The name is gone; the namespace itself lives on while any process is in it.
+    inside = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if _inode(proc / "ns" / "net") == netns_id and not _zombie(proc):
+                    inside.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    assert not inside, f"processes left in the node's network namespace: {inside}"
     leftovers = [p for p in Path("/sys/fs/cgroup").glob(f"*{cgroup_root}") if p.exists()]
     assert not leftovers, f"cgroups left: {leftovers}"
     ps = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True, check=True)
+    # Every process `up` starts names DIR, or (the relays, scripts/nsrelay) the namespace.
     alive = [
         line for line in ps.stdout.splitlines()
-        if str(folder) in line and not line.lstrip().startswith("Z")
+        if (str(folder) in line or f"/run/netns/{netns}" in line)
+        and not line.lstrip().startswith("Z")
     ]  # fmt: skip
     assert not alive, f"processes left: {alive}"
     assert _host_iptables() == host_rules, "the host's iptables rules changed"
+
+
+def _zombie(proc: Path) -> bool:
+    return (proc / "stat").read_text().rpartition(")")[2].split()[0] == "Z"
+
+
+class _Page(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[dict[str, str]] = []
+        self.evidence = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        classes = found.get("class", "").split()
+        if "trust-point" in classes:
+            self.points.append({k[5:]: v for k, v in found.items() if k.startswith("data-")})
+        self.evidence = "evidence-inline" in classes and bool(self.points)
+
+    def handle_endtag(self, tag: str) -> None:
+        self.evidence = False
+
+    def handle_data(self, data: str) -> None:
+        if self.evidence:
+            self.points[-1]["evidence"] = self.points[-1].get("evidence", "") + data
+
+
+def trust_points(page: Path) -> list[dict[str, str]]:
+    """The trust points of a `doctor --html` page as a reader sees them: each one's
+    check, target, context and status (its ``data-`` attributes) and its evidence."""
+    parser = _Page()
+    parser.feed(page.read_text())
+    return parser.points
 
 
 def pod(

@@ -42,6 +42,7 @@ from tests.integration.node import (
     pod,
     push_debian,
     started_node,
+    trust_points,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,8 +55,10 @@ BUNDLE = "/etc/airtrust/ca/ca-bundle.pem"
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    with started_node(tmp_path_factory.mktemp("inject-node")) as n:
+def node(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Node]:
+    with started_node(tmp_path_factory.mktemp("inject-node"), request) as n:
         yield n
 
 
@@ -141,6 +144,16 @@ def _injected(p: dict[str, Any]) -> bool:
     return INJECTED in (p["metadata"].get("annotations") or {})
 
 
+def _restarts(webhook: Webhook) -> dict[str, tuple[int, Any]]:
+    """Each webhook pod's container restarts (a liveness probe that failed kills it), with
+    how the last one ended."""
+    return {
+        p["metadata"]["name"]: (s.get("restartCount", 0), s.get("lastState"))
+        for p in webhook.pods()
+        for s in (p.get("status") or {}).get("containerStatuses", [])
+    }
+
+
 def held(name: str, ns: str, image: str) -> dict[str, Any]:
     """A pod that is admitted and stored but never scheduled (a scheduling gate): many
     can be created on two cores, and admission is all that is judged."""
@@ -181,6 +194,10 @@ def webhook(
     print(f"\nrendered webhook Ready {time.monotonic() - started:.1f} s after kubectl apply")
     try:
         yield hook
+        # Whatever the module's tests did (frozen replicas, rotations, restarts under
+        # Fail), no liveness probe ever killed a webhook container.
+        restarts = _restarts(hook)
+        assert restarts and all(n == 0 for n, _ in restarts.values()), restarts
     finally:
         api.close()
 
@@ -190,8 +207,11 @@ def test_the_rendered_webhook_runs_as_written_and_injected_pods_trust_the_ca(
 ) -> None:
     """Two replicas Ready (probes on the named https port), called through the Service:
     a pod in a labelled namespace comes back injected, and curl in it (and in its init
-    container, beside a ConfigMap's envFrom) trusts the local CA; the same pod in an
-    unlabelled namespace is untouched and curl refuses the server in its own words."""
+    container, beside a ConfigMap's envFrom) trusts the local CA; the ConfigMap's
+    REQUESTS_CA_BUNDLE is overridden by the injected env, as kubectl's warning said; the
+    same pod in an unlabelled namespace is untouched and curl refuses the server in its
+    own words. `kubectl exec` into each replica (through the kubelet on the pod network)
+    shows the serving certificate `apply` issued, mounted; neither container restarted."""
     deployment = webhook.get("deployment", "-n", NS, NAME)
     assert deployment["status"]["readyReplicas"] == 2
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -205,13 +225,19 @@ def test_the_rendered_webhook_runs_as_written_and_injected_pods_trust_the_ca(
     trusted = webhook.namespace("trust-in")
     plain = webhook.namespace("trust-out", in_scope=False)
     for ns in (trusted, plain):
-        webhook.kubectl("-n", ns, "create", "configmap", "settings", "--from-literal=MODEL=llama")
+        webhook.kubectl(
+            "-n", ns, "create", "configmap", "settings", "--from-literal=MODEL=llama",
+            "--from-literal=REQUESTS_CA_BUNDLE=/etc/own/ca.pem",
+        )  # fmt: skip
     with (
         openssl_server(webhook.node.pki / "tls.crt", webhook.node.pki / "tls.key") as server,
         webhook.node.exposed(server.port),
     ):
         url = f"https://{HOST}:{server.port}/"
-        curl = f'echo "model=$MODEL"; curl -sS -o /dev/null {url} && echo trusted'
+        curl = (
+            f'echo "model=$MODEL requests=$REQUESTS_CA_BUNDLE"; '
+            f"curl -sS -o /dev/null {url} && echo trusted"
+        )
         for ns in (trusted, plain):
             client = pod(
                 "client", ns, debian_image, command=["sh", "-c", curl],
@@ -220,11 +246,22 @@ def test_the_rendered_webhook_runs_as_written_and_injected_pods_trust_the_ca(
                                  "command": ["curl", "-sS", "-o", "/dev/null", url]}],
                 hostAliases=host_aliases(webhook.node),
             )  # fmt: skip
-            phase, log = webhook.node.run_pod(client)
+            created = webhook.create(client)
+            said = created.stderr.decode()
+            assert created.returncode == 0, said
+            phase, log = webhook.node.ended(ns, "client")
             stored = webhook.stored(ns, "client")
             if ns == trusted:
                 assert phase == "Succeeded", log[-2000:]
-                assert "model=llama" in log and "trusted" in log, log
+                assert f"model=llama requests={BUNDLE}" in log and "trusted" in log, log
+                (warning,) = [line for line in said.splitlines() if line.startswith("Warning:")]
+                assert (
+                    warning.startswith(
+                        f"Warning: airtrust inject: pod {ns}/client container main: the injected "
+                        "env SSL_CERT_FILE, REQUESTS_CA_BUNDLE,"
+                    )
+                    and "its envFrom (configMap settings) sets; to keep your own" in warning
+                ), said
                 assert _injected(stored)
                 record = json.loads(stored["metadata"]["annotations"][INJECTED])
                 assert set(record["containers"]) == {"fetch", "main"}
@@ -242,12 +279,34 @@ def test_the_rendered_webhook_runs_as_written_and_injected_pods_trust_the_ca(
                 assert UNTRUSTED["curl"] in init_log, init_log
                 assert not _injected(stored)
                 assert all("env" not in c for c in stored["spec"]["containers"])
+                assert "Warning" not in said, said
+
+    def mounted_as_issued() -> bool:
+        """kubectl exec into each replica: the serving certificate it mounts is the one in
+        the Secret (the kubelet may still be syncing one an earlier rotation changed)."""
+        secret = webhook.get("secret", "-n", NS, "airtrust-inject-tls")["data"]["tls.crt"]
+        return all(
+            webhook.kubectl("-n", NS, "exec", f"pod/{p['metadata']['name']}", "-c", "inject",
+                            "--", "cat", "/tls/tls.crt").stdout == base64.b64decode(secret)
+            for p in webhook.pods()
+        )  # fmt: skip
+
+    wait_for("each replica mounting the serving certificate apply issued", mounted_as_issued, 90)
+    restarts = _restarts(webhook)
+    assert len(restarts) == 2 and all(n == 0 for n, _ in restarts.values()), restarts
 
 
 def _doctor_inject(webhook: Webhook) -> dict[str, dict[str, str]]:
-    result = run_cli("doctor", "-c", webhook.config, "-o", "json")
+    """doctor's inject checks from its JSON, and the same from its HTML page: each
+    trust point there with its status and evidence."""
+    page = webhook.folder / "doctor.html"
+    result = run_cli("doctor", "-c", webhook.config, "-o", "json", "--html", page)
     assert "Traceback" not in result.err, result.err
     checks = [c for c in json.loads(result.out)["checks"] if c["name"] == "inject"]
+    shown = [p for p in trust_points(page) if p["check"] == "inject"]
+    assert sorted((p["target"], p["status"], p["evidence"]) for p in shown) == sorted(
+        (c["target"], c["status"], c["evidence"]) for c in checks
+    ), shown
     return {c["target"]: c for c in checks}
 
 
@@ -256,7 +315,8 @@ def test_doctor_judges_the_webhook_through_its_service(webhook: Webhook) -> None
     path: the Service's ready endpoints (EndpointSlices), the serving certificate
     verified by the webhook's own caBundle for NAME.NS.svc, and a dry-run pod the
     apiserver sends through the Service. With no replica left, the endpoints and the
-    dry run fail, named, with where to look."""
+    dry run fail, named, with where to look. Every answer is read from doctor's JSON and
+    checked against its --html page (`_doctor_inject`)."""
     ns = webhook.namespace(f"doctor-{int(time.monotonic() * 1000) % 100000}")
     service, secret, dry_run = (
         f"Service {NS}/{NAME}",

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import http.server
 import json
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -335,6 +339,142 @@ def test_the_webhook_down_ignore_admits_uninjected_and_doctor_says_so_fail_refus
         _render_and_apply(webhook.url, webhook.cluster, webhook.folder, "Ignore")
     _create(webhook, _pod("after", "team-a"))
     assert "airtrust.io/injected" in webhook.pod("team-a", "after")["metadata"]["annotations"]
+
+
+class _Faulty(http.server.BaseHTTPRequestHandler):
+    """A webhook that breaks its side of the contract: ``fault`` is "500" (an error
+    status) or "malformed" (200 with a body that is no AdmissionReview)."""
+
+    fault = ""
+    calls: list[str]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.calls.append(self.path.partition("?")[0])  # the apiserver adds ?timeout=
+        status, body = (
+            (500, b"internal error\n")
+            if self.fault == "500"
+            else (200, b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionRev')
+        )
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def faulty_webhook(folder: Path, fault: str) -> Iterator[tuple[int, list[str]]]:
+    """(port, the paths posted to): a TLS server on 127.0.0.1 serving the webhook's own
+    certificate (issued by the CA in the rendered caBundle), answering ``fault``."""
+    calls: list[str] = []
+    handler = type("Faulty", (_Faulty,), {"fault": fault, "calls": calls})
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "wh" / "tls.crt", folder / "wh" / "tls.key")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(httpd.server_address[1]), calls
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("fault", ["500", "malformed"])
+def test_a_webhook_answering_500_or_garbage_ignore_admits_uninjected_fail_refuses(
+    webhook: Webhook, fault: str
+) -> None:
+    """The configuration airtrust renders, pointed at a server that answers an error or
+    a reply that is no AdmissionReview, judged by the apiserver: under Ignore the pod is
+    admitted as written, under Fail refused in the apiserver's words; outside the
+    scope nothing changes."""
+    with faulty_webhook(webhook.folder, fault) as (port, calls):
+        url = f"https://127.0.0.1:{port}"
+        probes = iter(range(1000))
+
+        def called(policy: str) -> bool:
+            """A server-side dry run reaches the faulty server under ``policy`` (the
+            apiserver's informer has the applied configuration)."""
+            before = len(calls)
+            name = f"probe-{fault}-{next(probes)}"
+            dry = webhook.cluster.kubectl(
+                "create", "--dry-run=server", "-f", "-",
+                stdin=json.dumps(_pod(name, "team-a")).encode(), check=False,
+            )  # fmt: skip
+            refused = dry.returncode != 0
+            return len(calls) > before and refused == (policy == "Fail")
+
+        try:
+            for policy in ("Ignore", "Fail"):
+                _render_and_apply(url, webhook.cluster, webhook.folder, policy)
+                wait_for(
+                    f"the apiserver calling the {fault} webhook under {policy}",
+                    functools.partial(called, policy),
+                )
+                name = f"{fault}-{policy.lower()}"
+                before = len(calls)
+                answer = _create(webhook, _pod(name, "team-a"), check=False)
+                said = answer.stderr.decode()
+                assert len(calls) > before and set(calls) == {"/mutate"}, calls
+                if policy == "Ignore":
+                    assert answer.returncode == 0, said
+                    stored = webhook.pod("team-a", name)
+                    assert "airtrust.io/injected" not in (
+                        stored["metadata"].get("annotations") or {}
+                    )
+                    assert all("env" not in c for c in stored["spec"]["containers"])
+                else:
+                    assert answer.returncode != 0
+                    assert (
+                        'failed calling webhook "inject.airtrust.io": failed to call webhook'
+                        in said
+                    ), said
+                    assert not webhook.cluster.exists("pod", name, "team-a")
+                    before = len(calls)
+                    _create(webhook, _pod(f"{fault}-outside", "plain"))
+                    assert len(calls) == before  # never asked about a pod out of scope
+        finally:
+            _render_and_apply(webhook.url, webhook.cluster, webhook.folder, "Ignore")
+
+
+def test_a_pod_with_env_from_is_injected_and_kubectl_warns_what_it_overrides(
+    webhook: Webhook,
+) -> None:
+    """env beats envFrom, so the injected variables override the same names in a
+    ConfigMap the pod takes with envFrom: the pod is injected, kubectl prints the
+    webhook's warning naming the pod, container, ConfigMap and variables and the way to
+    keep one's own; a variable the container sets in env stays as it is, unnamed."""
+    webhook.kubectl(
+        "-n", "team-b", "create", "configmap", "own-ca",
+        "--from-literal=REQUESTS_CA_BUNDLE=/etc/own/ca.pem",
+    )  # fmt: skip
+    manifest = _pod("env-from", "team-b")
+    main, side = manifest["spec"]["containers"]
+    main["envFrom"] = side["envFrom"] = [{"configMapRef": {"name": "own-ca"}}]
+    side["env"] = [{"name": "REQUESTS_CA_BUNDLE", "value": "/etc/own/ca.pem"}]
+    created = _create(webhook, manifest)
+    warnings = [
+        line for line in created.stderr.decode().splitlines() if line.startswith("Warning:")
+    ]
+    but_requests = ", ".join(v for v in VARS if v != "REQUESTS_CA_BUNDLE")
+    assert warnings == [
+        f"Warning: airtrust inject: pod team-b/env-from container {name}: the injected env "
+        f"{names} overrides any of these names its envFrom (configMap own-ca) sets; to keep "
+        "your own values, set them in the container's env, which airtrust leaves alone"
+        for name, names in (("main", ", ".join(VARS)), ("side", but_requests))
+    ], created.stderr.decode()
+    stored = webhook.pod("team-b", "env-from")
+    assert "airtrust.io/injected" in stored["metadata"]["annotations"]
+    main, side = stored["spec"]["containers"]
+    assert main["envFrom"] == side["envFrom"] == [{"configMapRef": {"name": "own-ca"}}]
+    assert _env(main)["REQUESTS_CA_BUNDLE"] == BUNDLE  # what the container will see
+    assert _env(side)["REQUESTS_CA_BUNDLE"] == "/etc/own/ca.pem"
+    assert _env(side)["SSL_CERT_FILE"] == BUNDLE
 
 
 def test_a_rotated_serving_certificate_is_picked_up_without_restart(webhook: Webhook) -> None:

@@ -38,6 +38,7 @@ from tests.integration.node import (
     pod,
     push_debian,
     started_node,
+    trust_points,
 )
 from tests.integration.registry import make_tar, push_tar
 
@@ -45,8 +46,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    with started_node(tmp_path_factory.mktemp("node")) as n:
+def node(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Node]:
+    with started_node(tmp_path_factory.mktemp("node"), request) as n:
         yield n
 
 
@@ -159,11 +162,19 @@ def test_doctor_probe_runs_on_the_node_and_reports_a_wrong_ca(
         ]  # fmt: skip
 
         def probe() -> dict[str, str]:
-            result = run_cli("doctor", "-c", config, "--probe", *connect, "-o", "json")
+            """The in-cluster probe's check, the same in doctor's JSON and its HTML page."""
+            page = tmp_path / "doctor.html"
+            result = run_cli(
+                "doctor", "-c", config, "--probe", *connect, "-o", "json", "--html", page
+            )
             assert "Traceback" not in result.err, result.err
             (check,) = [
                 c for c in json.loads(result.out)["checks"] if c["name"] == "in-cluster-probe"
             ]
+            (shown,) = [p for p in trust_points(page) if p["check"] == "in-cluster-probe"]
+            assert (shown["target"], shown["status"], shown["evidence"]) == (
+                check["target"], check["status"], check["evidence"]
+            ), shown  # fmt: skip
             return check
 
         good = probe()
@@ -353,6 +364,27 @@ def test_the_rendered_controller_runs_as_written_and_keeps_secrets_converged(
         logs = "".join(node.logs("airtrust-system", f"pod/{p}", "sync") for p in _sync_pods(node))
         assert "Traceback" not in logs, logs[-3000:]
         assert "401" not in logs and "Forbidden" not in logs, logs[-3000:]
+        # Through all of it no controller container was restarted (no failed liveness
+        # probe, no exit); a restart is told with how the last one ended and its output.
+        pods = cluster.get(
+            "pods", "-n", "airtrust-system", "-l", "app.kubernetes.io/name=airtrust-sync"
+        )["items"]
+
+        def previous(name: str) -> str:
+            args = ("-n", "airtrust-system", "logs", "--previous", name)
+            return cluster.kubectl(*args, check=False).stdout.decode()[-2000:]
+
+        restarted = {
+            p["metadata"]["name"]: (
+                s["restartCount"],
+                s.get("lastState"),
+                previous(p["metadata"]["name"]),
+            )
+            for p in pods
+            for s in p["status"]["containerStatuses"]
+            if s["restartCount"]
+        }
+        assert len(pods) == 2 and not restarted, restarted
     finally:
         # The controller keeps every runai-ca-cert as it was told: gone before the next
         # test, which may change one on purpose (foreground: its pods are gone too).

@@ -191,6 +191,45 @@ def test_a_pod_whose_own_spec_takes_the_bundle_volume_or_folder_is_left_as_writt
     assert said in response["warnings"][0] and "not injected" in response["warnings"][0]
 
 
+def test_a_container_with_env_from_is_injected_and_the_client_warned_of_what_it_overrides() -> None:
+    """env beats envFrom in Kubernetes and the webhook cannot see what the source holds:
+    the container still gets the bundle, and the warning names the pod, the container,
+    the sources and the injected names, and the way out (env, which is never touched)."""
+    source = pod(generateName="web-")
+    source["metadata"].pop("name")
+    a, b = source["spec"]["containers"]
+    a["envFrom"] = [{"configMapRef": {"name": "settings"}}, {"secretRef": {"name": "keys"}}]
+    b["envFrom"] = [{"prefix": "APP_", "configMapRef": {"name": "other"}}]
+    source["spec"]["initContainers"][0]["envFrom"] = [
+        {"prefix": "SSL_", "configMapRef": {"name": "tls"}}
+    ]
+    mutation = mutate_pod(source, SETTINGS)
+    mutated = apply_patch(source, mutation.patch)
+    env = {e["name"]: e["value"] for e in mutated["spec"]["containers"][0]["env"]}
+    assert env["SSL_CERT_FILE"] == SETTINGS.bundle_path and env["REQUESTS_CA_BUNDLE"] == "/m"
+    assert mutated["spec"]["containers"][0]["envFrom"] == a["envFrom"]
+    init, main = mutation.warnings  # b's prefix cannot make any of the names
+    assert init.startswith("airtrust inject: pod n/web-* container init: the injected env "
+                           "SSL_CERT_FILE overrides any of these names its envFrom "
+                           "(configMap tls prefix SSL_) sets")  # fmt: skip
+    names = ", ".join(v for v in ENV_VARS if v != "REQUESTS_CA_BUNDLE")  # a sets it in env
+    assert main == (
+        f"airtrust inject: pod n/web-* container a: the injected env {names} overrides any of "
+        "these names its envFrom (configMap settings, secret keys) sets; to keep your own "
+        "values, set them in the container's env, which airtrust leaves alone"
+    )
+    review = {"request": {"uid": "u", "kind": {"kind": "Pod"}, "object": source}}
+    response = review_response(review, SETTINGS)[0]["response"]
+    assert response["warnings"] == [init, main] and "patch" in response
+    # Re-admitted injected: nothing to do, nothing to say.
+    again = mutate_pod(mutated, SETTINGS)
+    assert again.patch == [] and again.warnings == ()
+    java = pod(annotations={"airtrust.io/inject-java": "true"})
+    java["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "jvm"}}]
+    (said,) = mutate_pod(java, SETTINGS).warnings
+    assert "JAVA_TOOL_OPTIONS" in said
+
+
 def _webhook_docs(**extra: Any) -> dict[str, Any]:
     from airtrust.plan.source import Source
     from airtrust.usecases.render import inject_objects

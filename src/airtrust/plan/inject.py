@@ -10,6 +10,18 @@ Java reads a keystore, not PEM, so it is touched only when the pod opts in.
 Idempotent by construction: every step checks what is there (volume, mount,
 each variable), so re-admitting an injected pod yields an empty patch; the
 record of what was done goes in an annotation.
+
+``envFrom``: Kubernetes gives a container's ``env`` precedence over the variables
+its ``envFrom`` sources set, so a variable injected into ``env`` silently beats the
+same name from the user's ConfigMap or Secret. The webhook cannot see what those
+sources hold: reading a Secret is not a right it should have, a ConfigMap may not
+exist yet when the pod is admitted (the kubelet waits for it) and may change after,
+and a lookup in the admission path adds latency and a failure mode to every pod.
+Not injecting a container with ``envFrom`` would leave most real pods (settings
+come in by envFrom) distrusting the local CA. So such a container is injected and
+the client is warned, naming the pod, the container, the sources and the variables
+an unprefixed (or matching-prefix) source could shadow, and how to keep their own:
+set them in ``env``, which airtrust never overrides.
 """
 
 from __future__ import annotations
@@ -171,6 +183,9 @@ class Mutation:
     #: a pod left unchanged because its own spec takes what injection needs (told to the
     #: client as an admission warning, so the author sees why)
     conflict: str = ""
+    #: injected variables that now override what a container's envFrom may set (told to
+    #: the client as admission warnings: see the module docstring)
+    warnings: tuple[str, ...] = ()
 
 
 def _conflict(spec: Mapping[str, Any], settings: InjectSettings) -> str:
@@ -275,6 +290,34 @@ def _container_ops(
     return ops, set_vars
 
 
+def _env_sources(container: Mapping[str, Any], names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the container's envFrom sources that may set one of ``names``, those names).
+
+    A source sets ``prefix + key`` for each key, so one with a prefix no name starts
+    with cannot shadow anything."""
+    sources: list[str] = []
+    shadowed: set[str] = set()
+    for entry in container.get("envFrom") or []:
+        prefix = str(entry.get("prefix") or "")
+        hit = [n for n in names if n.startswith(prefix)]
+        if not hit:
+            continue
+        for kind, field in (("configMap", "configMapRef"), ("secret", "secretRef")):
+            if field in entry:
+                ref = entry.get(field) or {}
+                sources.append(
+                    f"{kind} {ref.get('name', '?')}" + (f" prefix {prefix}" if prefix else "")
+                )
+        shadowed.update(hit)
+    return sources, [n for n in names if n in shadowed]
+
+
+def _who(meta: Mapping[str, Any]) -> str:
+    """The pod as its author knows it (at admission a generated name is not made yet)."""
+    name = meta.get("name") or f"{meta.get('generateName') or ''}*"
+    return f"{meta['namespace']}/{name}" if meta.get("namespace") else str(name)
+
+
 def mutate_pod(pod: Mapping[str, Any], settings: InjectSettings) -> Mutation:
     """The JSON Patch that makes ``pod`` trust the bundle (empty when nothing is due)."""
     meta = pod.get("metadata") or {}
@@ -295,6 +338,7 @@ def mutate_pod(pod: Mapping[str, Any], settings: InjectSettings) -> Mutation:
         else:
             ops.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
     touched: dict[str, list[str]] = {}
+    warnings: list[str] = []
     for kind in ("initContainers", "containers"):
         containers: Sequence[Mapping[str, Any]] = spec.get(kind) or []
         for index, container in enumerate(containers):
@@ -302,6 +346,15 @@ def mutate_pod(pod: Mapping[str, Any], settings: InjectSettings) -> Mutation:
             ops += container_ops
             if container_ops:
                 touched[str(container.get("name", index))] = set_vars
+            sources, shadowed = _env_sources(container, _added(container, set_vars))
+            if shadowed:
+                where = f"pod {_who(meta)} container {container.get('name', index)}"
+                warnings.append(
+                    f"airtrust inject: {where}: the injected env {', '.join(shadowed)} "
+                    f"overrides any of these names its envFrom ({', '.join(sources)}) sets; "
+                    "to keep your own values, set them in the container's env, which airtrust "
+                    "leaves alone"
+                )
     if not ops:
         return Mutation([], skipped="already injected")
     record = json.dumps(
@@ -321,7 +374,14 @@ def mutate_pod(pod: Mapping[str, Any], settings: InjectSettings) -> Mutation:
         ops.append(
             {"op": "add", "path": "/metadata/annotations", "value": {INJECTED_ANNOTATION: record}}
         )
-    return Mutation(ops)
+    return Mutation(ops, warnings=tuple(warnings))
+
+
+def _added(container: Mapping[str, Any], set_vars: Sequence[str]) -> list[str]:
+    """The variables injection puts into ``env`` anew (JAVA_TOOL_OPTIONS already in env
+    and extended there was the container's own choice over envFrom before)."""
+    own = {e.get("name") for e in container.get("env") or []}
+    return [name for name in set_vars if name not in own]
 
 
 def namespace_scope(selector: str | None, project_selector: str | None, *, projects: bool) -> str:

@@ -3,8 +3,11 @@
 The apiserver POSTs an ``AdmissionReview`` for each Pod CREATE in scope; the
 answer is always ``allowed``: with a JSON Patch when the pod needs the bundle,
 without one when it does not, and without one (plus a warning the client
-sees) when anything goes wrong here. Refusing pods is the apiserver's call,
-through the webhook configuration's ``failurePolicy``, never this server's.
+sees) when anything goes wrong here. What the client should know about the
+mutation itself (a pod left as written, envFrom names now overridden) goes back
+as admission ``warnings``, which kubectl prints as ``Warning: ...``. Refusing
+pods is the apiserver's call, through the webhook configuration's
+``failurePolicy``, never this server's.
 """
 
 from __future__ import annotations
@@ -75,11 +78,14 @@ def review_response(
             log.exception("inject: cannot mutate pod %s", request.get("name"))
             response["warnings"] = [f"airtrust inject: pod left unchanged ({type(exc).__name__})"]
             raise _Failed(_answer(review, response)) from exc
+        warnings = list(mutation.warnings)
         if mutation.conflict:
-            response["warnings"] = [
+            warnings.append(
                 f"airtrust inject: pod left unchanged: {mutation.conflict} (the CA bundle "
                 "is not injected)"
-            ]
+            )
+        if warnings:
+            response["warnings"] = warnings
         if mutation.patch:
             response["patchType"] = "JSONPatch"
             response["patch"] = base64.b64encode(json.dumps(mutation.patch).encode()).decode()
