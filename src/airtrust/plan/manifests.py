@@ -236,6 +236,14 @@ def _container_security() -> JsonObj:
     }
 
 
+#: Probe timing. Kubernetes' defaults (a 1 s timeout, three misses) restart a pod
+#: whose CPU request is small whenever its node is busy for half a minute: the
+#: probe times out though the process is fine. Liveness is for a process that is
+#: truly stuck, so it waits a minute; readiness answers sooner.
+_READINESS: JsonObj = {"timeoutSeconds": 3, "periodSeconds": 5, "failureThreshold": 3}
+_LIVENESS: JsonObj = {"timeoutSeconds": 5, "periodSeconds": 10, "failureThreshold": 6}
+
+
 def _resources() -> JsonObj:
     return {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
 
@@ -378,10 +386,12 @@ def controller_manifests(
                                 "args": args,
                                 "ports": [{"name": "metrics", "containerPort": 8080}],
                                 "readinessProbe": {
-                                    "httpGet": {"path": "/readyz", "port": "metrics"}
+                                    "httpGet": {"path": "/readyz", "port": "metrics"},
+                                    **_READINESS,
                                 },
                                 "livenessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": "metrics"}
+                                    "httpGet": {"path": "/healthz", "port": "metrics"},
+                                    **_LIVENESS,
                                 },
                                 "resources": _resources(),
                                 "securityContext": _container_security(),
@@ -628,14 +638,16 @@ def inject_manifests(
                                         "path": "/readyz",
                                         "port": "https",
                                         "scheme": "HTTPS",
-                                    }
+                                    },
+                                    **_READINESS,
                                 },
                                 "livenessProbe": {
                                     "httpGet": {
                                         "path": "/healthz",
                                         "port": "https",
                                         "scheme": "HTTPS",
-                                    }
+                                    },
+                                    **_LIVENESS,
                                 },
                                 "volumeMounts": [
                                     {"name": "tls", "mountPath": "/tls", "readOnly": True},
