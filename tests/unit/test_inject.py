@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
+import ssl
 from typing import Any
 
 import pytest
+from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
 from airtrust.plan.inject import ENV_VARS, INJECTED_ANNOTATION, InjectSettings, mutate_pod
 from airtrust.plan.manifests import label_selector
+from airtrust.usecases.inject.serve import load_serving_pair
 from airtrust.usecases.inject.webhook import WebhookApp, review_response
+from tests.helpers.certs import make
 
 SETTINGS = InjectSettings()
 
@@ -399,3 +404,36 @@ def test_a_live_configuration_at_another_path_is_named(client: dict[str, Any], p
     from airtrust.plan.inject import misrouted_path
 
     assert misrouted_path(client) == path
+
+
+def _handshake_serial(server: ssl.SSLContext, ca_pem: bytes) -> int:
+    """The serial of the certificate ``server`` presents, over in-memory BIOs."""
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.load_verify_locations(cadata=ca_pem.decode())
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="webhook.test")
+    serving = server.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):
+        for end in (client, serving):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    der = client.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_half_rewritten_pair_never_replaces_the_served_certificate() -> None:
+    """A new key beside the old certificate (a writer that is not atomic) is refused
+    and the live context keeps serving the old pair; the whole new pair then loads."""
+    ca = make("Webhook Test CA")
+    old = make("webhook", issuer=ca, ca=False, dns=("webhook.test",))
+    new = make("webhook", issuer=ca, ca=False, dns=("webhook.test",))
+    live = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    load_serving_pair(live, old.pem, old.key_pem)
+    with pytest.raises(ssl.SSLError, match=r"KEY_VALUES_MISMATCH|key values mismatch"):
+        load_serving_pair(live, old.pem, new.key_pem)
+    assert _handshake_serial(live, ca.pem) == old.cert.serial_number
+    load_serving_pair(live, new.pem, new.key_pem)
+    assert _handshake_serial(live, ca.pem) == new.cert.serial_number

@@ -9,7 +9,9 @@ rotation never drops the listening socket.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from airtrust.plan.inject import MUTATE_PATH, InjectSettings
 from airtrust.usecases.inject.bundles import BundleDistributor
 from airtrust.usecases.inject.webhook import WebhookApp
 
-__all__ = ["serve"]
+__all__ = ["load_serving_pair", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,33 @@ def _watch_certificate(
     while not stop.wait(every):
         try:
             now = stamp()
-            if now != seen and (may_serve is None or may_serve(cert.read_bytes())):
-                context.load_cert_chain(str(cert), str(key))
+            if now == seen:
+                continue
+            cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
+            if may_serve is None or may_serve(cert_pem):
+                load_serving_pair(context, cert_pem, key_pem)
                 seen = now
                 log.info("inject: serving certificate reloaded from %s", cert)
         except (OSError, ssl.SSLError, AirtrustError) as exc:  # half-written: next time
             log.warning("inject: certificate not reloaded yet: %s", exc)
+
+
+def load_serving_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Feed the live context a certificate and key read once, only if they belong
+    together. OpenSSL sets the certificate first and drops the context's key when it
+    does not match it, so loading a pair caught half-rewritten (a new key beside the
+    old certificate: a writer that is not atomic, unlike the kubelet's secret
+    volumes) would leave the server with no key and every handshake failing until
+    the next reload. A scratch context judges the pair; the live one is touched only
+    when it loads, from the same bytes (private temporary files: ``ssl`` reads files)."""
+    with tempfile.TemporaryDirectory(prefix="airtrust-tls-") as folder:
+        cert_file, key_file = Path(folder) / "tls.crt", Path(folder) / "tls.key"
+        for path, data in ((cert_file, cert_pem), (key_file, key_pem)):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as out:
+                out.write(data)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+        context.load_cert_chain(cert_file, key_file)
 
 
 def serve(
