@@ -8,6 +8,7 @@ import typer
 
 from airtrust.cli.output import Format, emit
 from airtrust.cli.params import KubeconfigOpt, OutputOpt, open_config
+from airtrust.plan.model import FailurePolicy
 
 __all__ = ["chart_app", "chart_values_cmd", "register"]
 
@@ -31,8 +32,8 @@ def chart_values_cmd(
         bool, typer.Option("--webhook", help="Enable the injection webhook.")
     ] = False,
     failure_policy: Annotated[
-        str, typer.Option("--failure-policy", help="The webhook's: Ignore or Fail.")
-    ] = "Ignore",
+        FailurePolicy, typer.Option("--failure-policy", help="The webhook's failurePolicy.")
+    ] = FailurePolicy.IGNORE,
     registry: Annotated[
         list[str] | None,
         typer.Option(

@@ -23,14 +23,13 @@ import yaml
 from airtrust.config import Config
 from airtrust.errors import InputError
 from airtrust.files import OutputSet
+from airtrust.plan.model import FailurePolicy
 from airtrust.plan.node_trust import Runtime, parse_registry
 from airtrust.plan.topology import SyncScope
 from airtrust.profiles import Profile
 from airtrust.usecases.session import Session
 
 __all__ = ["ChartSettings", "chart_values", "write_chart_values"]
-
-FAILURE_POLICIES = ("Ignore", "Fail")
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class ChartSettings:
     image: str | None = None
     context: str | None = None
     webhook: bool = False
-    failure_policy: str = "Ignore"
+    failure_policy: FailurePolicy = FailurePolicy.IGNORE
     registries: tuple[str, ...] = ()
     runtime: str = "containerd"
     controller: bool = True
@@ -81,11 +80,6 @@ def chart_values(
 ) -> dict[str, object]:
     """The chart's values for ``config`` (pure). Only what the config or ``settings``
     decide is written; everything else keeps the chart's defaults."""
-    if settings.failure_policy not in FAILURE_POLICIES:
-        raise InputError(
-            f"--failure-policy {settings.failure_policy} is not Ignore or Fail",
-            hint="Ignore admits pods uninjected when the webhook is down; Fail refuses them",
-        )
     if settings.runtime not in set(Runtime):
         raise InputError(
             f"--runtime {settings.runtime} is not one of {', '.join(Runtime)}",
@@ -108,7 +102,7 @@ def chart_values(
             "runaiProjects": settings.runai_projects,
         },
         "controller": {"enabled": settings.controller, "roles": [str(r) for r in scope.roles]},
-        "webhook": {"enabled": settings.webhook, "failurePolicy": settings.failure_policy},
+        "webhook": {"enabled": settings.webhook, "failurePolicy": str(settings.failure_policy)},
         "nodeAgent": {
             "enabled": bool(registries),
             "registries": registries,
