@@ -437,3 +437,19 @@ def test_a_half_rewritten_pair_never_replaces_the_served_certificate() -> None:
     assert _handshake_serial(live, ca.pem) == old.cert.serial_number
     load_serving_pair(live, new.pem, new.key_pem)
     assert _handshake_serial(live, ca.pem) == new.cert.serial_number
+
+
+def test_reloading_writes_nothing_to_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook runs with a read-only root filesystem: the pair goes through memory
+    files, never a temporary folder (a reload that needs one fails there forever)."""
+
+    def read_only(*_: object, **__: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryDirectory", read_only)
+    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    ca = make("Webhook Test CA")
+    pair = make("webhook", issuer=ca, ca=False, dns=("webhook.test",))
+    live = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    load_serving_pair(live, pair.pem, pair.key_pem)
+    assert _handshake_serial(live, ca.pem) == pair.cert.serial_number

@@ -8,12 +8,13 @@ rotation never drops the listening socket.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from airtrust.errors import AirtrustError, InputError
@@ -69,15 +70,33 @@ def load_serving_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) 
     old certificate: a writer that is not atomic, unlike the kubelet's secret
     volumes) would leave the server with no key and every handshake failing until
     the next reload. A scratch context judges the pair; the live one is touched only
-    when it loads, from the same bytes (private temporary files: ``ssl`` reads files)."""
-    with tempfile.TemporaryDirectory(prefix="airtrust-tls-") as folder:
-        cert_file, key_file = Path(folder) / "tls.crt", Path(folder) / "tls.key"
-        for path, data in ((cert_file, cert_pem), (key_file, key_pem)):
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as out:
-                out.write(data)
+    when it loads, from the same bytes."""
+    with _in_memory(cert_pem) as cert_file, _in_memory(key_pem) as key_file:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
         context.load_cert_chain(cert_file, key_file)
+
+
+@contextlib.contextmanager
+def _in_memory(data: bytes) -> Iterator[str]:
+    """A path ``ssl`` can read ``data`` from: an anonymous memory file (the webhook's
+    root filesystem is read-only, so nothing may be written to disk), or a private
+    temporary file where the system has no memfd."""
+    if hasattr(os, "memfd_create"):
+        descriptor = os.memfd_create("airtrust-tls", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+            yield f"/proc/self/fd/{descriptor}"
+        finally:
+            os.close(descriptor)
+        return
+    with tempfile.TemporaryDirectory(prefix="airtrust-tls-") as folder:
+        path = os.path.join(folder, "pem")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(data)
+        yield path
 
 
 def serve(
