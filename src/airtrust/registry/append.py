@@ -51,7 +51,7 @@ from airtrust.pki.bundle import fingerprint
 from airtrust.pki.truststore import DEFAULT_STORE_PASSWORD
 from airtrust.registry.client import Manifest, RegistryClient
 from airtrust.registry.reference import Reference
-from airtrust.registry.scanworkers import WorkerPool, worker_count
+from airtrust.registry.scanworkers import WorkerPool, usable_cores, worker_count
 
 __all__ = [
     "ATTESTATION",
@@ -321,7 +321,7 @@ class Patcher:
 
         # The largest layers first, so the last one to finish is a small one.
         order = sorted(missing, key=lambda d: -int(d.get("size", 0)))
-        workers = max(1, min(len(order), os.cpu_count() or 1))
+        workers = max(1, min(len(order), usable_cores()))
         try:
             if workers == 1:
                 for desc in order:

@@ -36,7 +36,7 @@ from typing import IO
 
 from airtrust.layers.scan import LayerIndex, scan_chunks
 
-__all__ = ["ScanWorker", "WorkerPool", "main", "worker_count"]
+__all__ = ["ScanWorker", "WorkerPool", "main", "usable_cores", "worker_count"]
 
 FRAME = struct.Struct(">I")
 #: Bytes the parent gathers into one frame: one pipe write per MiB, not per socket read.
@@ -52,10 +52,16 @@ def worker_count(sizes: Iterable[int]) -> int:
     configured = os.environ.get("AIRTRUST_SCAN_WORKERS")
     if configured is not None and configured.strip().isdigit():
         return min(int(configured), len(sizes))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if (cores or 1) < 2 or len(sizes) < 2 or sum(sizes) < THRESHOLD:
+    if usable_cores() < 2 or len(sizes) < 2 or sum(sizes) < THRESHOLD:
         return 0
-    return min(cores or 1, len(sizes))
+    return min(usable_cores(), len(sizes))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class WorkerError(RuntimeError):
