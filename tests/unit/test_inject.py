@@ -9,6 +9,7 @@ import contextlib
 import copy
 import json
 import ssl
+import threading
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from airtrust.plan.inject import ENV_VARS, INJECTED_ANNOTATION, InjectSettings, mutate_pod
 from airtrust.plan.manifests import label_selector
-from airtrust.usecases.inject.serve import load_serving_pair
+from airtrust.usecases.inject.serve import ServingCertificate
 from airtrust.usecases.inject.webhook import WebhookApp, review_response
 from tests.helpers.certs import make
 
@@ -426,17 +427,50 @@ def _handshake_serial(server: ssl.SSLContext, ca_pem: bytes) -> int:
 
 def test_a_half_rewritten_pair_never_replaces_the_served_certificate() -> None:
     """A new key beside the old certificate (a writer that is not atomic) is refused
-    and the live context keeps serving the old pair; the whole new pair then loads."""
+    and the server keeps presenting the old pair; the whole new pair then serves."""
     ca = make("Webhook Test CA")
     old = make("webhook", issuer=ca, ca=False, dns=("webhook.test",))
     new = make("webhook", issuer=ca, ca=False, dns=("webhook.test",))
-    live = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    load_serving_pair(live, old.pem, old.key_pem)
+    front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving = ServingCertificate(front)
+    serving.load(old.pem, old.key_pem)
     with pytest.raises(ssl.SSLError, match=r"KEY_VALUES_MISMATCH|key values mismatch"):
-        load_serving_pair(live, old.pem, new.key_pem)
-    assert _handshake_serial(live, ca.pem) == old.cert.serial_number
-    load_serving_pair(live, new.pem, new.key_pem)
-    assert _handshake_serial(live, ca.pem) == new.cert.serial_number
+        serving.load(old.pem, new.key_pem)
+    assert _handshake_serial(front, ca.pem) == old.cert.serial_number
+    serving.load(new.pem, new.key_pem)
+    assert _handshake_serial(front, ca.pem) == new.cert.serial_number
+
+
+def test_handshakes_during_reloads_each_get_a_whole_pair() -> None:
+    """The event loop accepts connections while the watcher thread loads a new pair.
+    Loading into the live context let a handshake fall between OpenSSL's certificate
+    step and its key step and fail ('Unexpected EOF' at the client, seen in CI); each
+    handshake here runs beside a thread that reloads without pause, and every one must
+    present one of the two pairs, whole."""
+    ca = make("Webhook Test CA")
+    pairs = [make("webhook", issuer=ca, ca=False, dns=("webhook.test",)) for _ in range(2)]
+    front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    serving = ServingCertificate(front)
+    serving.load(pairs[0].pem, pairs[0].key_pem)
+    stop = threading.Event()
+    loads = 0
+
+    def reload_without_pause() -> None:
+        nonlocal loads
+        while not stop.is_set():
+            pair = pairs[loads % 2]
+            serving.load(pair.pem, pair.key_pem)
+            loads += 1
+
+    loader = threading.Thread(target=reload_without_pause, daemon=True)
+    loader.start()
+    try:
+        serials = {_handshake_serial(front, ca.pem) for _ in range(300)}
+    finally:
+        stop.set()
+        loader.join()
+    assert loads > 0
+    assert serials <= {pair.cert.serial_number for pair in pairs}
 
 
 def test_reloading_writes_nothing_to_disk(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -450,6 +484,6 @@ def test_reloading_writes_nothing_to_disk(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr("tempfile.mkstemp", read_only)
     ca = make("Webhook Test CA")
     pair = make("webhook", issuer=ca, ca=False, dns=("webhook.test",))
-    live = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    load_serving_pair(live, pair.pem, pair.key_pem)
-    assert _handshake_serial(live, ca.pem) == pair.cert.serial_number
+    front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ServingCertificate(front).load(pair.pem, pair.key_pem)
+    assert _handshake_serial(front, ca.pem) == pair.cert.serial_number

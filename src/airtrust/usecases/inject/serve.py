@@ -2,8 +2,8 @@
 (a CA rotation rewrites the mounted secret), and the bundle distributor beside it.
 
 uvicorn handles concurrency, keep-alive and graceful shutdown on SIGTERM; the
-TLS context it built is kept and fed the new certificate in place, so a
-rotation never drops the listening socket.
+TLS context it built stays on the listening socket and hands each handshake to the
+latest certificate's own context, so a rotation never drops the socket.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from airtrust.plan.inject import MUTATE_PATH, InjectSettings
 from airtrust.usecases.inject.bundles import BundleDistributor
 from airtrust.usecases.inject.webhook import WebhookApp
 
-__all__ = ["load_serving_pair", "serve"]
+__all__ = ["ServingCertificate", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def _split(listen: str) -> tuple[str, int]:
 
 
 def _watch_certificate(
-    context: ssl.SSLContext,
+    serving: ServingCertificate,
     cert: Path,
     key: Path,
     stop: threading.Event,
@@ -56,24 +56,43 @@ def _watch_certificate(
                 continue
             cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
             if may_serve is None or may_serve(cert_pem):
-                load_serving_pair(context, cert_pem, key_pem)
+                serving.load(cert_pem, key_pem)
                 seen = now
                 log.info("inject: serving certificate reloaded from %s", cert)
         except (OSError, ssl.SSLError, AirtrustError) as exc:  # half-written: next time
             log.warning("inject: certificate not reloaded yet: %s", exc)
 
 
-def load_serving_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
-    """Feed the live context a certificate and key read once, only if they belong
-    together. OpenSSL sets the certificate first and drops the context's key when it
-    does not match it, so loading a pair caught half-rewritten (a new key beside the
-    old certificate: a writer that is not atomic, unlike the kubelet's secret
-    volumes) would leave the server with no key and every handshake failing until
-    the next reload. A scratch context judges the pair; the live one is touched only
-    when it loads, from the same bytes."""
-    with _in_memory(cert_pem) as cert_file, _in_memory(key_pem) as key_file:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
-        context.load_cert_chain(cert_file, key_file)
+class ServingCertificate:
+    """The certificate and key the webhook presents, replaced whole.
+
+    The listening socket keeps the context uvicorn built (``front``); each handshake
+    is moved, at the ClientHello, onto the context of the latest pair. Loading a new
+    pair into the live context instead is not safe: OpenSSL sets the certificate and
+    then the key in two steps, Python lets the event loop run between them, and a
+    connection accepted in that gap gets the new certificate without its key (the
+    client sees the connection cut: 'Unexpected EOF'). A pair caught half-rewritten
+    (a new key beside the old certificate: a writer that is not atomic, unlike the
+    kubelet's secret volumes) fails to load into its own context and is never used.
+    """
+
+    def __init__(self, front: ssl.SSLContext, ciphers: str | None = None) -> None:
+        self._ciphers = ciphers
+        self._current: ssl.SSLContext | None = None
+        front.sni_callback = self._choose  # called for every ClientHello, SNI or not
+
+    def load(self, cert_pem: bytes, key_pem: bytes) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if self._ciphers:
+            context.set_ciphers(self._ciphers)
+        with _in_memory(cert_pem) as cert_file, _in_memory(key_pem) as key_file:
+            context.load_cert_chain(cert_file, key_file)
+        self._current = context  # one reference swap: a handshake sees old or new
+
+    def _choose(self, connection: ssl.SSLObject | ssl.SSLSocket, *_: object) -> None:
+        current = self._current
+        if current is not None:
+            connection.context = current
 
 
 @contextlib.contextmanager
@@ -135,10 +154,11 @@ def serve(
         raise InputError("TLS is not configured", hint="pass --cert and --key")
     stop = threading.Event()
     may_serve = distributor.may_serve if distributor is not None else None
+    serving = ServingCertificate(config.ssl, config.ssl_ciphers)
     threads = [
         threading.Thread(
             target=_watch_certificate,
-            args=(config.ssl, cert, key, stop),
+            args=(serving, cert, key, stop),
             kwargs={"may_serve": may_serve},
             daemon=True,
         )
