@@ -608,7 +608,7 @@ def test_parallel_applies_under_cpu_load_share_no_connection(
 
     from airtrust.kube.api import KubeAPI
     from airtrust.plan.manifests import secret_manifest
-    from airtrust.usecases.apply import parallel
+    from airtrust.usecases.parallel import parallel
 
     cluster = shared_cluster
     cluster.kubectl("create", "namespace", "stress")

@@ -194,6 +194,49 @@ def test_converges_restores_validates_and_reports(
     assert health.status == 200
 
 
+def test_between_full_passes_each_event_converges_its_namespace_alone(
+    tidy_cluster: KubeCluster, tmp_path: Path, pems: tuple[bytes, bytes]
+) -> None:
+    """With no full pass due for an hour, the watches alone carry a new labelled
+    namespace, a deleted Secret and a Secret edited by kubectl to their namespace; and
+    the controller's own writes, seen again by its Secret watch, rewrite nothing (the
+    apiserver's resourceVersion of a converged Secret stays as it was while other
+    namespaces are written)."""
+    cluster = tidy_cluster
+    cluster.kubectl("create", "namespace", "airtrust-system")
+    set_source(cluster, pems[0])
+    cluster.kubectl("create", "namespace", "team-e")
+    cluster.kubectl("label", "namespace", "team-e", SELECTOR)
+    args = (*ARGS[:-1], "3600")  # --resync 3600
+    replica = Replica(cluster, "replica-e", tmp_path / "e.log", args=args)
+    try:
+        wait_for("the first pass", lambda: bundle_in(cluster, "team-e") == pems[0])
+
+        def version(namespace: str) -> str:
+            secret = cluster.get("secret", "-n", namespace, "runai-ca-cert")
+            return str(secret["metadata"]["resourceVersion"])
+
+        cluster.kubectl("create", "namespace", "team-f")
+        cluster.kubectl("label", "namespace", "team-f", SELECTOR)
+        wait_for("a namespace labelled later", lambda: bundle_in(cluster, "team-f") == pems[0])
+        cluster.kubectl("-n", "team-f", "delete", "secret", "runai-ca-cert")
+        wait_for("a deleted Secret restored", lambda: bundle_in(cluster, "team-f") == pems[0])
+        other = base64.b64encode(pems[1]).decode()
+        cluster.kubectl(
+            "-n", "team-f", "patch", "secret", "runai-ca-cert", "--type=merge",
+            "-p", '{"data": {"runai-ca.pem": "' + other + '"}}',
+        )  # fmt: skip
+        wait_for("an edited Secret restored", lambda: bundle_in(cluster, "team-f") == pems[0])
+        settled = version("team-e"), version("team-f")
+        cluster.kubectl("create", "namespace", "team-g")
+        cluster.kubectl("label", "namespace", "team-g", SELECTOR)
+        wait_for("one more namespace", lambda: bundle_in(cluster, "team-g") == pems[0])
+        assert (version("team-e"), version("team-f")) == settled
+        assert replica.proc.poll() is None
+    finally:
+        replica.stop()
+
+
 def test_two_replicas_one_leader_and_failover(
     tidy_cluster: KubeCluster, replicas: list[Replica], tmp_path: Path, pems: tuple[bytes, bytes]
 ) -> None:

@@ -274,8 +274,42 @@ def test_metadata_watch_lists_in_pages_and_resumes_from_the_last_page() -> None:
     assert "as=PartialObjectMetadata;" in accepts[-1]
 
 
+def test_a_watch_from_now_reads_one_object_for_the_version_and_no_page_more() -> None:
+    """From now: the list asks for one object (its version is the collection's current
+    one) and does not follow the continue token; one RELIST, and the watch starts
+    there. A controller that judges everything again on a RELIST does not page through
+    thousands of objects it would drop."""
+    stop = threading.Event()
+    lists: list[dict[str, str]] = []
+    watched: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        params = dict(request.url.params)
+        if "watch" in params:
+            watched.append(params.get("resourceVersion", ""))
+            stop.set()
+            return httpx2.Response(200, content=b"")
+        lists.append(params)
+        return httpx2.Response(
+            200, json={"metadata": {"continue": "p2", "resourceVersion": "77"}, "items": [{}]}
+        )
+
+    seen: list[str] = []
+    watcher = Watcher(
+        kube(handler),
+        "/api/v1/namespaces",
+        lambda kind, obj: seen.append(kind),
+        stop,
+        metadata_only=True,
+        from_now=True,
+    )
+    watcher.run()
+    assert [p["limit"] for p in lists] == ["1"] and "continue" not in lists[0]
+    assert seen == [RELIST] and watched == ["77"]
+
+
 def test_parallel_count_runs_every_item_and_raises_the_first_error() -> None:
-    from airtrust.usecases.apply import parallel_count
+    from airtrust.usecases.parallel import parallel_count
 
     ran: list[int] = []
     lock = threading.Lock()

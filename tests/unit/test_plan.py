@@ -262,3 +262,86 @@ def test_sidecar_ca_values_as_the_docs_say() -> None:
     assert set(extra.manifest["data"]) == {"runai-ca-git.pem"}
     with pytest.raises(ConfigError, match=r"arrived in 2\.25"):
         helm_steps(_config(images={"strategy": "helm-values"}), PROFILE, "2.20", {})
+
+
+_MUTATIONS = st.lists(
+    st.sampled_from(["data", "drop-data", "type", "label", "drop-label", "annotation", "extra"]),
+    max_size=3,
+)
+
+
+@given(mutations=_MUTATIONS)
+def test_secret_holds_says_what_diff_says_without_the_reasons(mutations: list[str]) -> None:
+    """The controller's fast judge and diff's reasons are one rule: for any edit of the
+    live Secret, secret_holds is True exactly when diff finds nothing to change."""
+    from airtrust.plan.model import Desired
+
+    manifest = secret_manifest(
+        "team-a",
+        "runai-ca-cert",
+        secret_type="Opaque",
+        data={"runai-ca.pem": b"PEM"},
+        labels={"run.ai/ca": "true"},
+        annotations={"airtrust.io/bundle-sha256": "abc"},
+    )
+    live = json.loads(json.dumps(manifest))
+    for mutation in mutations:
+        meta = live["metadata"]
+        if mutation == "data":
+            live.setdefault("data", {})["runai-ca.pem"] = base64.b64encode(b"OTHER").decode()
+        elif mutation == "drop-data":
+            live.pop("data", None)
+        elif mutation == "type":
+            live["type"] = "kubernetes.io/tls"
+        elif mutation == "label":
+            meta.setdefault("labels", {})["run.ai/ca"] = "false"
+        elif mutation == "drop-label":
+            meta.pop("labels", None)
+        elif mutation == "annotation":
+            meta["annotations"]["airtrust.io/bundle-sha256"] = "def"
+        else:  # what others add is theirs: no change
+            meta.setdefault("labels", {})["team"] = "a"
+            live.setdefault("data", {})["other.pem"] = "eA=="
+    desired = Desired(
+        "c", "Secret", "team-a", "runai-ca-cert", "t", manifest=manifest, bundle_key="runai-ca.pem"
+    )
+    unchanged = diff(desired, live).action is Action.UNCHANGED
+    assert plan_diff.secret_holds(manifest, live) is unchanged
+    assert unchanged is (set(mutations) <= {"extra"})
+
+
+def test_written_by_only_reads_an_edit_by_anyone_else_from_the_ownership_record() -> None:
+    """A watch event carries metadata, not data: a Secret still holds what airtrust
+    applied when its labels and digest are there and no other manager owns a data key
+    or the type; anything else is read and judged."""
+    manifest = secret_manifest(
+        "team-a",
+        "runai-ca-cert",
+        secret_type="Opaque",
+        data={"runai-ca.pem": b"PEM"},
+        annotations={"airtrust.io/bundle-sha256": "abc"},
+    )
+    ours = {
+        "manager": FIELD_MANAGER,
+        "operation": "Apply",
+        "fieldsV1": {"f:data": {"f:runai-ca.pem": {}}, "f:type": {}},
+    }
+    meta: dict[str, Any] = {
+        "name": "runai-ca-cert",
+        "namespace": "team-a",
+        "labels": dict(manifest["metadata"]["labels"]),
+        "annotations": {"airtrust.io/bundle-sha256": "abc"},
+        "managedFields": [ours],
+    }
+    assert plan_diff.written_by_only(manifest, meta, FIELD_MANAGER)
+    # kubectl patch of the data: the patcher now owns the key
+    patched = {**meta, "managedFields": [ours, {"manager": "kubectl-patch", "operation": "Update",
+               "fieldsV1": {"f:data": {"f:runai-ca.pem": {}}}}]}  # fmt: skip
+    assert not plan_diff.written_by_only(manifest, patched, FIELD_MANAGER)
+    # someone else's label beside ours changes nothing of what airtrust wrote
+    labelled = {**meta, "managedFields": [ours, {"manager": "kubectl-label", "operation": "Update",
+                "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}}}]}  # fmt: skip
+    assert plan_diff.written_by_only(manifest, labelled, FIELD_MANAGER)
+    # an older bundle's digest: written by airtrust, but not this bundle
+    stale = {**meta, "annotations": {"airtrust.io/bundle-sha256": "old"}}
+    assert not plan_diff.written_by_only(manifest, stale, FIELD_MANAGER)

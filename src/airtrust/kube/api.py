@@ -85,6 +85,17 @@ PLURALS = {
 }
 
 
+def _shared_factory(params: dict[str, Any]) -> Callable[[], httpx.Client]:
+    """HTTP clients that share one TLS context and one auth: the kubeconfig's CA and
+    client certificate are loaded once, not once per client of the pool (sixteen
+    writers made sixteen contexts, each with its own copy of the certificates)."""
+
+    def factory() -> httpx.Client:
+        return httpx.Client(**params)
+
+    return factory
+
+
 class KubeAPI:
     """One cluster context; safe to call from many threads."""
 
@@ -149,12 +160,9 @@ class KubeAPI:
         params = client_adapter.ConnectionParams(
             timeout=httpx.Timeout(timeout), transport=transport, trust_env=False
         )
-
-        def factory() -> httpx.Client:
-            return client_adapter.Client(single, params)
-
         try:
-            factory().close()  # a broken certificate or user entry fails here, not mid-apply
+            # once: a broken certificate or user entry fails here, not mid-apply
+            factory = _shared_factory(params.httpx_params(single))
         except Exception as exc:
             raise ConfigError(
                 f"context '{context}': cannot set up the connection ({exc})",
@@ -176,7 +184,7 @@ class KubeAPI:
             ) from None
         assert single is not None
         params = client_adapter.ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
-        return cls("in-cluster", lambda: client_adapter.Client(single, params))
+        return cls("in-cluster", _shared_factory(params.httpx_params(single)))
 
     def close(self) -> None:
         with self._lock:

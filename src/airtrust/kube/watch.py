@@ -43,6 +43,7 @@ class Watcher:
         timeout_seconds: int = 60,
         max_backoff: float = 5.0,
         metadata_only: bool = False,
+        from_now: bool = False,
     ) -> None:
         self.api = api
         self.path = path
@@ -54,6 +55,10 @@ class Watcher:
         #: objects arrive as PartialObjectMetadata (no data, no spec): for a watcher
         #: that only needs to know that something changed
         self.metadata_only = metadata_only
+        #: only changes from now on: a (re)list fetches the collection's current
+        #: resourceVersion, not its objects (for a watcher whose RELIST means "judge
+        #: everything again", which its owner does by reading what it needs)
+        self.from_now = from_now
         #: the last resourceVersion seen; None means list first
         self.resource_version: str | None = None
         #: how many times the stream was (re)opened and how many lists were needed
@@ -78,8 +83,10 @@ class Watcher:
 
     def _list(self) -> None:
         """List in pages of 500 (one page in memory at a time, as the reflector pages)
-        and hand each page on; the watch resumes from the list's resourceVersion."""
-        params = {**self.params, "limit": "500"}
+        and hand each page on; the watch resumes from the list's resourceVersion. From
+        now: one object, for the resourceVersion alone (a list with a limit is read
+        from etcd, so its version is current), handed on as one RELIST."""
+        params = {**self.params, "limit": "1" if self.from_now else "500"}
         accept = METADATA_LIST if self.metadata_only else "application/json"
         while True:
             response = self.api.request(
@@ -92,7 +99,7 @@ class Watcher:
             body = response.json()
             meta = body.get("metadata", {})
             self.on_event(RELIST, body)
-            token = meta.get("continue")
+            token = None if self.from_now else meta.get("continue")
             if not token:
                 self.resource_version = meta.get("resourceVersion")
                 break

@@ -17,7 +17,7 @@ from typing import Any
 from airtrust.errors import AirtrustError
 from airtrust.plan.model import Action, Change, Desired, JsonObj
 
-__all__ = ["diff", "foreign_managers", "pem_fingerprints"]
+__all__ = ["diff", "foreign_managers", "pem_fingerprints", "secret_holds", "written_by_only"]
 
 
 def _decode(value: str | None) -> bytes | None:
@@ -105,9 +105,46 @@ def _diff_fields(desired: Desired, live: JsonObj) -> Change:
     return Change(desired, action, tuple(reasons), live_resource_version=version, live=live)
 
 
+def secret_holds(manifest: JsonObj, live: JsonObj) -> bool:
+    """Whether applying the Secret ``manifest`` would change nothing on ``live``: the
+    same type, every data value byte for byte, and every label and annotation it sets.
+    The same rule as :func:`diff`'s, without the reasons (a controller judging
+    thousands of Secrets needs the answer, not the certificates parsed to explain it)."""
+    if live.get("type", "Opaque") != manifest["type"]:
+        return False
+    live_data = live.get("data") or {}
+    if any(live_data.get(k) != v for k, v in manifest["data"].items()):
+        return False
+    return _metadata_holds(manifest["metadata"], live.get("metadata") or {})
+
+
+def _metadata_holds(want: JsonObj, have: JsonObj) -> bool:
+    for field in ("labels", "annotations"):
+        have_map = have.get(field) or {}
+        if any(have_map.get(k) != v for k, v in (want.get(field) or {}).items()):
+            return False
+    return True
+
+
+def written_by_only(manifest: JsonObj, live_metadata: JsonObj, manager: str) -> bool:
+    """Whether a live Secret, seen by its metadata alone (a watch event without data),
+    still holds what ``manager`` applied from ``manifest``: the labels and annotations
+    (among them the bundle's digest) are there, and no other field manager owns a data
+    key or the type. Ownership is the apiserver's own record, so an edit of the data by
+    anyone else shows here without reading the data; False means "read it and judge"."""
+    if not _metadata_holds(manifest["metadata"], live_metadata):
+        return False
+    return not foreign_managers({"metadata": live_metadata}, list(manifest["data"]), manager)
+
+
 def _diff_secret(desired: Desired, live: JsonObj, manager: str) -> Change:
     manifest = desired.manifest
     assert manifest is not None
+    meta = live.get("metadata", {})
+    if secret_holds(manifest, live):
+        return Change(
+            desired, Action.UNCHANGED, live_resource_version=meta.get("resourceVersion"), live=live
+        )
     reasons: list[str] = []
     if live.get("type", "Opaque") != manifest["type"]:
         reasons.append(f"type is {live.get('type')}, must be {manifest['type']}")
@@ -130,7 +167,6 @@ def _diff_secret(desired: Desired, live: JsonObj, manager: str) -> Change:
             reasons.append(f"{key}: a different private key (contents not shown)")
         else:
             reasons.append(f"{key} differs (sha256 {hashlib.sha256(have).hexdigest()[:12]})")
-    meta = live.get("metadata", {})
     for field in ("labels", "annotations"):
         want_map = manifest["metadata"].get(field) or {}
         have_map = meta.get(field) or {}
@@ -141,10 +177,6 @@ def _diff_secret(desired: Desired, live: JsonObj, manager: str) -> Change:
                     if k not in have_map
                     else f"{field[:-1]} {k} is {have_map[k]!r}, must be {v!r}"
                 )
-    if not reasons:
-        return Change(
-            desired, Action.UNCHANGED, live_resource_version=meta.get("resourceVersion"), live=live
-        )
     owners = foreign_managers(live, changed_keys, manager) if changed_keys else ()
     return Change(
         desired,

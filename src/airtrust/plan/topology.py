@@ -12,11 +12,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from airtrust.config import Cluster, Config
 from airtrust.errors import ConfigError
 from airtrust.plan.inject import INJECT_TLS_SECRET, webhook_hosts
 from airtrust.profiles import Profile
+
+if TYPE_CHECKING:  # types only: a controller starting from flags needs no config models
+    from airtrust.config import Cluster, Config
 
 __all__ = [
     "CLUSTER",

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -44,6 +42,7 @@ from airtrust.plan.topology import (
     target_namespaces,
     workload_namespaces,
 )
+from airtrust.usecases.parallel import parallel
 from airtrust.usecases.session import Session
 
 __all__ = [
@@ -56,48 +55,13 @@ __all__ = [
     "gather_facts",
     "make_plan",
     "offline_facts",
-    "parallel",
-    "parallel_count",
     "preflight",
     "run",
     "run_saved",
 ]
 
 log = logging.getLogger(__name__)
-WORKERS = 16
 Progress = Callable[[str], None]
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def parallel(items: Sequence[T], fn: Callable[[T], R], workers: int = WORKERS) -> list[R]:
-    """``fn`` over ``items`` in threads, results in order (one item: no thread)."""
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(fn, items))
-
-
-def parallel_count(items: Sequence[T], fn: Callable[[T], object], workers: int = WORKERS) -> int:
-    """``fn`` over ``items`` in threads; how many ran. Results are dropped as they
-    come, so thousands of apiserver answers are never held at once; the first error
-    is raised once the items in flight have finished."""
-    if len(items) <= 1:
-        for item in items:
-            fn(item)
-        return len(items)
-    done = 0
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        window: deque[Future[object]] = deque()
-        for item in items:
-            window.append(pool.submit(fn, item))
-            if len(window) >= workers * 4:
-                window.popleft().result()
-                done += 1
-        for future in window:
-            future.result()
-            done += 1
-    return done
 
 
 # --- permissions -----------------------------------------------------------------------

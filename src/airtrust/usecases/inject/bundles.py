@@ -163,8 +163,9 @@ class BundleDistributor:
             return
         if kind not in ("ADDED", "MODIFIED"):
             return
-        name = (obj.get("metadata") or {}).get("name")
-        if not name or (obj.get("status") or {}).get("phase") == "Terminating":
+        meta = obj.get("metadata") or {}
+        name = meta.get("name")
+        if not name or meta.get("deletionTimestamp"):  # terminating: no new objects
             return
         with self.lock:
             self._pending.add(name)
@@ -179,6 +180,8 @@ class BundleDistributor:
             self._in_scope,
             stop,
             params={"labelSelector": self.selector},
+            metadata_only=True,
+            from_now=True,  # a RELIST means a full pass, which reads what it needs
         )
         threading.Thread(target=watcher.run, daemon=True, name="inject-ns-watch").start()
         next_pass = 0.0

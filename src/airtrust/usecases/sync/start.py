@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from airtrust.config import load_config
 from airtrust.kube.api import KubeAPI
 from airtrust.plan.source import Source
 from airtrust.plan.topology import Role, SyncScope, is_openshift
@@ -56,6 +55,8 @@ def _controller(options: SyncOptions) -> SyncController:
     source = Source.parse(options.source, profile.ca_secret.key)
     kubeconfig, context = options.kubeconfig, options.context
     if options.config is not None:
+        from airtrust.config import load_config  # the config's models only when one is given
+
         loaded = load_config(options.config)
         context = context or next(iter(loaded.contexts()), "")
         kubeconfig = kubeconfig or loaded.kubeconfig
