@@ -10,8 +10,10 @@ discovery and access reviews need no typed models. Every failure becomes an
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from airtrust.errors import (
     PermissionDenied,
     Unreachable,
 )
+from airtrust.kube.http11 import Http11Pool
 
 __all__ = [
     "FIELD_MANAGER",
@@ -96,12 +99,27 @@ def _shared_factory(params: dict[str, Any]) -> Callable[[], httpx.Client]:
     return factory
 
 
+def _http11(params: dict[str, Any], timeout: float) -> Http11Pool | None:
+    """The plain-request pool over the same TLS context and auth, unless a transport
+    was given (tests hand httpx a mock)."""
+    if params.get("transport") is not None or not isinstance(params.get("verify"), ssl.SSLContext):
+        return None
+    return Http11Pool(str(params["base_url"]), params["verify"], params.get("auth"), timeout)
+
+
 class KubeAPI:
     """One cluster context; safe to call from many threads."""
 
-    def __init__(self, context: str, factory: Callable[[], httpx.Client]) -> None:
+    def __init__(
+        self,
+        context: str,
+        factory: Callable[[], httpx.Client],
+        http11: Http11Pool | None = None,
+    ) -> None:
         self.context = context
         self._factory = factory
+        #: plain requests go here; streams (watches) and a refused credential, to httpx
+        self._http11 = http11
         self._idle: list[httpx.Client] = []
         self._lock = threading.Lock()
 
@@ -162,13 +180,13 @@ class KubeAPI:
         )
         try:
             # once: a broken certificate or user entry fails here, not mid-apply
-            factory = _shared_factory(params.httpx_params(single))
+            shared = params.httpx_params(single)
         except Exception as exc:
             raise ConfigError(
                 f"context '{context}': cannot set up the connection ({exc})",
                 hint="check the kubeconfig's certificate and user entries",
             ) from None
-        return cls(context, factory)
+        return cls(context, _shared_factory(shared), _http11(shared, timeout))
 
     @classmethod
     def in_cluster(cls, *, timeout: float = 30.0) -> KubeAPI:
@@ -184,13 +202,16 @@ class KubeAPI:
             ) from None
         assert single is not None
         params = client_adapter.ConnectionParams(timeout=httpx.Timeout(timeout), trust_env=False)
-        return cls("in-cluster", _shared_factory(params.httpx_params(single)))
+        shared = params.httpx_params(single)
+        return cls("in-cluster", _shared_factory(shared), _http11(shared, timeout))
 
     def close(self) -> None:
         with self._lock:
             clients, self._idle = self._idle, []
         for client in clients:
             client.close()
+        if self._http11 is not None:
+            self._http11.close()
 
     # --- transport --------------------------------------------------------------------
 
@@ -211,11 +232,17 @@ class KubeAPI:
             content = json.dumps(body, sort_keys=True).encode()
             headers["Content-Type"] = content_type or "application/json"
         try:
-            with self.client() as http:
-                response = http.request(
-                    method, path, content=content, headers=headers, params=params
+            response = None
+            if self._http11 is not None:
+                response = self._http11.request(
+                    method, path, headers=headers, params=params, content=content
                 )
-        except httpx.TransportError as exc:
+            if response is None:
+                with self.client() as client:
+                    response = client.request(
+                        method, path, content=content, headers=headers, params=params
+                    )
+        except (httpx.TransportError, OSError, http.client.HTTPException) as exc:
             raise Unreachable(
                 f"context '{self.context}': cannot reach the apiserver ({exc})",
                 hint="check the cluster is up and the kubeconfig's server address",
