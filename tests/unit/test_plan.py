@@ -264,6 +264,17 @@ def test_sidecar_ca_values_as_the_docs_say() -> None:
         helm_steps(_config(images={"strategy": "helm-values"}), PROFILE, "2.20", {})
 
 
+def _ca_secret(labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return secret_manifest(
+        "team-a",
+        "runai-ca-cert",
+        secret_type="Opaque",
+        data={"runai-ca.pem": b"PEM"},
+        labels=labels or {},
+        annotations={"airtrust.io/bundle-sha256": "abc"},
+    )
+
+
 _MUTATIONS = st.lists(
     st.sampled_from(["data", "drop-data", "type", "label", "drop-label", "annotation", "extra"]),
     max_size=3,
@@ -276,14 +287,7 @@ def test_secret_holds_says_what_diff_says_without_the_reasons(mutations: list[st
     live Secret, secret_holds is True exactly when diff finds nothing to change."""
     from airtrust.plan.model import Desired
 
-    manifest = secret_manifest(
-        "team-a",
-        "runai-ca-cert",
-        secret_type="Opaque",
-        data={"runai-ca.pem": b"PEM"},
-        labels={"run.ai/ca": "true"},
-        annotations={"airtrust.io/bundle-sha256": "abc"},
-    )
+    manifest = _ca_secret(labels={"run.ai/ca": "true"})
     live = json.loads(json.dumps(manifest))
     for mutation in mutations:
         meta = live["metadata"]
@@ -314,13 +318,7 @@ def test_written_by_only_reads_an_edit_by_anyone_else_from_the_ownership_record(
     """A watch event carries metadata, not data: a Secret still holds what airtrust
     applied when its labels and digest are there and no other manager owns a data key
     or the type; anything else is read and judged."""
-    manifest = secret_manifest(
-        "team-a",
-        "runai-ca-cert",
-        secret_type="Opaque",
-        data={"runai-ca.pem": b"PEM"},
-        annotations={"airtrust.io/bundle-sha256": "abc"},
-    )
+    manifest = _ca_secret()
     ours = {
         "manager": FIELD_MANAGER,
         "operation": "Apply",
