@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import ssl
 import statistics
 import subprocess
 import sys
@@ -82,10 +83,13 @@ class Api:
             path.chmod(0o600)
             files[key] = str(path)
         self.kubeconfig = kubeconfig
+        # one TLS context with the client certificate (httpx 0.28+ no longer sends a
+        # cert= pair: every create went out as system:anonymous and was refused)
+        context = ssl.create_default_context(cafile=files["certificate-authority-data"])
+        context.load_cert_chain(files["client-certificate-data"], files["client-key-data"])
         self.http = httpx.Client(
             base_url=cluster["server"],
-            verify=files["certificate-authority-data"],
-            cert=(files["client-certificate-data"], files["client-key-data"]),
+            verify=context,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
             timeout=30,
         )
