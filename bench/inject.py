@@ -1,6 +1,6 @@
 """Admission latency of airtrust's webhook, as rendered, on the pod-network test cluster.
 
-    .venv/bin/python bench/inject.py [--rates 20,100] [--duration 60]
+    .venv/bin/python bench/inject.py [--rates 20,100] [--duration 60] [--keep-replicas]
 
 ``scripts/testcluster up --node`` (apiserver, kubelet, kube-proxy, a pod
 network); the airtrust image from ``scripts/release`` pushed with ``airtrust
@@ -197,6 +197,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="20,100")
     parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument(
+        "--keep-replicas", action="store_true", help="no replica deleted mid-run (the steady state)"
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory(prefix="airtrust-bench-") as tmp:
@@ -244,7 +247,8 @@ def main() -> None:
             runs = []
             for rate in rates:
                 for ns in ("bench-out", "bench-in"):
-                    kill = args.duration / 2 if ns == "bench-in" and rate == max(rates) else None
+                    last = ns == "bench-in" and rate == max(rates) and not args.keep_replicas
+                    kill = args.duration / 2 if last else None
                     before = api.histogram(hook)
                     done = load(api, ns, rate, args.duration, image, kill)
                     after = api.histogram(hook)
