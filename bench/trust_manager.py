@@ -41,12 +41,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from testkit import locked
 
+from airtrust.kube.api import KubeAPI
+from airtrust.usecases.parallel import parallel_count
 from bench.harness import AIRTRUST, CACHE, KUBECTL, started_cluster
 
 VERSION = "v0.24.0"
@@ -57,6 +59,7 @@ SOURCE_NS, SOURCE = "cert-manager", "local-ca"
 RAISE = "\to.RestConfig.QPS, o.RestConfig.Burst = 1000, 2000 // airtrust bench: unthrottled\n"
 ANCHOR = "\to.RestConfig, err = o.kubeConfigFlags.ToRESTConfig()\n"
 POLL = 0.25
+T = TypeVar("T")
 
 
 def go() -> str:
@@ -131,17 +134,17 @@ class Api:
             raise SystemExit(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.decode()[-800:]}")
         return proc.stdout
 
-    def apply(self, docs: list[dict[str, Any]]) -> None:
-        """Server-side apply, sixteen at a time (kubectl applies one after the other:
-        minutes for 5,000 namespaces, before anything is measured)."""
-        from airtrust.kube.api import KubeAPI
-        from airtrust.usecases.parallel import parallel_count
-
+    def each(self, items: list[T], call: Callable[[KubeAPI, T], object]) -> None:
+        """``call`` for every item, sixteen at a time (kubectl works one object after
+        the other: minutes for 5,000 namespaces, before anything is measured)."""
         kube = KubeAPI.connect("admin", kubeconfig=self.kubeconfig)
         try:
-            parallel_count(docs, lambda doc: kube.apply(doc, force=True))
+            parallel_count(items, lambda item: call(kube, item))
         finally:
             kube.close()
+
+    def apply(self, docs: list[dict[str, Any]]) -> None:
+        self.each(docs, lambda kube, doc: kube.apply(doc, force=True))
 
     def targets(self) -> dict[str, str]:
         """namespace -> the target Secret's PEM, for every target Secret there is."""
@@ -280,17 +283,8 @@ def source(api: Api, pem: str) -> None:
 
 
 def clear_targets(api: Api, count: int) -> None:
-    """No target Secret left anywhere: the next controller starts from nothing.
-    (Deleted sixteen at a time: kubectl deletes one after the other, minutes at 5,000.)"""
-    from airtrust.kube.api import KubeAPI
-    from airtrust.usecases.parallel import parallel_count
-
-    kube = KubeAPI.connect("admin", kubeconfig=api.kubeconfig)
-    try:
-        names = list(api.targets())
-        parallel_count(names, lambda ns: kube.delete("v1", "secrets", ns, TARGET))
-    finally:
-        kube.close()
+    """No target Secret left anywhere: the next controller starts from nothing."""
+    api.each(list(api.targets()), lambda kube, ns: kube.delete("v1", "secrets", ns, TARGET))
     api.kubectl("delete", "bundles.trust.cert-manager.io", "--all", "--ignore-not-found")
     wait("target Secrets to be gone", lambda: not api.targets(), 120)
 

@@ -80,28 +80,38 @@ class Http11Pool:
             headers["Authorization"] = authorization
         if content is not None:
             headers["Content-Length"] = str(len(content))
-        for attempt in (1, 2):
-            with self._connection() as connection:
-                reused = connection.sock is not None
-                try:
-                    connection.request(method, target, body=content, headers=headers)
-                    answer = connection.getresponse()
-                    body = answer.read()
-                except _STALE:
-                    connection.close()
-                    if reused and attempt == 1:
-                        continue
-                    raise
-                except BaseException:
-                    connection.close()
-                    raise
-                if answer.will_close:
-                    connection.close()
-            if answer.status == 401 and self._auth is not None:
-                self._header = None
-                return None
-            return httpx.Response(answer.status, headers=answer.getheaders(), content=body)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            answer, body = self._exchange(method, target, headers, content, fresh=False)
+        except _STALE:  # the server closed the connection while it was idle: once more
+            answer, body = self._exchange(method, target, headers, content, fresh=True)
+        if answer.status == 401 and self._auth is not None:
+            self._header = None
+            return None
+        return httpx.Response(answer.status, headers=answer.getheaders(), content=body)
+
+    def _exchange(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        *,
+        fresh: bool,
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request and its whole answer; a failure closes the connection."""
+        with self._connection() as connection:
+            if fresh:
+                connection.close()  # reopened by the request
+            try:
+                connection.request(method, target, body=content, headers=headers)
+                answer = connection.getresponse()
+                body = answer.read()
+            except BaseException:
+                connection.close()
+                raise
+            if answer.will_close:
+                connection.close()
+            return answer, body
 
     def _host_header(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host

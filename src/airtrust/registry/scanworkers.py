@@ -52,9 +52,10 @@ def worker_count(sizes: Iterable[int]) -> int:
     configured = os.environ.get("AIRTRUST_SCAN_WORKERS")
     if configured is not None and configured.strip().isdigit():
         return min(int(configured), len(sizes))
-    if usable_cores() < 2 or len(sizes) < 2 or sum(sizes) < THRESHOLD:
+    cores = usable_cores()
+    if cores < 2 or len(sizes) < 2 or sum(sizes) < THRESHOLD:
         return 0
-    return min(usable_cores(), len(sizes))
+    return min(cores, len(sizes))
 
 
 def usable_cores() -> int:

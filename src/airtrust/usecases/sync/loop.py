@@ -29,6 +29,8 @@ __all__ = ["SyncController"]
 
 log = logging.getLogger(__name__)
 
+#: what a watch calls with each event: its type and the object's metadata
+EventHandler = Callable[[str, Mapping[str, Any]], None]
 #: more namespaces named at once than this and a full pass is cheaper than one by one
 MANY_NAMESPACES = 50
 
@@ -179,7 +181,7 @@ class SyncController:
                 self._pending.add(namespace)
         self.dirty.set()
 
-    def _on_event(self, handler: Callable[[str, Mapping[str, Any]], None]) -> Callable[..., None]:
+    def _on_event(self, handler: EventHandler) -> EventHandler:
         """``handler`` for a watch's changes. Its first list is the start (the first
         full pass covers it); a list again (a compacted watch) may have missed events:
         a full pass."""
@@ -223,7 +225,7 @@ class SyncController:
     def watches(self) -> Iterator[threading.Thread]:
         s = self.source
         ca = self.profile.ca_secret.name
-        specs: list[tuple[str, dict[str, str], Callable[[str, Mapping[str, Any]], None]]] = [
+        specs: list[tuple[str, dict[str, str], EventHandler]] = [
             ("/api/v1/namespaces", {}, self._namespace_event),
             ("/api/v1/secrets", {"fieldSelector": f"metadata.name={ca}"}, self._secret_event),
             (
@@ -266,8 +268,11 @@ class SyncController:
             self.metrics.leader = int(leader)
             self.dirty.clear()  # before taking the work: a later event wakes the next turn
             with self._lock:
-                full = self._full or time.monotonic() >= next_resync
-                full = full or len(self._pending) > MANY_NAMESPACES
+                full = (
+                    self._full
+                    or time.monotonic() >= next_resync
+                    or len(self._pending) > MANY_NAMESPACES
+                )
                 pending, self._pending, self._full = self._pending, set(), False
             try:
                 if full:
