@@ -49,6 +49,15 @@ class Registry:
         text = self.log.read_text(errors="replace")
         return [(m[1], m[2]) for m in re.finditer(r'"([A-Z]+) (/v2/\S*) HTTP/[\d.]+"', text)]
 
+    def answers(self) -> list[tuple[str, str, int, str]]:
+        """(method, path, status, user agent) of every request the registry answered, from
+        its access log (combined format): who asked, and what the registry said."""
+        if not self.access_log:
+            raise ValueError("this registry was started without access_log=True")
+        text = self.log.read_text(errors="replace")
+        pattern = r'"([A-Z]+) (/v2/\S*) HTTP/[\d.]+" (\d{3}) \S+ "[^"]*" "([^"]*)"'
+        return [(m[1], m[2], int(m[3]), m[4]) for m in re.finditer(pattern, text)]
+
     def blob_uploads(self) -> list[tuple[str, str]]:
         """The requests that start, carry or finish a blob upload (POST, PATCH, PUT of
         /v2/NAME/blobs/uploads/), cross-repository mounts included."""

@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from airtrust.registry.client import WORKER_AGENT
 from tests.conftest import assert_one_line_error, run_cli
-from tests.integration.conftest import require
+from tests.integration.conftest import require, wait_for
 from tests.integration.registry import (
     KillSwitchProxy,
+    Registry,
     gitsync_layout,
     make_tar,
     push_tar,
@@ -73,6 +75,26 @@ def _login(env: dict[str, str], host: str) -> None:
     )
 
 
+def worker_reads(tmp: Path) -> dict[str, str]:
+    """A scan worker even for a small image, and a layer cache with nothing in it."""
+    return {"AIRTRUST_SCAN_WORKERS": "1", "AIRTRUST_LAYER_CACHE": str(tmp / "cold-cache")}
+
+
+def assert_worker_read_a_layer(reg: Registry) -> None:
+    """The registry's log shows a layer GET by the worker, answered 200: the worker
+    carried the credential and verified TLS as the parent's client does."""
+
+    def worker_gets() -> list[int]:
+        return [
+            status
+            for method, path, status, agent in reg.answers()
+            if method == "GET" and "/blobs/" in path and agent == WORKER_AGENT
+        ]
+
+    wait_for("the scan worker's blob GET in the registry log", lambda: bool(worker_gets()))
+    assert set(worker_gets()) == {200}
+
+
 def test_tls_and_basic_auth(pki: Path, tmp_path: Path, go_tlsclient: Path) -> None:
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_bytes(
@@ -81,7 +103,7 @@ def test_tls_and_basic_auth(pki: Path, tmp_path: Path, go_tlsclient: Path) -> No
         ).stdout
     )
     tls = (pki / "regtls" / "tls.crt", pki / "regtls" / "tls.key")
-    with started_registry(tmp_path / "reg", tls=tls, htpasswd=htpasswd) as reg:
+    with started_registry(tmp_path / "reg", tls=tls, htpasswd=htpasswd, access_log=True) as reg:
         env = _crane_env(tmp_path, pki)
         _login(env, reg.host)
         push_tar(
@@ -117,10 +139,11 @@ def test_tls_and_basic_auth(pki: Path, tmp_path: Path, go_tlsclient: Path) -> No
             *creds,
             "-o",
             "json",
-            env={"REG_PASS": PASSWORD, "HOME": str(tmp_path)},
+            env={"REG_PASS": PASSWORD, "HOME": str(tmp_path), **worker_reads(tmp_path)},
         )
         assert ok.code == 0, ok.err
         assert PASSWORD not in ok.out + ok.err
+        assert_worker_read_a_layer(reg)  # with the Basic credential, over verified TLS
         # Credentials from the auth file (REGISTRY_AUTH_FILE), as podman/skopeo write it.
         from_file = run_cli(
             "image",
@@ -293,7 +316,7 @@ def test_bearer_token_flow(
         "issuer": "airtrust-test-issuer",
         "rootcertbundle": str(root),
     }
-    with started_registry(tmp_path / "reg", token=token) as reg:
+    with started_registry(tmp_path / "reg", token=token, access_log=True) as reg:
         env = _crane_env(tmp_path, pki)
         _login(env, reg.host)
         push_tar(
@@ -325,9 +348,10 @@ def test_bearer_token_flow(
             "P",
             "-o",
             "json",
-            env={"P": PASSWORD},
+            env={"P": PASSWORD, **worker_reads(tmp_path)},
         )
         assert ok.code == 0, ok.err
+        assert_worker_read_a_layer(reg)  # with the bearer token the parent was issued
         assert any("repository:patched/app:pull,push" in s for s in issued)
         assert any("repository:base/app:pull" in s for s in issued)  # the mount's source
 

@@ -310,10 +310,12 @@ class Patcher:
                     chunks = self.client.stream_blob(repository, digest)
                     size = int(desc.get("size", 0))
                     meter = self._meter(f"read layer {digest[7:19]}", size)
+                    if pool is not None:  # the worker reads the blob itself where it can
+                        location = self.client.blob_location(repository, digest)
+                        piped = _metered(chunks, meter) if meter is not None else chunks
+                        return pool.scan(piped, extra, location, meter)
                     if meter is not None:
                         chunks = _metered(chunks, meter)
-                    if pool is not None:
-                        return pool.scan(chunks, extra)
                     return scan_layer_stream(chunks, extra)
 
                 index = cached[digest] = self.cache.once(digest, extra, scan)

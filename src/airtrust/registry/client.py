@@ -21,16 +21,19 @@ import shutil
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx  # (the package __init__ keeps httpx's own CLI from loading)
 
 from airtrust.errors import ImageNotFound, InputError, RegistryError, Unreachable
 from airtrust.layers.image import INDEX_TYPES, MANIFEST_TYPES, MediaType, sha256_digest
 from airtrust.registry.auth import Credentials, RegistryAuth
+from airtrust.registry.fetch import BlobLocation
 from airtrust.registry.reference import DOCKER_HUB, is_loopback
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "OCI_INDEX",
     "OCI_MANIFEST",
     "RETRY_DELAYS",
+    "WORKER_AGENT",
     "Credentials",
     "Manifest",
     "RegistryClient",
@@ -62,6 +66,8 @@ ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 CHUNK = 8 * 1024 * 1024
 MONOLITHIC_LIMIT = 16 * 1024 * 1024
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+#: How a scan worker reading a blob itself names itself in the registry's access log.
+WORKER_AGENT = "airtrust-scan-worker"
 
 
 def auth_files() -> list[Path]:
@@ -186,6 +192,8 @@ class RegistryClient:
     ) -> None:
         self.registry = registry
         self.credentials = credentials if credentials is not None else load_credentials(registry)
+        self._ca_bundle, self._insecure, self._timeout = ca_bundle, insecure, timeout
+        self._transport = transport
         self._plain_allowed = insecure or is_loopback(registry)
         # Without --registry-ca, the host's trust store, not certifi's web bundle:
         # on an isolated network the local CA is installed there, never in certifi.
@@ -375,6 +383,24 @@ class RegistryClient:
                 hint="retry; if it persists the registry's storage is damaged",
             )
 
+    def blob_location(self, repository: str, digest: str) -> BlobLocation | None:
+        """Where a scan worker may GET this blob itself (see fetch.py), with the header
+        this client's authentication ended with; None when only this client can reach
+        it (a transport of its own, a proxy in between, or a HEAD that did not answer
+        200: the client's own GET then gives the error)."""
+        url = self._url(f"/v2/{repository}/blobs/{digest}")
+        if self._transport is not None or _proxied(url):
+            return None
+        response = self._send("HEAD", url)
+        if response.status_code != 200:
+            return None
+        first = response.history[0] if response.history else response
+        headers = {"User-Agent": WORKER_AGENT}
+        if "Authorization" in first.request.headers:
+            headers["Authorization"] = first.request.headers["Authorization"]
+        cafile = str(self._ca_bundle) if self._ca_bundle is not None else None
+        return BlobLocation(url, digest, headers, cafile, self._insecure, self._timeout)
+
     def mount_blob(self, repository: str, digest: str, source: str) -> bool:
         """Cross-repository mount; False when the registry wants an upload instead (202)."""
         response = self._send(
@@ -467,6 +493,16 @@ class RegistryClient:
         payload = data() if data is not None else self.stream_blob(source or repository, digest)
         self.upload_blob(repository, payload, digest, on_progress=on_progress)
         return "uploaded"
+
+
+def _proxied(url: str) -> bool:
+    """Would httpx send this URL through a proxy from the environment (as it does by
+    default)? Read the way urllib reads it: HTTP(S)_PROXY, ALL_PROXY and NO_PROXY."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.netloc)
 
 
 class _Body:
