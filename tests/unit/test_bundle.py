@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import json
 import warnings
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airtrust.errors import AirtrustError, BundleError
-from airtrust.pki.bundle import Bundle, build_bundle, parse_bundle, read_certificates
+from airtrust.pki.bundle import (
+    Bundle,
+    build_bundle,
+    fingerprint,
+    parse_bundle,
+    pem_fingerprints,
+    read_certificates,
+)
 from tests.conftest import DATA
 from tests.helpers.certs import make
 
@@ -141,3 +150,24 @@ def test_build_read_build_is_a_fixed_point(picks: list[int], comments: bool) -> 
     second = parse_bundle([("b", first)], now=now).to_pem(comments=comments)
     assert first == second
     assert len(set(picks)) == first.count(b"BEGIN CERTIFICATE")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_remembered_fingerprints_are_what_reading_the_bundle_gives(name: str) -> None:
+    """pem_fingerprints answers from memory on a second read of the same bytes; both
+    answers are read_certificates' own (None where it refuses the file)."""
+    data = (CORPUS / name).read_bytes()
+    try:
+        want: frozenset[str] | None = frozenset(
+            a.fingerprint for a in read_certificates(data, name)
+        )
+    except Exception:
+        want = None
+    assert pem_fingerprints(data) == want
+    assert pem_fingerprints(data) == want  # the remembered answer
+
+
+def test_fingerprint_is_the_sha256_of_the_der_encoding() -> None:
+    cert = make("fp").cert
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert fingerprint(cert) == hashlib.sha256(der).hexdigest()

@@ -3,11 +3,14 @@ retry may pass, as go-containerregistry's transport error does."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from airtrust.errors import RegistryError
-from airtrust.registry.client import Credentials, RegistryClient
+from airtrust.registry.client import Credentials, RegistryClient, _tls_context
+from tests.helpers.certs import make
 
 
 def _client(status: int, body: object) -> RegistryClient:
@@ -62,3 +65,20 @@ def test_a_refused_manifest_names_its_codes_and_the_retry_hint(
         )
     assert plain.value.codes == () and not plain.value.temporary
     assert "registry's log" in plain.value.hint
+
+
+def test_a_ca_file_changed_in_place_gives_a_new_tls_context(tmp_path: Path) -> None:
+    """Clients share one TLS context per CA file, but never one loaded from what the
+    file held before: a rotated --registry-ca is read again."""
+    bundle = tmp_path / "registry-ca.pem"
+    first, second = make("first registry CA"), make("second registry CA")
+    bundle.write_bytes(first.pem)
+    before = _tls_context(bundle)
+    assert _tls_context(bundle) is before  # shared while the file stays the same
+    bundle.write_bytes(second.pem + first.pem)
+    after = _tls_context(bundle)
+    subjects = [dict(x[0] for x in c["subject"])["commonName"] for c in after.get_ca_certs()]
+    assert "second registry CA" in subjects
+    assert [dict(x[0] for x in c["subject"])["commonName"] for c in before.get_ca_certs()] == [
+        "first registry CA"
+    ]

@@ -29,7 +29,7 @@ from cryptography import x509
 from airtrust.layers.rootfs import RootFS
 from airtrust.layers.scan import Entry, LayerIndex, normalise
 from airtrust.layers.truststore import BUNDLES, joined_bundle
-from airtrust.pki.bundle import fingerprint, read_certificates
+from airtrust.pki.bundle import fingerprint, pem_fingerprints
 from airtrust.pki.truststore import (
     DEFAULT_STORE_PASSWORD,
     KeystoreError,
@@ -183,9 +183,8 @@ def _has_all(data: bytes | None, wanted: set[str], origin: str) -> bool | None:
     """Whether a PEM file holds every wanted CA; None if it cannot be read as PEM."""
     if data is None:
         return False
-    try:
-        have = {a.fingerprint for a in read_certificates(data, origin)}
-    except Exception:  # a file we cannot parse is reported, not trusted
+    have = pem_fingerprints(data)
+    if have is None:  # a file we cannot parse is reported, not trusted
         return None
     return wanted <= have
 

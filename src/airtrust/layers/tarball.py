@@ -53,12 +53,27 @@ def build_tar(entries: Sequence[Entry]) -> bytes:
     return buffer.getvalue()
 
 
+#: Layers built in this process, by diff_id (see build_layer).
+_BUILT: dict[str, Layer] = {}
+_BUILT_KEPT = 16
+
+
 def build_layer(entries: Sequence[Entry]) -> Layer:
+    """The layer of these entries. The tar is built every time (cheap); compressing it,
+    most of the cost, happens once per content in a process: the images of a fleet on
+    one base get the same CA layer, byte for byte."""
     tar = build_tar(entries)
-    blob = gzip.compress(tar, compresslevel=GZIP_LEVEL, mtime=0)
-    return Layer(
-        blob=blob,
-        digest="sha256:" + hashlib.sha256(blob).hexdigest(),
-        diff_id="sha256:" + hashlib.sha256(tar).hexdigest(),
-        size=len(blob),
-    )
+    diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()
+    layer = _BUILT.get(diff_id)
+    if layer is None:
+        blob = gzip.compress(tar, compresslevel=GZIP_LEVEL, mtime=0)
+        layer = Layer(
+            blob=blob,
+            digest="sha256:" + hashlib.sha256(blob).hexdigest(),
+            diff_id=diff_id,
+            size=len(blob),
+        )
+        if len(_BUILT) >= _BUILT_KEPT:  # bounded; clear() is safe beside other threads
+            _BUILT.clear()
+        _BUILT[diff_id] = layer
+    return layer

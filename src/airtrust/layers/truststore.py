@@ -26,7 +26,7 @@ from cryptography import x509
 
 from airtrust.layers.rootfs import RootFS, relative_link
 from airtrust.layers.scan import Entry
-from airtrust.pki.bundle import certificate_to_pem, fingerprint, read_certificates
+from airtrust.pki.bundle import certificate_to_pem, fingerprint, pem_fingerprints
 from airtrust.pki.truststore import subject_hash
 
 __all__ = [
@@ -148,12 +148,9 @@ def file_name(cert: x509.Certificate) -> str:
 
 def joined_bundle(existing: bytes, additions: Sequence[x509.Certificate]) -> bytes:
     """The existing bundle plus the CAs it lacks, each block on its own lines."""
-    present: set[str] = set()
-    if existing.strip():
-        try:
-            present = {a.fingerprint for a in read_certificates(existing, "base bundle")}
-        except Exception:  # a bundle we cannot parse is kept as is; we only append
-            present = set()
+    present: frozenset[str] = frozenset()
+    if existing.strip():  # a bundle we cannot parse is kept as is; we only append
+        present = pem_fingerprints(existing) or frozenset()
     out = existing if not existing or existing.endswith(b"\n") else existing + b"\n"
     for cert in additions:
         if fingerprint(cert) not in present:

@@ -77,6 +77,8 @@ LABEL = "dev.airtrust.ca-sha256"
 BASE_LABEL = "dev.airtrust.base-digest"
 CREATED_BY = "airtrust image patch"
 ATTESTATION = "vnd.docker.reference.type"
+#: Base layers made present in the destination at once (HEAD, then mount or copy).
+ENSURE_AT_ONCE = 4
 
 
 class Progress(Protocol):
@@ -112,6 +114,10 @@ class LayerCache:
 
     _flights: ClassVar[dict[Path, Future[LayerIndex]]] = {}
     _flights_lock: ClassVar[threading.Lock] = threading.Lock()
+    #: Indexes this process has read or written, by file: the jobs of a batch share a
+    #: base, and reading its indexes from JSON once per job cost a tenth of a second.
+    _loaded: ClassVar[dict[Path, LayerIndex]] = {}
+    LOADED_KEPT: ClassVar[int] = 256
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or cache_dir()
@@ -151,10 +157,21 @@ class LayerCache:
 
     def get(self, digest: str, extra: frozenset[str] = frozenset()) -> LayerIndex | None:
         path = self._path(digest, extra)
+        index = LayerCache._loaded.get(path)
+        if index is not None:
+            return index
         try:
-            return LayerIndex.from_json(json.loads(path.read_text()))
+            index = LayerIndex.from_json(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError):
             return None
+        self._remember(path, index)
+        return index
+
+    @staticmethod
+    def _remember(path: Path, index: LayerIndex) -> None:
+        if len(LayerCache._loaded) >= LayerCache.LOADED_KEPT:  # clear() is thread-safe
+            LayerCache._loaded.clear()
+        LayerCache._loaded[path] = index
 
     def put(self, digest: str, index: LayerIndex, extra: frozenset[str] = frozenset()) -> None:
         try:
@@ -163,6 +180,7 @@ class LayerCache:
             tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps(index.to_json()))
             tmp.replace(path)
+            self._remember(path, index)
         except OSError as exc:  # a cache that cannot be written only costs time
             log.debug("layer cache not written: %s", exc)
 
@@ -413,10 +431,17 @@ class Patcher:
             annotations={LABEL: label, "org.opencontainers.image.base.digest": manifest.digest},
             env=runtime.env,
         )
-        # Blobs first, manifest last: nothing refers to content that is not there.
-        for desc in base.layers:
+
+        # Blobs first, manifest last: nothing refers to content that is not there. In
+        # one registry the base's layers at once (each a HEAD and a mount: round trips);
+        # across registries one at a time, as each one's bytes pass through here.
+        def ensure(desc: dict[str, Any]) -> None:
             how = self._ensure(dest.repository, desc, src.repository, "push layer")
             log.debug("layer %s %s", desc["digest"][:19], how)
+
+        at_once = ENSURE_AT_ONCE if self.target in (None, self.client) else 1
+        with ThreadPoolExecutor(at_once, thread_name_prefix="ensure") as pool:
+            list(pool.map(ensure, base.layers))
         self.to.ensure_blob(
             dest.repository,
             layer.digest,

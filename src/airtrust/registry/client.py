@@ -13,6 +13,7 @@ Credentials are never logged or put into error messages.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -197,13 +198,9 @@ class RegistryClient:
         self._plain_allowed = insecure or is_loopback(registry)
         # Without --registry-ca, the host's trust store, not certifi's web bundle:
         # on an isolated network the local CA is installed there, never in certifi.
-        verify: ssl.SSLContext | bool
-        if ca_bundle is not None:
-            verify = ssl.create_default_context(cafile=str(ca_bundle))
-        elif insecure:
-            verify = False
-        else:
-            verify = ssl.create_default_context()
+        verify: ssl.SSLContext | bool = False
+        if ca_bundle is not None or not insecure:
+            verify = _tls_context(ca_bundle)
         self._http = httpx.Client(
             verify=verify,
             timeout=timeout,
@@ -493,6 +490,25 @@ class RegistryClient:
         payload = data() if data is not None else self.stream_blob(source or repository, digest)
         self.upload_blob(repository, payload, digest, on_progress=on_progress)
         return "uploaded"
+
+
+def _tls_context(cafile: Path | None) -> ssl.SSLContext:
+    """One context per trust source in a process: loading the host's trust store costs
+    about 0.1 s, once for each client of a batch before (an SSLContext is safe to
+    share). The key holds what the context was loaded from: the file's size and
+    mtime, and the variables OpenSSL's default paths read."""
+    stat = cafile.stat() if cafile is not None and cafile.exists() else None
+    return _cached_context(
+        str(cafile) if cafile is not None else None,
+        (stat.st_size, stat.st_mtime_ns) if stat is not None else None,
+        os.environ.get("SSL_CERT_FILE"),
+        os.environ.get("SSL_CERT_DIR"),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_context(cafile: str | None, *_version: object) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
 
 
 def _proxied(url: str) -> bool:
