@@ -18,6 +18,7 @@ import functools
 import http.server
 import json
 import shutil
+import signal
 import ssl
 import statistics
 import subprocess
@@ -34,6 +35,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli
+from tests.helpers.certs import make, write
 from tests.integration.aiimage import ai_layers
 from tests.integration.conftest import (
     assert_untrusted,
@@ -797,3 +799,70 @@ def test_a_bare_url_renders_a_webhook_that_injects_and_doctor_names_a_wrong_path
         assert {c["status"] for c in inject_checks()} == {"ok"}
     finally:
         _render_and_apply(webhook.url, webhook.cluster, webhook.folder, "Ignore")
+
+
+def test_a_draining_replica_answers_unready_and_closes_each_connection_then_stops(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM with --drain: curl sees /readyz turn 503, reviews still answered (each
+    with Connection: close, so the apiserver reconnects through the Service), and only
+    then the listener gone (curl's own words)."""
+    curl = require("curl")
+    ca = make("drain test CA")
+    leaf = make("localhost", issuer=ca, ca=False, dns=("localhost",))
+    write(tmp_path / "ca.pem", ca.pem)
+    write(tmp_path / "tls.crt", leaf.pem)
+    write(tmp_path / "tls.key", leaf.key_pem).chmod(0o600)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "airtrust", "inject", "serve",
+            "--listen", f"127.0.0.1:{port}", "--no-distribute", "--drain", "4",
+            "--cert", str(tmp_path / "tls.crt"), "--key", str(tmp_path / "tls.key"),
+            "--ca", str(tmp_path / "ca.pem"),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    review = json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "d1",
+                "kind": {"kind": "Pod"},
+                "operation": "CREATE",
+                "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}},
+            },
+        }
+    )
+
+    def ask(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [curl, "-sS", "-i", "--max-time", "5", "--cacert", str(tmp_path / "ca.pem"),
+             *args],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+
+    base = f"https://localhost:{port}"
+    try:
+        wait_for_port(port, server, timeout=30)
+        assert ask(f"{base}/readyz").stdout.startswith("HTTP/1.1 200")
+        server.send_signal(signal.SIGTERM)
+        wait_for("readyz to say draining", lambda: "draining" in ask(f"{base}/readyz").stdout)
+        unready = ask(f"{base}/readyz").stdout
+        assert unready.startswith("HTTP/1.1 503"), unready
+        answered = ask("-X", "POST", "-H", "Content-Type: application/json", "-d", review,
+                       f"{base}/mutate")  # fmt: skip
+        head, _, body = answered.stdout.partition("\n\n")  # text mode: \r\n read as \n
+        assert head.startswith("HTTP/1.1 200"), answered.stdout + answered.stderr
+        assert "connection: close" in head.lower()
+        response = json.loads(body)["response"]
+        assert response["allowed"] is True and response["patchType"] == "JSONPatch"
+        assert server.poll() is None  # still answering after SIGTERM
+        server.wait(30)
+        gone = ask(f"{base}/readyz")
+        assert gone.returncode != 0 and "Failed to connect" in gone.stderr, gone.stderr
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

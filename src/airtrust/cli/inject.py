@@ -65,6 +65,15 @@ def serve_cmd(
     interval: Annotated[
         float, typer.Option("--interval", help="Seconds between bundle passes.")
     ] = 30.0,
+    drain: Annotated[
+        float,
+        typer.Option(
+            "--drain",
+            min=0,
+            help="On SIGTERM, answer unready for this long before stopping (a replica "
+            "leaving its Service).",
+        ),
+    ] = 0.0,
     kubeconfig: Kubeconfig = None,
     context: Context = "",
     in_cluster: InCluster = False,
@@ -106,6 +115,7 @@ def serve_cmd(
         settings=settings,
         distributor=distributor,
         interval=interval,
+        drain=drain,
     )
 
 

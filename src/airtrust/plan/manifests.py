@@ -557,6 +557,11 @@ def inject_disruption_budget(namespace: str) -> JsonObj:
     }
 
 
+#: How long a webhook replica told to stop keeps answering, unready: longer than
+#: kube-proxy takes to drop it from the Service, well inside the grace period (30 s).
+DRAIN_SECONDS = 5
+
+
 def inject_manifests(
     *,
     image: str,
@@ -578,7 +583,7 @@ def inject_manifests(
         "inject", "serve", "--in-cluster", "--listen", "0.0.0.0:8443",
         "--cert", "/tls/tls.crt", "--key", "/tls/tls.key",
         "--ca", f"/ca/{source.key}", "--namespace-selector", namespace_selector,
-        "--configmap", configmap,
+        "--configmap", configmap, "--drain", str(DRAIN_SECONDS),
     ]  # fmt: skip
     ca_volume: JsonObj = (
         {"secret": {"secretName": source.name}}

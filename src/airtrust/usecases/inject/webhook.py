@@ -114,6 +114,8 @@ class WebhookApp:
     settings: InjectSettings
     stats: Stats = field(default_factory=Stats)
     ready: Callable[[], bool] = lambda: True
+    #: while true every answer closes its connection (the server is draining)
+    closing: Callable[[], bool] = lambda: False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -123,16 +125,17 @@ class WebhookApp:
             return
         path, method = scope.get("path", ""), scope.get("method", "GET")
         if method == "GET" and path == "/healthz":
-            await _reply(send, 200, b"ok\n", b"text/plain")
+            await self._reply(send, 200, b"ok\n", b"text/plain")
         elif method == "GET" and path == "/readyz":
             ok = self.ready()
-            await _reply(send, 200 if ok else 503, b"ok\n" if ok else b"not ready\n", b"text/plain")
+            body = b"ok\n" if ok else b"draining\n" if self.closing() else b"not ready\n"
+            await self._reply(send, 200 if ok else 503, body, b"text/plain")
         elif method == "GET" and path == "/metrics":
-            await _reply(send, 200, self.stats.render().encode(), b"text/plain; version=0.0.4")
+            await self._reply(send, 200, self.stats.render().encode(), b"text/plain; version=0.0.4")
         elif method == "POST" and path == MUTATE_PATH:
             await self._mutate(receive, send)
         else:
-            await _reply(send, 404, b"not found\n", b"text/plain")
+            await self._reply(send, 404, b"not found\n", b"text/plain")
 
     async def _mutate(self, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -141,7 +144,7 @@ class WebhookApp:
             message = await receive()
             body += message.get("body", b"")
             if len(body) > MAX_BODY:
-                await _reply(send, 413, b"review too large\n", b"text/plain")
+                await self._reply(send, 413, b"review too large\n", b"text/plain")
                 return
             if not message.get("more_body"):
                 break
@@ -152,10 +155,17 @@ class WebhookApp:
         except _Failed as failed:
             answer, mutated, error = failed.answer, False, True
         except (ValueError, KeyError, TypeError):
-            await _reply(send, 400, b"not an AdmissionReview\n", b"text/plain")
+            await self._reply(send, 400, b"not an AdmissionReview\n", b"text/plain")
             return
         self.stats.record(mutated, error, time.perf_counter() - start)
-        await _reply(send, 200, json.dumps(answer).encode(), b"application/json")
+        await self._reply(send, 200, json.dumps(answer).encode(), b"application/json")
+
+    async def _reply(self, send: Send, status: int, body: bytes, content_type: bytes) -> None:
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        if self.closing():  # the client reconnects, through the Service, to another replica
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -165,17 +175,3 @@ class WebhookApp:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-async def _reply(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
