@@ -105,9 +105,11 @@ class Webhook:
         config = self.get("mutatingwebhookconfiguration", NAME)
         assert config["webhooks"][0]["failurePolicy"] == policy
 
-    def pods(self) -> list[dict[str, Any]]:
+    def pods(self, *, terminating: bool = False) -> list[dict[str, Any]]:
+        """The webhook's pods; with ``terminating``, also those deleted but still
+        draining (they answer through the Service until their --drain ends)."""
         items = self.get("pods", "-n", NS, "-l", f"app.kubernetes.io/name={NAME}")["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+        return [p for p in items if terminating or not p["metadata"].get("deletionTimestamp")]
 
     def ready(self) -> None:
         self.node.wait_rollout(NS, NAME, timeout=120)
@@ -332,7 +334,11 @@ def test_doctor_judges_the_webhook_through_its_service(webhook: Webhook) -> None
     assert checks[dry_run]["status"] == "ok", checks[dry_run]
     webhook.kubectl("-n", NS, "scale", "deployment", NAME, "--replicas=0")
     try:
-        wait_for("no webhook pod left", lambda: not webhook.pods(), timeout=120)
+        wait_for(
+            "no webhook pod left, draining or not",
+            lambda: not webhook.pods(terminating=True),
+            timeout=120,
+        )
         wait_for("doctor to see no ready endpoint", lambda: _doctor_inject(webhook)[service][
             "status"] == "fail", timeout=60)  # fmt: skip
         checks = _doctor_inject(webhook)
