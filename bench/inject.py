@@ -1,6 +1,6 @@
 """Admission latency of airtrust's webhook, as rendered, on the pod-network test cluster.
 
-    .venv/bin/python bench/inject.py [--rates 20,100] [--duration 60] [--keep-replicas]
+    .venv/bin/python bench/inject.py [--rates 20,100] [--duration 60] [--keep-replicas] [--drain S]
 
 ``scripts/testcluster up --node`` (apiserver, kubelet, kube-proxy, a pod
 network); the airtrust image from ``scripts/release`` pushed with ``airtrust
@@ -215,6 +215,12 @@ def main() -> None:
     parser.add_argument(
         "--keep-replicas", action="store_true", help="no replica deleted mid-run (the steady state)"
     )
+    parser.add_argument(
+        "--drain",
+        type=float,
+        help="replace the rendered --drain SECONDS (0: stop at once on SIGTERM), "
+        "to measure what the drain buys in the failover",
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory(prefix="airtrust-bench-") as tmp:
@@ -248,6 +254,15 @@ def main() -> None:
                 "--out", rendered)  # fmt: skip
             api = Api(cluster / "kubeconfig", work)
             api.kubectl("apply", "--server-side", "-k", rendered)
+            if args.drain is not None:
+                deployment = json.loads(api.kubectl("-n", NS, "get", "deployment", NAME, "-o",
+                                                    "json"))  # fmt: skip
+                container = deployment["spec"]["template"]["spec"]["containers"][0]
+                at = container["args"].index("--drain")
+                patch = [{"op": "replace", "value": f"{args.drain:g}",
+                          "path": f"/spec/template/spec/containers/0/args/{at + 1}"}]  # fmt: skip
+                api.kubectl("-n", NS, "patch", "deployment", NAME, "--type", "json", "-p",
+                            json.dumps(patch))  # fmt: skip
             api.kubectl("-n", NS, "rollout", "status", f"deployment/{NAME}", "--timeout=300s")
             hook = json.loads(api.kubectl("get", "mutatingwebhookconfiguration", NAME, "-o",
                                           "json"))["webhooks"][0]["name"]  # fmt: skip
@@ -312,6 +327,16 @@ def report(runs: list[Run], duration: float) -> None:
                 counts[second] += 1
         before = sum(1 for at, took in r.timeline if at < r.killed_at and took > 0.1)
         print(f"  before: {before}; then {' '.join(map(str, counts))}")
+        windows = {
+            "before the deletion": [t for at, t in r.timeline if at < r.killed_at],
+            "20 s from it": [t for at, t in r.timeline if r.killed_at <= at < r.killed_at + 20],
+            "after those": [t for at, t in r.timeline if at >= r.killed_at + 20],
+        }
+        for name, latencies in windows.items():
+            if latencies:
+                window = Run(r.namespace, r.rate, latencies=latencies)
+                print(f"  {name}: {len(latencies)} creates, p50 {window.pct(0.5) * 1e3:.1f} ms, "
+                      f"p99 {window.pct(0.99) * 1e3:.1f} ms")  # fmt: skip
     for r in runs:
         for said in r.failures[:3]:
             print(f"failed ({r.rate}/s, {r.namespace}): {said}")
