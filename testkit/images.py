@@ -25,7 +25,9 @@ changes.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -50,6 +52,7 @@ __all__ = [
     "gzip_layer",
     "push_oci",
     "push_tar",
+    "small_layer",
     "wheels",
 ]
 
@@ -71,6 +74,24 @@ _REVISION = "r1"  # bump when the /opt layer's recipe changes
 
 #: A layer for :func:`push_oci`: (blob, diff_id, media type).
 Layer = tuple[Path, str, str]
+
+
+def small_layer(
+    files: Mapping[str, bytes], *, uid: int = 0, links: Mapping[str, str] | None = None
+) -> bytes:
+    """A gzipped layer of a few regular files (owned by ``uid``) then symlinks
+    (name -> target), made in memory: for tests whose layers need no cache."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.uid = len(data), uid
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tar.addfile(link)
+    return gzip.compress(raw.getvalue(), mtime=0)
 
 
 def crane(*args: str, env: Mapping[str, str] | None = None) -> str:

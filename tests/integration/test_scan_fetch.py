@@ -8,15 +8,13 @@ index is a scan in this process of the same bytes.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit.images import small_layer
 
 from airtrust.layers.scan import scan_layer_stream
 from airtrust.registry.client import WORKER_AGENT, RegistryClient
@@ -30,19 +28,9 @@ pytestmark = pytest.mark.integration
 REPO = "scan/fetch"
 
 
-def layer(files: dict[str, bytes]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0)
-
-
 BLOBS = [
-    layer({"etc/ssl/certs/ca-certificates.crt": b"roots\n", "opt/w.bin": bytes(3 << 20)}),
-    layer({"etc/os-release": b"ID=debian\n", "app/settings.env": b"SSL_CERT_FILE=/x\n"}),
+    small_layer({"etc/ssl/certs/ca-certificates.crt": b"roots\n", "opt/w.bin": bytes(3 << 20)}),
+    small_layer({"etc/os-release": b"ID=debian\n", "app/settings.env": b"SSL_CERT_FILE=/x\n"}),
 ]
 
 

@@ -7,14 +7,12 @@ the reference is :func:`airtrust.layers.scan.scan_layer_stream` in this process.
 
 from __future__ import annotations
 
-import gzip
-import io
-import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit.images import small_layer
 
 from airtrust.layers.scan import LayerIndex, scan_layer_stream
 from airtrust.registry.append import LayerCache
@@ -22,17 +20,7 @@ from airtrust.registry.scanworkers import THRESHOLD, WorkerPool, worker_count
 
 
 def layer(files: dict[str, bytes]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.uid = 1000
-            tar.addfile(info, io.BytesIO(data))
-        link = tarfile.TarInfo("etc/ssl/cert.pem")
-        link.type, link.linkname = tarfile.SYMTYPE, "certs/ca-certificates.crt"
-        tar.addfile(link)
-    return gzip.compress(raw.getvalue(), mtime=0)
+    return small_layer(files, uid=1000, links={"etc/ssl/cert.pem": "certs/ca-certificates.crt"})
 
 
 def chunked(blob: bytes, size: int = 7000) -> Iterator[bytes]:
