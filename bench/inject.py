@@ -129,26 +129,33 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
     return lower
 
 
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 @dataclass
 class Run:
     namespace: str
     rate: int
-    latencies: list[float] = field(default_factory=list)
+    #: (s since the run started, create latency) per pod, to see the failover in time
+    timeline: list[tuple[float, float]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     admission_p50: float = float("nan")
     admission_p99: float = float("nan")
     admitted: float = 0.0
-    #: (s since the run started, create latency) per pod, to see the failover in time
-    timeline: list[tuple[float, float]] = field(default_factory=list)
     killed_at: float | None = None
     #: webhook calls the apiserver saw take over 100 ms (its bucket bound)
     slow: float = 0.0
 
+    @property
+    def latencies(self) -> list[float]:
+        return [took for _, took in self.timeline]
+
     def pct(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies, q)
 
 
 def held_pod(name: str, image: str) -> dict[str, object]:
@@ -177,7 +184,6 @@ def load(api: Api, ns: str, rate: int, duration: float, image: str, kill_at: flo
             ok, said = False, str(exc)
         elapsed = time.perf_counter() - start
         with lock:
-            result.latencies.append(elapsed)
             result.timeline.append((start - started, elapsed))
             if not ok:
                 result.failures.append(said)
@@ -334,9 +340,9 @@ def report(runs: list[Run], duration: float) -> None:
         }
         for name, latencies in windows.items():
             if latencies:
-                window = Run(r.namespace, r.rate, latencies=latencies)
-                print(f"  {name}: {len(latencies)} creates, p50 {window.pct(0.5) * 1e3:.1f} ms, "
-                      f"p99 {window.pct(0.99) * 1e3:.1f} ms")  # fmt: skip
+                print(f"  {name}: {len(latencies)} creates, "
+                      f"p50 {percentile(latencies, 0.5) * 1e3:.1f} ms, "
+                      f"p99 {percentile(latencies, 0.99) * 1e3:.1f} ms")  # fmt: skip
     for r in runs:
         for said in r.failures[:3]:
             print(f"failed ({r.rate}/s, {r.namespace}): {said}")
